@@ -1,0 +1,31 @@
+# Two commands do all set-up from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PIP_FLAGS ?= --disable-pip-version-check -q
+
+.PHONY: run test lint bench screenshots clean
+
+$(STAMP): pyproject.toml resources/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -c resources/constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/spp-gui $(ARGS)
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spp_gui tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+screenshots: $(STAMP)
+	bash benchmarks/../resources/screenshots.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,23 @@
+"""spp_gui: map pretrained weights into a model that is not quite the same, then train it.
+
+The public API, usable from any training script without the GUI::
+
+    from spp_gui import load_source, build_model, suggest_mapping, apply_mapping, Mapping
+"""
+
+from __future__ import annotations
+
+from .core.apply import LoadReport, apply_mapping, save_weights
+from .core.errors import MappingError, SourceError, SpecError, SppError, UnsafePickleError
+from .core.mapping import Entry, Mapping
+from .core.sources import Source, load_source
+from .core.specs import build_model, parse_spec
+from .core.strategies import suggest, suggest_mapping
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load_source", "build_model", "suggest_mapping", "apply_mapping", "Mapping", "Entry", "LoadReport",
+    "save_weights", "suggest", "parse_spec", "Source", "SppError", "SourceError", "SpecError", "MappingError",
+    "UnsafePickleError", "__version__",
+]

@@ -1,0 +1,3 @@
+from spp_gui.cli import main
+
+raise SystemExit(main())

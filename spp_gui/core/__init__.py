@@ -1,0 +1,1 @@
+"""The Qt-free core: sources, specs, parameter trees, mappings, strategies, transforms, apply."""

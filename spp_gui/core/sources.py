@@ -1,0 +1,559 @@
+"""Sources: anything holding named tensors, read lazily.
+
+Listing a source never reads tensor data: torch zip checkpoints are unpickled onto the meta
+device (torch records each storage's byte offset in the file), safetensors headers are parsed
+directly. Tensors are read one at a time with plain file reads into fresh memory, checked
+against the zip CRC where the format has one, so applying a mapping costs one source tensor at
+a time rather than a whole checkpoint and corrupt data is caught before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import SourceError, SpecError, UnsafePickleError
+from .specs import ModelSpec, build_model, looks_like_model_spec, module_classes, parse_spec
+from .tensors import KeyTable, TensorInfo, table_of, torch_dtype
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+SAFETENSORS_SUFFIX = ".safetensors"
+INDEX_SUFFIX = ".index.json"
+# Containers that hold a state dict, in the order they are tried.
+CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+
+PICKLE_HELP = (
+    "it would need full unpickling, which can run arbitrary code from the file; "
+    "if you trust its origin, opt in with --trust-pickle (GUI: 'Trust this file')"
+)
+
+
+class Source:
+    """A named-tensor source. ``tensors`` lists them in file order; ``read`` loads one."""
+
+    kind = "source"
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.tensors: KeyTable = {}
+        self.notes: list[str] = []
+        self.module_classes: dict[str, str] = {}
+        self.path: Path | None = None
+
+    def read(self, name: str) -> torch.Tensor:
+        """Return tensor ``name`` on the CPU, in memory of its own."""
+        raise NotImplementedError
+
+    def sha256(self, progress: Callable[[int, int], None] | None = None) -> str | None:
+        """Digest of the file(s) behind the source, or None when it is not a file."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r}: {len(self.tensors)} tensors>"
+
+    def _check_name(self, name: str) -> TensorInfo:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise SourceError(f"{self.spec}: no tensor named {name!r}") from None
+
+
+def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | None) -> str:
+    paths = list(paths)
+    total = sum(p.stat().st_size for p in paths)
+    digest = hashlib.sha256()
+    done = 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    return digest.hexdigest()
+
+
+def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Tensor:
+    buf = torch.empty(nbytes, dtype=torch.uint8)
+    if nbytes:
+        view = memoryview(buf.numpy()).cast("B")
+        got = os.preadv(fh.fileno(), [view], offset) if hasattr(os, "preadv") else _seek_read(fh, view, offset)
+        if got != nbytes:
+            raise SourceError(f"{path}: file ends before the data of {what} (truncated?)")
+    return buf
+
+
+def _seek_read(fh, view: memoryview, offset: int) -> int:
+    fh.seek(offset)
+    return fh.readinto(view)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch checkpoints (.pth/.pt/.bin/.ckpt)
+
+
+def _unwrap(obj: Any, notes: list[str]) -> dict[str, Any]:
+    """Find the state dict inside the usual containers; say in ``notes`` what was unwrapped."""
+    path: list[str] = []
+    for _ in range(4):
+        if isinstance(obj, nn.Module):
+            notes.append("took the state dict of a pickled " + type(obj).__name__)
+            obj = obj.state_dict()
+            break
+        if not isinstance(obj, dict):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        if "pytorch-lightning_version" in obj or "lightning_version" in obj:
+            notes.append("Lightning checkpoint")
+        for key in CONTAINER_KEYS:
+            if isinstance(obj.get(key), (dict, nn.Module)):
+                path.append(key)
+                obj = obj[key]
+                break
+        else:
+            break
+    if path:
+        notes.append("unwrapped " + " -> ".join(f"[{k!r}]" for k in path))
+    if not isinstance(obj, dict):
+        raise SourceError(f"holds a {type(obj).__name__}, not a dict of tensors")
+    flat: dict[str, torch.Tensor] = {}
+    _flatten(obj, "", flat)
+    if not flat:
+        raise SourceError("holds no tensors (keys: " + ", ".join(map(str, list(obj)[:8])) + ")")
+    skipped = sum(1 for v in obj.values() if not isinstance(v, (torch.Tensor, dict)))
+    if skipped:
+        notes.append(f"ignored {skipped} non-tensor entries")
+    return flat
+
+
+def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            out[name] = value
+        elif isinstance(value, dict):
+            _flatten(value, name + ".", out)
+
+
+class TorchFileSource(Source):
+    """A ``torch.save`` checkpoint, listed from its pickle alone (meta device)."""
+
+    kind = "torch"
+
+    def __init__(self, path: Path, spec: str | None = None, trust_pickle: bool = False) -> None:
+        super().__init__(spec or str(path))
+        self.path = path
+        self._fh = None
+        self._records: dict[int, tuple[int, int]] = {}  # data offset -> (size, crc32)
+        self._meta: dict[str, torch.Tensor] = {}
+        self._loaded: dict[str, torch.Tensor] | None = None  # legacy format: tensors in memory
+        try:
+            self._open(trust_pickle)
+        except SourceError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise type(exc)(f"{path}: {exc}") from exc.__cause__
+
+    def _open(self, trust_pickle: bool) -> None:
+        path = self.path
+        assert path is not None
+        if zipfile.is_zipfile(path):
+            self._index_zip(path)
+            obj = self._torch_load(map_location="meta", trust_pickle=trust_pickle)
+            self._meta = _unwrap(obj, self.notes)
+            self.tensors = table_of(self._meta)
+            self._fh = open(path, "rb")
+        else:
+            self._check_legacy(path)
+            obj = self._torch_load(map_location="cpu", trust_pickle=trust_pickle)
+            self._loaded = _unwrap(obj, self.notes)
+            self.tensors = table_of(self._loaded)
+            self.notes.append("legacy (non-zip) torch format: read into memory whole")
+        if trust_pickle:
+            self.notes.append("loaded with full unpickling (trusted by the user)")
+
+    @staticmethod
+    def _check_legacy(path: Path) -> None:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if not head:
+            raise SourceError("file is empty")
+        if head[:1] != b"\x80":  # legacy torch files start with a pickle protocol opcode
+            if head.startswith(b"PK"):
+                raise SourceError("zip archive is damaged (central directory missing or unreadable; truncated?)")
+            raise SourceError("not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
+
+    def _index_zip(self, path: Path) -> None:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+                pickles = [i for i in infos if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
+                if not pickles:
+                    raise SourceError("zip archive without data.pkl: not a torch.save checkpoint")
+                # The pickle steers everything else: check its CRC before trusting it.
+                zf.read(pickles[0])
+                with open(path, "rb") as raw:
+                    for info in infos:
+                        if "/data/" not in info.filename or info.compress_type != zipfile.ZIP_STORED:
+                            continue
+                        raw.seek(info.header_offset)
+                        header = raw.read(30)
+                        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+                            raise SourceError(f"damaged zip entry {info.filename}")
+                        name_len, extra_len = struct.unpack("<HH", header[26:30])
+                        start = info.header_offset + 30 + name_len + extra_len
+                        self._records[start] = (info.file_size, info.CRC)
+        except zipfile.BadZipFile as exc:
+            raise SourceError(f"corrupt checkpoint ({exc})") from exc
+        except (OSError, EOFError, ValueError, struct.error) as exc:
+            raise SourceError(f"unreadable zip archive ({exc})") from exc
+
+    def _torch_load(self, map_location: str, trust_pickle: bool) -> Any:
+        try:
+            return torch.load(self.path, map_location=map_location, weights_only=not trust_pickle)
+        except pickle.UnpicklingError as exc:
+            if trust_pickle:
+                raise SourceError(f"cannot unpickle: {exc}") from exc
+            detail = str(exc).split("\n")[0]
+            if "Weights only load failed" in detail or "weights_only" in str(exc):
+                raise UnsafePickleError(f"refused: {PICKLE_HELP}") from exc
+            raise SourceError(f"corrupt pickle data ({detail})") from exc
+        except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError, TypeError,
+                IndexError, struct.error, OverflowError, MemoryError, zipfile.BadZipFile) as exc:
+            first = str(exc).strip().split("\n")[0][:300]
+            raise SourceError(f"corrupt or unreadable checkpoint ({type(exc).__name__}: {first})") from exc
+
+    def read(self, name: str) -> torch.Tensor:
+        self._check_name(name)
+        if self._loaded is not None:
+            return self._loaded[name].detach().clone()
+        meta = self._meta[name]
+        storage = meta.untyped_storage()
+        offset = getattr(storage, "_checkpoint_offset", None)
+        nbytes = storage.nbytes()
+        if offset is None:
+            raise SourceError(f"{self.path}: cannot locate the data of {name!r}")
+        raw = _pread_into(self._fh, offset, nbytes, repr(name), self.path)
+        record = self._records.get(offset)
+        if record is not None and record[0] == nbytes and zlib.crc32(raw.numpy()) != record[1]:
+            raise SourceError(f"{self.path}: data of {name!r} is corrupt (CRC mismatch); the file is damaged")
+        flat = raw.view(meta.dtype) if nbytes else torch.empty(0, dtype=meta.dtype)
+        tensor = flat.as_strided(meta.shape, meta.stride(), meta.storage_offset())
+        if flat.numel() != meta.numel() or not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+        return tensor
+
+    def sha256(self, progress=None) -> str:
+        return _file_sha256([self.path], progress)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors
+
+_ST_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+}
+ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[TensorInfo, int, int]], dict, int]:
+    """Parse and validate a safetensors header: name -> (info, begin, end); metadata; data start."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise SourceError(f"{path}: too short to be a safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER or n > size - 8:
+            raise SourceError(f"{path}: header length {n} is larger than the file allows (corrupt or truncated)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: header is not valid JSON ({exc}); not a safetensors file or corrupt") from exc
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    data_start = 8 + n
+    data_len = size - data_start
+    out: dict[str, tuple[TensorInfo, int, int]] = {}
+    spans = []
+    for name, entry in header.items():
+        try:
+            dtype = _ST_DTYPES[entry["dtype"]]
+            shape = tuple(int(s) for s in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"{path}: malformed header entry for {name!r} ({exc!r})") from exc
+        info = TensorInfo(name, shape, dtype)
+        if any(s < 0 for s in shape) or not 0 <= begin <= end <= data_len:
+            raise SourceError(f"{path}: {name!r} points outside the file (offsets {begin}..{end}, data {data_len} bytes)")
+        if end - begin != info.nbytes:
+            raise SourceError(f"{path}: {name!r} has {end - begin} bytes for shape {shape} {dtype} ({info.nbytes})")
+        out[name] = (info, begin, end)
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
+        if b1 < e0:
+            raise SourceError(f"{path}: tensors {n0!r} and {n1!r} overlap in the file (corrupt or crafted header)")
+    ordered = dict(sorted(out.items(), key=lambda kv: kv[1][1]))
+    return ordered, meta, data_start
+
+
+class SafetensorsSource(Source):
+    kind = "safetensors"
+
+    def __init__(self, path: Path, spec: str | None = None) -> None:
+        super().__init__(spec or str(path))
+        self.path = path
+        self._entries, self.metadata, self._data_start = read_safetensors_header(path)
+        self.tensors = {k: v[0] for k, v in self._entries.items()}
+        self._fh = open(path, "rb")
+
+    def read(self, name: str) -> torch.Tensor:
+        info = self._check_name(name)
+        _, begin, end = self._entries[name]
+        raw = _pread_into(self._fh, self._data_start + begin, end - begin, repr(name), self.path)
+        return raw.view(torch_dtype(info.dtype)).reshape(info.shape) if info.numel else torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+
+    def sha256(self, progress=None) -> str:
+        return _file_sha256([self.path], progress)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# ---------------------------------------------------------------------------------------------
+# sharded checkpoints
+
+
+class ShardedSource(Source):
+    """``*.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shards."""
+
+    kind = "sharded"
+
+    def __init__(self, index: Path, spec: str | None = None, trust_pickle: bool = False) -> None:
+        super().__init__(spec or str(index))
+        self.path = index
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError("weight_map is not an object")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SourceError(f"{index}: not a sharded-checkpoint index ({exc})") from exc
+        shard_names = list(dict.fromkeys(weight_map.values()))
+        self.shards: dict[str, Source] = {}
+        self._where: dict[str, Source] = {}
+        try:
+            for shard in shard_names:
+                shard_path = (index.parent / shard).resolve()
+                if index.parent.resolve() not in shard_path.parents:
+                    raise SourceError(f"{index}: shard {shard!r} lies outside the checkpoint folder")
+                src = open_file(shard_path, trust_pickle=trust_pickle)
+                self.shards[shard] = src
+                for name, info in src.tensors.items():
+                    if weight_map.get(name) == shard:
+                        self.tensors[name] = info
+                        self._where[name] = src
+            missing = [k for k in weight_map if k not in self.tensors]
+            if missing:
+                raise SourceError(f"{index}: {len(missing)} keys listed in the index are missing from their shards, e.g. {missing[0]!r}")
+        except BaseException:
+            self.close()
+            raise
+        self.notes.append(f"{len(shard_names)} shards")
+
+    def read(self, name: str) -> torch.Tensor:
+        self._check_name(name)
+        return self._where[name].read(name)
+
+    def sha256(self, progress=None) -> str:
+        return _file_sha256([self.path, *(s.path for s in self.shards.values())], progress)
+
+    def close(self) -> None:
+        for src in self.shards.values():
+            src.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# in-memory sources: model specs, modules, dicts
+
+
+class StateDictSource(Source):
+    """A live ``dict[str, Tensor]`` (meta tensors allowed for listing)."""
+
+    kind = "dict"
+
+    def __init__(self, state: dict[str, torch.Tensor], spec: str = "<state dict>") -> None:
+        super().__init__(spec)
+        self._state = state
+        self.tensors = table_of(state)
+
+    def read(self, name: str) -> torch.Tensor:
+        self._check_name(name)
+        tensor = self._state[name]
+        if tensor.is_meta:
+            raise SourceError(f"{self.spec}: {name!r} is a meta tensor and holds no data")
+        return tensor.detach().to("cpu", copy=True)
+
+
+class ModelSource(StateDictSource):
+    """A model spec's freshly initialised state dict: listed on meta, built for real when read."""
+
+    kind = "model"
+
+    def __init__(self, spec: ModelSpec | str, seed: int = 0) -> None:
+        spec = parse_spec(spec) if isinstance(spec, str) else spec
+        meta = build_model(spec, device="meta")
+        super().__init__(meta.state_dict(), spec.text)
+        self.model_spec = spec
+        self.module_classes = module_classes(meta)
+        self.seed = seed
+        self.notes.append(f"freshly initialised (seed {seed})")
+        self._real: dict[str, torch.Tensor] | None = None
+
+    def read(self, name: str) -> torch.Tensor:
+        self._check_name(name)
+        if self._real is None:
+            self._real = build_model(self.model_spec, device="cpu", seed=self.seed).state_dict()
+        return self._real[name].detach().clone()
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision pretrained weights
+
+
+def torchvision_weights_path(model: str, weights: str) -> tuple[Path, str]:
+    """Where torch's hub cache keeps ``weights`` of torchvision ``model``, and its URL."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(model)
+    except (ValueError, KeyError) as exc:
+        raise SpecError(f"torchvision has no pretrained weights for {model!r}") from exc
+    try:
+        member = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(m.name for m in enum)
+        raise SpecError(f"unknown weights {weights!r} for torchvision {model!r}; available: {names}") from None
+    url = member.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def torchvision_weights_source(spec: ModelSpec, download: bool = True, progress: bool = True) -> Source:
+    path, url = torchvision_weights_path(spec.name, spec.weights or "DEFAULT")
+    if not path.exists():
+        if not download or os.environ.get("SPP_GUI_NO_DOWNLOAD"):
+            raise SourceError(f"torchvision weights {spec.text!r} are not in the cache; expected file: {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), progress=progress)
+        except Exception as exc:
+            raise SourceError(
+                f"torchvision weights {spec.text!r} are not in torch's cache and downloading {url} failed "
+                f"({type(exc).__name__}: {exc}). Offline? Copy the file to {path}"
+            ) from exc
+    src = open_file(path)
+    src.spec = spec.text
+    src.notes.append(f"torchvision weights from {path}")
+    return src
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def open_file(path: Path, trust_pickle: bool = False) -> Source:
+    """Open a checkpoint file or folder by what it is, not only by its name."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SourceError(f"file not found: {path}")
+    if path.is_dir():
+        for candidate in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors",
+                          "pytorch_model.bin"):
+            if (path / candidate).exists():
+                return open_file(path / candidate, trust_pickle)
+        indexes = sorted(path.glob("*" + INDEX_SUFFIX))
+        if len(indexes) == 1:
+            return open_file(indexes[0], trust_pickle)
+        raise SourceError(f"{path} is a folder without a checkpoint (no *.safetensors, *.bin or index.json)")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"no permission to read {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: file is empty")
+    if path.name.endswith(INDEX_SUFFIX):
+        return ShardedSource(path, trust_pickle=trust_pickle)
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    is_zip_or_pickle = head[:2] == b"PK" or head[:1] == b"\x80"
+    if path.suffix == SAFETENSORS_SUFFIX or (not is_zip_or_pickle and len(head) > 8 and head[8:9] == b"{"):
+        return SafetensorsSource(path)
+    return TorchFileSource(path, trust_pickle=trust_pickle)
+
+
+def load_source(
+    source: str | os.PathLike | Source | nn.Module | dict,
+    trust_pickle: bool = False,
+    download: bool = True,
+) -> Source:
+    """Open anything holding named tensors: a checkpoint path, a spec, a module or a state dict.
+
+    Accepted strings: a checkpoint file or folder (``.pth .pt .bin .ckpt .safetensors``, an
+    ``*.index.json``), ``torchvision:NAME:WEIGHTS`` for torchvision's pretrained weights, or a
+    model spec (``torchvision:resnet50``, ``spp_gui:alexnet_spp``, ``net.py:Net``) for its freshly
+    initialised tensors.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, nn.Module):
+        src = StateDictSource(source.state_dict(), f"<{type(source).__name__}>")
+        src.module_classes = module_classes(source)
+        return src
+    if isinstance(source, dict):
+        return StateDictSource(source)
+    text = os.fspath(source)
+    if Path(text).expanduser().exists() and not looks_like_model_spec(text):
+        return open_file(Path(text), trust_pickle=trust_pickle)
+    if looks_like_model_spec(text):
+        spec = parse_spec(text)
+        if spec.kind == "torchvision" and spec.weights:
+            return torchvision_weights_source(spec, download=download)
+        return ModelSource(spec)
+    raise SourceError(f"file not found: {text}" if _looks_like_path(text) else
+                      f"{text!r} is neither an existing checkpoint file nor a model spec "
+                      "(torchvision:NAME[:WEIGHTS], spp_gui:NAME, path/net.py:Class)")
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or text.endswith((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, ".json"))
+

@@ -1,0 +1,189 @@
+"""One spec grammar for CLI, GUI and mapping files.
+
+    torchvision:resnet50?num_classes=20
+    torchvision:alexnet:IMAGENET1K_V1          (as a source: torchvision's pretrained weights)
+    spp_gui:alexnet_spp?num_classes=20&levels=1,4,9,36&mode=max
+    path/to/net.py:Net?width=2                 (the user's own class)
+
+Models are built on the meta device for inspection (no memory, no init cost) and for real
+when weights are applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import SpecError
+
+SCHEMES = ("torchvision", "spp_gui")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec. ``kind`` is 'torchvision', 'spp_gui' or 'file'."""
+
+    kind: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    path: str | None = None
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if "," in text:
+        return tuple(parse_value(part) for part in text.split(",") if part != "")
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def looks_like_model_spec(text: str) -> bool:
+    head = text.split("?", 1)[0]
+    if head.split(":", 1)[0] in SCHEMES:
+        return True
+    return ".py:" in head
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """Parse a model spec string; raise SpecError naming the part that is wrong."""
+    text = text.strip()
+    if not text:
+        raise SpecError("empty model spec")
+    head, _, query = text.partition("?")
+    kwargs: dict[str, Any] = {}
+    if query:
+        for item in query.split("&"):
+            if not item:
+                continue
+            key, eq, value = item.partition("=")
+            if not eq or not key.isidentifier():
+                raise SpecError(f"bad option {item!r} in spec {text!r}: expected key=value")
+            kwargs[key] = parse_value(value)
+    scheme, _, rest = head.partition(":")
+    if scheme in SCHEMES:
+        name, _, weights = rest.partition(":")
+        if not name:
+            raise SpecError(f"spec {text!r} names no model after '{scheme}:'")
+        if weights and scheme != "torchvision":
+            raise SpecError(f"only torchvision specs take a weights name, got {text!r}")
+        return ModelSpec(scheme, name, kwargs, weights or None, None, text)
+    if ".py:" in head:
+        path, _, cls = head.rpartition(":")
+        if not cls.isidentifier():
+            raise SpecError(f"spec {text!r}: {cls!r} is not a class name")
+        return ModelSpec("file", cls, kwargs, None, path, text)
+    raise SpecError(
+        f"cannot read model spec {text!r}: expected torchvision:NAME, spp_gui:NAME or path/to/file.py:Class "
+        "(options after '?', e.g. torchvision:resnet50?num_classes=20)"
+    )
+
+
+def _closest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def torchvision_model_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models())
+
+
+def builtin_model_names() -> list[str]:
+    from ..models import BUILTIN_MODELS
+
+    return sorted(BUILTIN_MODELS)
+
+
+def _load_user_class(spec: ModelSpec) -> type[nn.Module]:
+    path = Path(spec.path or "").expanduser()
+    if not path.is_file():
+        raise SpecError(f"model file not found: {path} (from spec {spec.text!r})")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    module_name = f"spp_gui_user_{path.stem}_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise SpecError(f"cannot import {path} as a Python module")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise SpecError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, spec.name, None)
+    if cls is None:
+        names = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)]
+        raise SpecError(f"{path} has no class {spec.name!r}{_closest(spec.name, names)}")
+    return cls
+
+
+def model_constructor(spec: ModelSpec):
+    if spec.kind == "torchvision":
+        import torchvision
+
+        names = torchvision_model_names()
+        if spec.name not in names:
+            raise SpecError(f"unknown torchvision model {spec.name!r}{_closest(spec.name, names)}")
+        return lambda **kw: torchvision.models.get_model(spec.name, weights=None, **kw)
+    if spec.kind == "spp_gui":
+        from ..models import BUILTIN_MODELS
+
+        if spec.name not in BUILTIN_MODELS:
+            raise SpecError(
+                f"unknown built-in model {spec.name!r}{_closest(spec.name, list(BUILTIN_MODELS))}; "
+                f"built-ins: {', '.join(sorted(BUILTIN_MODELS))}"
+            )
+        return BUILTIN_MODELS[spec.name]
+    return _load_user_class(spec)
+
+
+def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed: int | None = None) -> nn.Module:
+    """Build the model a spec names. ``device='meta'`` costs no memory and no initialisation.
+
+    ``seed`` makes the random initialisation reproducible (mapping apply and the GUI's
+    "source from a spec" use it so the same spec always yields the same tensors).
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    ctor = model_constructor(spec)
+    rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
+    with rng, torch.device(device):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = ctor(**spec.kwargs)
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise SpecError(f"cannot build {spec.text!r}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"{spec.text!r} built a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def module_classes(model: nn.Module) -> dict[str, str]:
+    """Dotted module path -> class name, for labelling tree nodes."""
+    return {name: type(mod).__name__ for name, mod in model.named_modules()}
