@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from .core.errors import SppError
 
 # Modules that add subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_train"]
+COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_export", "spp_gui.cli_train", "spp_gui.cli_verify"]
 GUI_MODULE = "spp_gui.gui.app"
 
 EXIT_USER_ERROR = 2
