@@ -143,7 +143,7 @@ class Mapping:
                 statuses[key] = EXACT if entry.source == key else RENAMED
             if entry.source in used:
                 used[entry.source].append(key)
-        for key, entry in self.entries.items():
+        for key in self.entries:
             if key not in target:
                 problems[key] = f"target has no key {key!r}"
         return MappingStatus(statuses, problems, used)

@@ -322,7 +322,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[TensorInfo, int
         out[name] = (info, begin, end)
         spans.append((begin, end, name))
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
             raise SourceError(f"{path}: tensors {n0!r} and {n1!r} overlap in the file (corrupt or crafted header)")
     ordered = dict(sorted(out.items(), key=lambda kv: kv[1][1]))

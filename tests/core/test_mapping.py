@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spp_gui import Entry, Mapping, apply_mapping, build_model, suggest_mapping
+from spp_gui.core.errors import Cancelled, MappingError
+from spp_gui.core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED
+from spp_gui.core.tensors import TensorInfo
+
+
+def _table(**shapes):
+    return {k: TensorInfo(k, s, "float32") for k, s in shapes.items()}
+
+
+def test_round_trip_is_lossless_and_diffable(tmp_path):
+    mapping = Mapping("a.pth", "spp_gui:alexnet_spp?num_classes=20", "ab" * 32)
+    mapping.set(Entry("features.0.weight", "features.0.weight", None, "auto:exact", 1.0))
+    mapping.set(Entry("head.w", "fc.w", {"op": "slice"}, "manual", None, "picked by hand"))
+    path = tmp_path / "m.json"
+    mapping.save(path)
+    data = json.loads(path.read_text())
+    assert data["format"] == "spp-gui-mapping" and data["version"] == 1
+    assert data["source"] == {"spec": "a.pth", "sha256": "ab" * 32}
+    assert data["entries"][0] == {"target": "features.0.weight", "source": "features.0.weight",
+                                  "transform": None, "origin": "auto:exact", "confidence": 1.0}
+    assert path.read_text().count("\n") > 10  # one field a line: diffs stay readable
+    assert Mapping.load(path) == mapping
+
+
+def test_status_per_key():
+    source = _table(a=(2, 3), b=(4,), c=(5,), unused=(1,))
+    target = _table(a=(2, 3), x=(4,), y=(9,), z=(7,), w=(5,))
+    mapping = Mapping.from_pairs({"a": "a", "x": "b", "y": "c"})
+    status = mapping.status(source, target)
+    assert status.target == {"a": EXACT, "x": RENAMED, "y": INVALID, "z": UNMAPPED, "w": UNMAPPED}
+    assert "'c' (5) -> 'y' (9)" in status.problems["y"]
+    assert status.unused_sources == ["unused"]
+    with pytest.raises(MappingError, match=r"'c' \(5\) -> 'y' \(9\)"):
+        mapping.validate(source, target)
+
+
+def test_validation_names_missing_keys():
+    source, target = _table(a=(1,)), _table(a=(1,))
+    with pytest.raises(MappingError, match="source has no key 'ghost'"):
+        Mapping.from_pairs({"a": "ghost"}).validate(source, target)
+    with pytest.raises(MappingError, match="target has no key 'nowhere'"):
+        Mapping.from_pairs({"nowhere": "a"}).validate(source, target)
+
+
+def test_adapted_status_needs_a_fitting_transform():
+    from spp_gui.core.transforms import TRANSFORMS
+
+    source, target = _table(a=(4,)), _table(a=(4,))
+    mapping = Mapping(entries={"a": Entry("a", "a", {"op": "no-such-op"})})
+    assert mapping.status(source, target).target["a"] == INVALID
+    if "slice" in TRANSFORMS:
+        ok = Mapping(entries={"a": Entry("a", "a", {"op": "slice"})})
+        assert ok.status(source, target).target["a"] == ADAPTED
+
+
+@pytest.mark.parametrize("text,match", [
+    ("not json", "not valid JSON"),
+    ('{"format": "other"}', "not an spp-gui mapping"),
+    ('{"format": "spp-gui-mapping", "version": 99, "entries": []}', "newer than this spp_gui"),
+    ('{"format": "spp-gui-mapping", "version": 1, "entries": [{"target": 1}]}', "string 'target' and 'source'"),
+    ('{"format": "spp-gui-mapping", "version": 1, "entries": [{"target": "a", "source": "b", "confidence": 7}]}',
+     "confidence must be"),
+    ('{"format": "spp-gui-mapping", "version": 1, "entries": [{"target": "a", "source": "b"}, '
+     '{"target": "a", "source": "c"}]}', "listed twice"),
+])
+def test_bad_mapping_files(tmp_path, text, match):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(MappingError, match=match):
+        Mapping.load(path)
+
+
+def test_missing_mapping_file(tmp_path):
+    with pytest.raises(MappingError, match="mapping file not found"):
+        Mapping.load(tmp_path / "nope.json")
+
+
+def test_sha256_mismatch_warns(tmp_path, small_state):
+    path = tmp_path / "src.pth"
+    torch.save(small_state, path)
+    mapping = suggest_mapping(path, "torchvision:squeezenet1_0", strategy="exact")
+    model = build_model("torchvision:squeezenet1_0")
+    assert apply_mapping(model, path, mapping).warnings == []
+    changed = dict(small_state)
+    changed["features.0.bias"] = changed["features.0.bias"] + 1
+    torch.save(changed, path)
+    report = apply_mapping(model, path, mapping)
+    assert len(report.warnings) == 1 and "differs from the file the mapping was made from" in report.warnings[0]
+    assert torch.equal(model.features[0].bias, changed["features.0.bias"])
+
+
+def test_apply_refuses_a_bad_mapping_before_touching_the_model(small_state):
+    model = build_model("torchvision:squeezenet1_0", seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mapping = Mapping.from_pairs({"features.0.weight": "features.0.weight", "classifier.1.weight": "features.0.weight"})
+    with pytest.raises(MappingError, match="classifier.1.weight"):
+        apply_mapping(model, small_state, mapping)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_apply_progress_and_cancel(small_state):
+    model = build_model("torchvision:squeezenet1_0")
+    mapping = Mapping.from_pairs({k: k for k in small_state})
+    seen = []
+    apply_mapping(model, small_state, mapping, progress=lambda d, t, k: seen.append(d))
+    assert seen[0] == 0 and seen[-1] == len(small_state)
+    calls = iter(range(10**6))
+    with pytest.raises(Cancelled, match="stopped after 5 of"):
+        apply_mapping(model, small_state, mapping, cancelled=lambda: next(calls) >= 5)
+
+
+def test_apply_to_meta_model_is_refused(small_state):
+    model = build_model("torchvision:squeezenet1_0", device="meta")
+    with pytest.raises(MappingError, match="meta device"):
+        apply_mapping(model, small_state, Mapping.from_pairs({"features.0.bias": "features.0.bias"}))

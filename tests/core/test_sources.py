@@ -1,0 +1,300 @@
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import load_file, save_file
+
+from spp_gui import load_source
+from spp_gui.core.errors import SourceError, SpecError, UnsafePickleError
+from spp_gui.core.sources import TorchFileSource, torchvision_weights_path
+
+
+def _assert_same(src, state):
+    assert list(src.tensors) == list(state)
+    for key, value in state.items():
+        info = src.tensors[key]
+        assert info.shape == tuple(value.shape)
+        assert torch.equal(src.read(key), value), key
+
+
+def test_torch_file_lists_without_reading_data(small_pth, small_state):
+    src = load_source(small_pth)
+    assert isinstance(src, TorchFileSource)
+    assert src.tensors["features.0.weight"].dtype == "float32"
+    _assert_same(src, small_state)
+
+
+@pytest.mark.parametrize("wrap,note", [
+    (lambda sd: {"state_dict": sd, "epoch": 3, "optimizer": {}}, "unwrapped ['state_dict']"),
+    (lambda sd: {"model": sd}, "unwrapped ['model']"),
+    (lambda sd: {"model": {"module": sd}}, "unwrapped ['model'] -> ['module']"),
+    (lambda sd: {"state_dict": sd, "pytorch-lightning_version": "2.4.0", "global_step": 7}, "Lightning checkpoint"),
+])
+def test_containers_are_unwrapped_and_said(tmp_path, small_state, wrap, note):
+    path = tmp_path / "ckpt.ckpt"
+    torch.save(wrap(small_state), path)
+    src = load_source(path)
+    assert note in src.notes
+    _assert_same(src, small_state)
+
+
+def test_views_and_shared_storage_read_correctly(tmp_path):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {"a": base, "b": base[1:3], "c": base.t(), "d": torch.tensor(5.0), "e": torch.zeros(0, 3)}
+    torch.save(state, tmp_path / "v.pth")
+    src = load_source(tmp_path / "v.pth")
+    for key, value in state.items():
+        assert torch.equal(src.read(key), value)
+
+
+def test_bf16_and_int_dtypes(tmp_path):
+    state = {"w": torch.randn(3, 4).to(torch.bfloat16), "n": torch.tensor([1, 2, 3]), "m": torch.ones(2, dtype=torch.bool)}
+    torch.save(state, tmp_path / "d.pth")
+    save_file(state, tmp_path / "d.safetensors")
+    for name in ("d.pth", "d.safetensors"):
+        src = load_source(tmp_path / name)
+        assert src.tensors["w"].dtype == "bfloat16"
+        for key, value in state.items():
+            assert torch.equal(src.read(key), value)
+
+
+def test_safetensors_header_only(tmp_path, small_state):
+    path = tmp_path / "a.safetensors"
+    save_file(small_state, path, metadata={"who": "test"})
+    src = load_source(path)
+    assert set(src.tensors) == set(small_state)
+    assert src.metadata == {"who": "test"}
+    for key, value in small_state.items():
+        assert torch.equal(src.read(key), value)
+
+
+def _shard(state, folder, kind):
+    keys = list(state)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    weight_map = {}
+    for i, part in enumerate(halves):
+        name = f"model-{i + 1:05d}-of-00002.{'safetensors' if kind == 'st' else 'bin'}"
+        chunk = {k: state[k] for k in part}
+        if kind == "st":
+            save_file(chunk, folder / name)
+        else:
+            torch.save(chunk, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+    index = folder / ("model.safetensors.index.json" if kind == "st" else "pytorch_model.bin.index.json")
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index
+
+
+@pytest.mark.parametrize("kind", ["st", "bin"])
+def test_sharded_round_trip(tmp_path, small_state, kind):
+    index = _shard(small_state, tmp_path, kind)
+    for where in (index, tmp_path):  # the index file, or the folder holding it
+        src = load_source(where)
+        assert "2 shards" in src.notes
+        assert set(src.tensors) == set(small_state)
+        for key, value in small_state.items():
+            assert torch.equal(src.read(key), value)
+
+
+def test_sharded_index_with_missing_key(tmp_path, small_state):
+    index = _shard(small_state, tmp_path, "st")
+    data = json.loads(index.read_text())
+    data["weight_map"]["ghost.weight"] = next(iter(data["weight_map"].values()))
+    index.write_text(json.dumps(data))
+    with pytest.raises(SourceError, match="missing from their shards"):
+        load_source(index)
+
+
+def test_model_spec_source_is_listed_on_meta_and_deterministic():
+    src = load_source("torchvision:resnet18?num_classes=7")
+    assert src.tensors["fc.weight"].shape == (7, 512)
+    assert src.module_classes["layer1.0.conv1"] == "Conv2d"
+    again = load_source("torchvision:resnet18?num_classes=7")
+    assert torch.equal(src.read("conv1.weight"), again.read("conv1.weight"))
+
+
+def test_torchvision_weights_from_cache(small_state):
+    path, url = torchvision_weights_path("alexnet", "IMAGENET1K_V1")
+    assert url.endswith(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(small_state, path)
+    src = load_source("torchvision:alexnet:IMAGENET1K_V1")
+    assert src.spec == "torchvision:alexnet:IMAGENET1K_V1"
+    assert any(str(path) in n for n in src.notes)
+    assert torch.equal(src.read("features.0.weight"), small_state["features.0.weight"])
+
+
+def test_torchvision_weights_offline_names_the_cache_file():
+    path, _ = torchvision_weights_path("alexnet", "IMAGENET1K_V1")
+    with pytest.raises(SourceError, match="not in the cache") as err:
+        load_source("torchvision:alexnet:IMAGENET1K_V1", download=False)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_torchvision_weights():
+    with pytest.raises(SpecError, match="unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+        load_source("torchvision:alexnet:IMAGENET9K")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("nest", [lambda e: e, lambda e: {"state_dict": {"w": torch.ones(1)}, "extra": [e]}])
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, nest):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save(nest(_Evil(marker)), path)
+    assert not marker.exists()
+    with pytest.raises(UnsafePickleError, match="arbitrary code.*--trust-pickle"):
+        load_source(path)
+    assert not marker.exists()
+
+
+def test_pickled_module_needs_opt_in(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    path = tmp_path / "whole_model.pth"
+    torch.save(model, path)
+    with pytest.raises(UnsafePickleError):
+        load_source(path)
+    src = load_source(path, trust_pickle=True)
+    assert "took the state dict of a pickled Sequential" in src.notes
+    assert torch.equal(src.read("0.weight"), model[0].weight.detach())
+
+
+def test_legacy_format_is_read(tmp_path, small_state):
+    path = tmp_path / "legacy.pth"
+    torch.save(small_state, path, _use_new_zipfile_serialization=False)
+    src = load_source(path)
+    assert any("legacy" in n for n in src.notes)
+    _assert_same(src, small_state)
+
+
+@pytest.mark.parametrize("fraction", [0.0001, 0.3, 0.7, 0.999])
+def test_truncated_files_give_clean_errors(tmp_path, small_pth, small_state, fraction):
+    data = small_pth.read_bytes()
+    for name, blob in (("t.pth", data), ("t.safetensors", _st_bytes(tmp_path, small_state))):
+        path = tmp_path / ("cut_" + name)
+        path.write_bytes(blob[: max(1, int(len(blob) * fraction))])
+        with pytest.raises(SourceError):
+            src = load_source(path)
+            for key in src.tensors:  # a cut in the data is caught when the tensor is read
+                src.read(key)
+
+
+def _st_bytes(tmp_path, state):
+    save_file(state, tmp_path / "whole.safetensors")
+    return (tmp_path / "whole.safetensors").read_bytes()
+
+
+def _data_start(path, info):
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_bit_flip_in_tensor_data_is_caught_by_crc(tmp_path, small_pth):
+    data = bytearray(small_pth.read_bytes())
+    with zipfile.ZipFile(small_pth) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
+    data[_data_start(small_pth, info) + 200] ^= 0x10
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(data))
+    src = load_source(path)
+    with pytest.raises(SourceError, match="CRC mismatch"):
+        for key in src.tensors:
+            src.read(key)
+
+
+def test_bit_flip_in_pickle_is_caught_before_unpickling(tmp_path, small_pth):
+    data = bytearray(small_pth.read_bytes())
+    with zipfile.ZipFile(small_pth) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
+    data[_data_start(small_pth, info) + 10] ^= 0x01
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError):
+        load_source(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world, not a checkpoint\n", b"PK\x03\x04garbage"])
+def test_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "x.pth"
+    path.write_bytes(content)
+    with pytest.raises(SourceError):
+        load_source(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(SourceError, match="file not found"):
+        load_source(tmp_path / "nope.pth")
+    with pytest.raises(SourceError, match="folder without a checkpoint"):
+        load_source(tmp_path)
+
+
+def _st_with_header(tmp_path, header, data=b"\0" * 64):
+    raw = json.dumps(header).encode()
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def test_safetensors_crafted_headers(tmp_path):
+    overlap = {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+               "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}
+    with pytest.raises(SourceError, match="overlap"):
+        load_source(_st_with_header(tmp_path, overlap))
+    outside = {"a": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}
+    with pytest.raises(SourceError, match="outside the file"):
+        load_source(_st_with_header(tmp_path, outside))
+    wrong_size = {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}
+    with pytest.raises(SourceError, match="bytes for shape"):
+        load_source(_st_with_header(tmp_path, wrong_size))
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
+    with pytest.raises(SourceError, match="header length"):
+        load_source(path)
+
+
+def test_safetensors_we_write_load_with_the_reference_library(tmp_path, small_state):
+    from spp_gui.core.apply import write_safetensors
+
+    path = tmp_path / "ours.safetensors"
+    write_safetensors(small_state, path, {"k": "v"})
+    loaded = load_file(path)
+    assert all(torch.equal(loaded[k], v) for k, v in small_state.items())
+
+
+def test_plain_dict_and_module_sources():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    src = load_source(model)
+    assert src.module_classes["1"] == "BatchNorm2d"
+    assert torch.equal(src.read("0.weight"), model[0].weight.detach())
+    with torch.device("meta"):
+        meta = torchvision.models.resnet18()
+    meta_src = load_source(meta.state_dict())
+    assert meta_src.tensors["fc.weight"].shape == (1000, 512)
+    with pytest.raises(SourceError, match="meta tensor"):
+        meta_src.read("fc.weight")
+
+
+def test_weights_only_loads_plain_containers(tmp_path):
+    state = OrderedDict(w=torch.ones(2))
+    torch.save({"state_dict": state, "hparams": {"lr": 0.1, "name": "x"}}, tmp_path / "c.pth")
+    assert list(load_source(tmp_path / "c.pth").tensors) == ["w"]
+    assert os.path.exists(tmp_path / "c.pth")
+    assert pickle  # the module is used above through torch.save
