@@ -8,6 +8,7 @@ where the source has nothing to give.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ class TransformOp:
     check: Callable[[Transform, tuple[int, ...], tuple[int, ...]], None]
     #: (params, source tensor, target tensor) -> new target tensor
     apply: Callable[[Transform, torch.Tensor, torch.Tensor], torch.Tensor]
+    #: (params, source shape, target shape) -> target elements that come from the source; None: all
+    carried: Callable[[Transform, tuple[int, ...], tuple[int, ...]], int] | None = None
 
 
 TRANSFORMS: dict[str, TransformOp] = {}
@@ -73,3 +76,169 @@ def describe_transform(transform: Transform | None) -> str:
         return ""
     params = ", ".join(f"{k}={v}" for k, v in transform.items() if k != "op")
     return f"{transform.get('op')}({params})"
+
+
+def carried_numel(transform: Transform | None, src_shape: tuple[int, ...], tgt_shape: tuple[int, ...]) -> int:
+    """How many of the target tensor's elements come from the source (the rest keep their init).
+
+    A load report that counts an adapted tensor as wholly loaded overstates the transfer: an
+    ``spp_grid`` fills only the columns of one pyramid level.
+    """
+    n = math.prod(tgt_shape)
+    if transform is None:
+        return n
+    op = _op(transform)
+    return op.carried(transform, tuple(src_shape), tuple(tgt_shape)) if op.carried else n
+
+
+# ---------------------------------------------------------------------------------------------
+# the ops
+
+
+def _overlap(src: tuple[int, ...], tgt: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(0, min(a, b)) for a, b in zip(src, tgt, strict=True))
+
+
+def _check_block(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if len(src) != len(tgt):
+        raise ValueError(f"needs the same number of dimensions, got {len(src)} and {len(tgt)}")
+    if params["op"] == "slice":
+        for d, (a, b) in enumerate(zip(src, tgt, strict=True)):
+            if a < b:
+                raise ValueError(f"dim {d}: source {a} < target {b}, nothing to cut (use pad)")
+
+
+def _apply_block(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    out = tgt.clone()
+    block = _overlap(tuple(src.shape), tuple(tgt.shape))
+    out[block] = src[block].to(out.dtype)
+    return out
+
+
+def _carried_block(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> int:
+    return math.prod(min(a, b) for a, b in zip(src, tgt, strict=True))
+
+
+def _check_rows(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    rows = params.get("rows")
+    if not isinstance(rows, list):
+        raise ValueError("needs 'rows': a list of source row indices (null keeps the target's row)")
+    if not src or len(src) != len(tgt) or src[1:] != tgt[1:]:
+        raise ValueError("source and target must agree on every dimension but the first")
+    if len(rows) != tgt[0]:
+        raise ValueError(f"lists {len(rows)} rows but the target has {tgt[0]}")
+    for r in rows:
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or not 0 <= r < src[0]):
+            raise ValueError(f"row {r!r} is not an index into the source's {src[0]} rows")
+
+
+def _apply_rows(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    out = tgt.clone()
+    pairs = [(i, r) for i, r in enumerate(params["rows"]) if r is not None]
+    if pairs:
+        dst_idx = torch.tensor([i for i, _ in pairs])
+        src_idx = torch.tensor([r for _, r in pairs])
+        out[dst_idx] = src[src_idx].to(out.dtype)
+    return out
+
+
+def _carried_rows(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> int:
+    return sum(r is not None for r in params["rows"]) * math.prod(tgt[1:])
+
+
+def _check_in_channels(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if len(src) < 3 or len(src) != len(tgt):
+        raise ValueError("applies to conv weights (out, in, *kernel)")
+    if src[0] != tgt[0] or src[2:] != tgt[2:]:
+        raise ValueError("only the input-channel dimension (dim 1) may differ")
+
+
+def _apply_in_channels(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    # timm's adapt_input_conv: one channel sums the source's; N channels repeat them, scaled so
+    # the response to an input with equal channels keeps its magnitude.
+    src_in, tgt_in = src.shape[1], tgt.shape[1]
+    w = src.float()
+    if tgt_in == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        repeat = -(-tgt_in // src_in)
+        w = w.repeat(1, repeat, *([1] * (src.dim() - 2)))[:, :tgt_in] * (src_in / tgt_in)
+    return w.to(tgt.dtype)
+
+
+def _check_transpose(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    dims = params.get("dims", [1, 0] if len(src) == 2 else None)
+    if not isinstance(dims, list) or sorted(dims) != list(range(len(src))):
+        raise ValueError(f"'dims' must be a permutation of 0..{len(src) - 1}, got {dims!r}")
+    moved = tuple(src[d] for d in dims)
+    if moved != tgt:
+        raise ValueError(f"permuting by {dims} gives {moved}, not {tgt}")
+
+
+def _apply_transpose(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    dims = params.get("dims", [1, 0])
+    return src.permute(*dims).contiguous()
+
+
+def _check_reshape(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if math.prod(src) != math.prod(tgt):
+        raise ValueError(f"element counts differ ({math.prod(src)} vs {math.prod(tgt)})")
+
+
+def _apply_reshape(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    return src.reshape(tgt.shape)
+
+
+def spp_offset(levels: list[int], bins: int) -> int:
+    """Column offset, within one channel's bins, of the pyramid level with ``bins`` bins."""
+    return sum(levels[: levels.index(bins)])
+
+
+def _check_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    levels, bins = params.get("levels"), params.get("bins")
+    if not isinstance(levels, list) or not levels or not all(isinstance(n, int) and n > 0 for n in levels):
+        raise ValueError("needs 'levels': the target pyramid's bin counts, e.g. [1, 4, 9, 36]")
+    if not isinstance(bins, int) or bins not in levels:
+        raise ValueError(f"'bins' (the source grid's bins per channel) must be one of the levels {levels}")
+    if len(src) != 2 or len(tgt) != 2 or src[0] != tgt[0]:
+        raise ValueError("applies to Linear weights (out, in) with the same out features")
+    if src[1] % bins:
+        raise ValueError(f"source in-features {src[1]} are not channels x {bins} bins")
+    channels = src[1] // bins
+    if tgt[1] != channels * sum(levels):
+        raise ValueError(f"target in-features {tgt[1]} != {channels} channels x {sum(levels)} bins")
+
+
+def _apply_spp_grid(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    # The source reads flatten(C, k, k): column c*bins + b. The SPP output is (C, sum(levels))
+    # flattened: column c*total + offset + b. So copy per channel into the level's slot.
+    levels, bins = params["levels"], params["bins"]
+    out_f, channels = src.shape[0], src.shape[1] // bins
+    offset = spp_offset(levels, bins)
+    out = tgt.clone()
+    view = out.view(out_f, channels, sum(levels))
+    view[:, :, offset:offset + bins] = src.reshape(out_f, channels, bins).to(out.dtype)
+    return out
+
+
+def _carried_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> int:
+    return math.prod(src)
+
+
+for _t in (
+    TransformOp("slice", "copy the leading block of a bigger source; the rest of the source is dropped",
+                _check_block, _apply_block, _carried_block),
+    TransformOp("pad", "copy the overlapping block; what the source lacks keeps the target's init",
+                _check_block, _apply_block, _carried_block),
+    TransformOp("select_rows", "target row i <- source row rows[i] (null keeps the target's row)",
+                _check_rows, _apply_rows, _carried_rows),
+    TransformOp("in_channels", "conv input channels: sum to 1, or repeat and scale by in/out (timm)",
+                _check_in_channels, _apply_in_channels),
+    TransformOp("transpose", "permute dimensions (default [1, 0]), e.g. Conv1D-style (in, out) weights",
+                _check_transpose, _apply_transpose),
+    TransformOp("reshape", "same elements, other shape, e.g. Linear (o, i) <-> 1x1 conv (o, i, 1, 1)",
+                _check_reshape, _apply_reshape),
+    TransformOp("spp_grid", "a Linear reading a C x k x k grid -> one reading C x sum(levels) SPP bins",
+                _check_spp_grid, _apply_spp_grid, _carried_spp_grid),
+):
+    register_transform(_t)

@@ -1,0 +1,508 @@
+"""The ``auto`` strategy: match keys by structure, shapes, order and names, and say how sure it is.
+
+How it works (keys and shapes only, no tensor data):
+
+1. Both key tables become module trees. Each node gets a structural hash that ignores names and
+   child order: the multiset of its tensors' shapes and its children's hashes. Equal hashes mean
+   "this part of the model is built the same", whatever it is called.
+2. Top-down, biggest first, target nodes are matched to free source nodes of equal hash (a
+   nested backbone, a ``module.`` prefix, a refactor that renamed everything). A bucket of several
+   equal nodes is resolved by names (exact path, dotted suffix), else by order when both sides
+   have as many.
+3. Inside a matched pair, children of equal hash pair up where names speak (``q_proj`` ~
+   ``query``, ``w1`` ~ ``gate_proj``, equal indices), else by order.
+4. Confidence grows with the size of the matched structure, its uniqueness, name agreement and
+   order consistency (a longest increasing chain); isolated small matches stay candidates.
+5. Modules whose weights no longer fit (a new head, other input channels, an SPP stage) get
+   their fitting tensors paired and a transform *proposed* as a candidate with its reason.
+
+Buckets keep the work near-linear: the 47,000-key MoE case never compares all pairs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .strategies import Side, Suggestion, register_strategy
+from .tensors import KeyTable, format_shape
+from .transforms import Transform
+
+#: Accepted above this confidence; the rest are candidates.
+ACCEPT = 0.6
+#: Proposed transforms at or above this confidence are accepted with ``adapt=True``.
+ADAPT = 0.5
+
+# Names that mean the same part in different libraries; used to pair equal-shaped siblings.
+SYNONYMS = {
+    "query": "q", "q_proj": "q", "to_q": "q", "wq": "q", "q_lin": "q",
+    "key": "k", "k_proj": "k", "to_k": "k", "wk": "k", "k_lin": "k",
+    "value": "v", "v_proj": "v", "to_v": "v", "wv": "v", "v_lin": "v",
+    "out_proj": "o", "o_proj": "o", "to_out": "o", "wo": "o", "out_lin": "o", "dense": "o",
+    "gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down",
+    "gamma": "weight", "beta": "bias",
+    "wte": "embed", "embed_tokens": "embed", "word_embeddings": "embed", "tok_embeddings": "embed",
+    "wpe": "pos_embed", "position_embeddings": "pos_embed",
+    "input_layernorm": "norm1", "ln_1": "norm1", "attention_norm": "norm1",
+    "post_attention_layernorm": "norm2", "ln_2": "norm2", "ffn_norm": "norm2",
+    "router": "router", "gate": "router",
+}
+_NUM = re.compile(r"^\d+$")
+
+
+def canon(name: str) -> str:
+    """A path component in a library-neutral spelling (for pairing siblings, not for matching alone)."""
+    low = name.lower()
+    return SYNONYMS.get(low, low)
+
+
+@dataclass(eq=False)
+class _Node:
+    path: str
+    name: str
+    parent: _Node | None
+    order: int  # index of its first key
+    children: dict[str, _Node] = field(default_factory=dict)
+    leaves: dict[str, str] = field(default_factory=dict)  # leaf name -> full key
+    h: int = 0
+    size: int = 0  # tensors below
+    mods: int = 0  # nodes holding tensors below (itself included)
+    used: bool = False  # matched, or inside a matched subtree
+    blocked: bool = False  # an ancestor of a matched node
+
+
+class _Tree:
+    def __init__(self, table: KeyTable) -> None:
+        self.root = _Node("", "", None, 0)
+        self.table = table
+        self.modules: list[_Node] = []  # nodes holding tensors, in key order
+        nodes = {"": self.root}
+        for i, key in enumerate(table):
+            path, _, leaf = key.rpartition(".")
+            node = nodes.get(path)
+            if node is None:
+                node = self._make(path, i, nodes)
+            if not node.leaves:
+                self.modules.append(node)
+            node.leaves[leaf] = key
+        self.nodes = nodes
+        self.index = {id(m): i for i, m in enumerate(self.modules)}
+        self._hash()
+
+    def _make(self, path: str, order: int, nodes: dict[str, _Node]) -> _Node:
+        parent_path, _, name = path.rpartition(".")
+        parent = nodes.get(parent_path) if path else None
+        if parent is None and path:
+            parent = self._make(parent_path, order, nodes)
+        node = _Node(path, name, parent, order)
+        if parent is not None:
+            parent.children[name] = node
+        nodes[path] = node
+        return node
+
+    def _hash(self) -> None:
+        # Post-order without recursion (deep models): a node after all its children.
+        stack: list[tuple[_Node, bool]] = [(self.root, False)]
+        table = self.table
+        while stack:
+            node, done = stack.pop()
+            if not done:
+                stack.append((node, True))
+                stack.extend((c, False) for c in node.children.values())
+                continue
+            leaves = tuple(sorted((canon(n), table[k].shape) for n, k in node.leaves.items()))
+            kids = tuple(sorted(c.h for c in node.children.values()))
+            node.h = hash((leaves, kids))
+            node.size = len(node.leaves) + sum(c.size for c in node.children.values())
+            node.mods = (1 if node.leaves else 0) + sum(c.mods for c in node.children.values())
+
+    def walk(self, node: _Node):
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            yield n
+            stack.extend(n.children.values())
+
+
+def _suffix_len(a: str, b: str) -> int:
+    """Number of trailing dotted components two paths share (canonical spelling)."""
+    pa, pb = a.split(".") if a else [], b.split(".") if b else []
+    n = 0
+    while n < len(pa) and n < len(pb) and canon(pa[-1 - n]) == canon(pb[-1 - n]):
+        n += 1
+    return n
+
+
+@dataclass
+class _Match:
+    s: _Node
+    t: _Node
+    conf: float
+    why: str
+    alternatives: list[_Node] = field(default_factory=list)
+    root: bool = True  # a matched subtree's top, not a pair inherited from one
+
+
+def _only_1d(tree: _Tree, node: _Node) -> bool:
+    return all(len(tree.table[k].shape) <= 1 for n in tree.walk(node) for k in n.leaves.values())
+
+
+class AutoStrategy:
+    name = "auto"
+    description = ("structure, shapes, order and names together, with a confidence per key; "
+                   "proposes transforms where shapes differ recognisably")
+
+    def suggest(self, source: Side, target: Side, adapt: bool = False, **options: Any) -> list[Suggestion]:
+        return _Run(source.table, target.table, adapt).suggestions()
+
+
+class _Run:
+    def __init__(self, source: KeyTable, target: KeyTable, adapt: bool) -> None:
+        self.src, self.tgt = _Tree(source), _Tree(target)
+        self.adapt = adapt
+        self.matches: list[_Match] = []
+        self.module_pairs: dict[int, tuple[_Node, _Match]] = {}  # id(target module) -> source module, match
+
+    # -- phase 1: equal structures, biggest first ---------------------------------------------
+    def match_structures(self) -> None:
+        src_by_h: dict[int, list[_Node]] = {}
+        for n in self.src.walk(self.src.root):
+            if n.size:
+                src_by_h.setdefault(n.h, []).append(n)
+        tgt_by_h: dict[int, list[_Node]] = {}
+        for n in self.tgt.walk(self.tgt.root):
+            if n.size and n.h in src_by_h:
+                tgt_by_h.setdefault(n.h, []).append(n)
+        order = sorted(tgt_by_h, key=lambda h: (-tgt_by_h[h][0].size, min(n.order for n in tgt_by_h[h])))
+        for h in order:
+            ts = sorted((t for t in tgt_by_h[h] if not t.used and not t.blocked), key=lambda n: n.order)
+            ss = sorted((s for s in src_by_h[h] if not s.used and not s.blocked), key=lambda n: n.order)
+            if ts and ss:
+                self._resolve_bucket(ss, ts)
+
+    def _resolve_bucket(self, ss: list[_Node], ts: list[_Node]) -> None:
+        unique = len(ss) == 1 and len(ts) == 1
+        pairs: list[tuple[_Node, _Node, str]] = []
+        free_s = list(ss)
+        rest_t = []
+        for t in ts:  # names first: the same path, else the longest shared dotted suffix, both ways best
+            best = max(free_s, key=lambda s: _suffix_len(s.path, t.path), default=None)
+            n = _suffix_len(best.path, t.path) if best else 0
+            rivals = [s for s in free_s if _suffix_len(s.path, t.path) == n] if best else []
+            if best is not None and n and len(rivals) == 1 and (len(ts) == 1 or _mutual(best, t, ts, n)):
+                pairs.append((best, t, "same path" if best.path == t.path else f"suffix '{_tail(t.path, n)}'"))
+                free_s.remove(best)
+            else:
+                rest_t.append(t)
+        if rest_t and len(rest_t) == len(free_s):
+            k = len(rest_t)
+            for i, (s, t) in enumerate(zip(free_s, rest_t, strict=True)):
+                pairs.append((s, t, "same structure" if k == 1 else f"#{i + 1} of {k} alike, by order"))
+        for s, t, why in pairs:
+            conf = self._structure_conf(s, t, unique or len(ss) == len(ts), why)
+            alts = [a for a in ss if a is not s][:2] if not unique else []
+            self._take(_Match(s, t, conf, why, alts))
+
+    def _structure_conf(self, s: _Node, t: _Node, balanced: bool, why: str) -> float:
+        if s.path == t.path:
+            return 1.0
+        conf = 0.55 if balanced else 0.3
+        conf += 0.25 if t.mods >= 3 else 0.1 if t.mods == 2 else 0.0
+        if why.startswith("suffix"):
+            conf += 0.2
+        if t.mods == 1 and _only_1d(self.tgt, t):
+            conf -= 0.15  # a lone norm or bias says little by itself
+        return conf
+
+    def _take(self, m: _Match) -> None:
+        self.matches.append(m)
+        for tree, node in ((self.src, m.s), (self.tgt, m.t)):
+            for n in tree.walk(node):
+                n.used = True
+            p = node.parent
+            while p is not None and not p.blocked:
+                p.blocked = True
+                p = p.parent
+
+    # -- phase 2: order consistency and neighbours --------------------------------------------
+    def score_order(self) -> None:
+        roots = sorted(self.matches, key=lambda m: m.t.order)
+        chain = _lis([m.s.order for m in roots])
+        for i, m in enumerate(roots):
+            if m.conf >= 1.0:
+                continue
+            m.conf += 0.15 if i in chain else -0.3
+        self._expand_all()
+        for m in roots:
+            if m.conf < ACCEPT and m.t.mods == 1 and self._neighbour_agrees(m.s, m.t):
+                m.conf += 0.15
+                m.why += ", next to a matched neighbour"
+
+    def _neighbour_agrees(self, s: _Node, t: _Node) -> bool:
+        ti, si = self.tgt.index.get(id(t)), self.src.index.get(id(s))
+        if ti is None or si is None:
+            return False
+        for dt in (-1, 1):
+            j = ti + dt
+            if 0 <= j < len(self.tgt.modules):
+                pair = self.module_pairs.get(id(self.tgt.modules[j]))
+                if pair is not None and self.src.index.get(id(pair[0])) == si + dt and pair[1].conf >= ACCEPT:
+                    return True
+        return False
+
+    def _expand_all(self) -> None:
+        self.module_pairs.clear()
+        for m in self.matches:
+            self._expand(m.s, m.t, m)
+
+    def _expand(self, s: _Node, t: _Node, m: _Match) -> None:
+        stack = [(s, t)]
+        while stack:
+            s, t = stack.pop()
+            if t.leaves:
+                self.module_pairs[id(t)] = (s, m)
+            groups_s: dict[int, list[_Node]] = {}
+            groups_t: dict[int, list[_Node]] = {}
+            for c in s.children.values():
+                groups_s.setdefault(c.h, []).append(c)
+            for c in t.children.values():
+                groups_t.setdefault(c.h, []).append(c)
+            for h, ct in groups_t.items():
+                stack.extend(_pair_by_names(groups_s.get(h, []), ct))
+
+    # -- phase 3: modules that no longer fit whole --------------------------------------------
+    def partial_modules(self) -> list[Suggestion]:
+        out = []
+        for t in self.tgt.modules:
+            if id(t) in self.module_pairs or t.used:
+                continue
+            s, how = self._counterpart(t)
+            if s is None:
+                continue
+            for leaf, tkey in t.leaves.items():
+                skey = s.leaves.get(leaf)
+                if skey is None:
+                    continue
+                ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
+                if ss == ts:
+                    out.append(Suggestion(tkey, skey, 0.75, f"{how}; shapes agree for this tensor", "auto"))
+                else:
+                    out.append(self._propose(tkey, skey, how))
+        return out
+
+    def _counterpart(self, t: _Node) -> tuple[_Node | None, str]:
+        s = self.src.nodes.get(t.path)
+        if s is not None and s.leaves and not s.used:
+            return s, f"same module name '{t.path}', other shapes"
+        if t.parent is None:
+            return None, ""
+        parents = {}
+        for sib in t.parent.children.values():
+            pair = self.module_pairs.get(id(sib))
+            if pair is not None and pair[0].parent is not None:
+                parents[id(pair[0].parent)] = pair[0].parent
+        if len(parents) == 1:
+            sp = next(iter(parents.values()))
+            s = sp.children.get(t.name)
+            if s is not None and s.leaves and not s.used:
+                return s, f"sibling of matched modules: '{s.path}' -> '{t.path}'"
+        return None, ""
+
+    def _propose(self, tkey: str, skey: str, how: str) -> Suggestion:
+        ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
+        transform, conf, why = propose_transform(ss, ts, self._channels_before(skey))
+        accepted = self.adapt and conf >= ADAPT
+        return Suggestion(tkey, skey, conf, f"{how}; {why}", "auto", transform, accepted)
+
+    def _channels_before(self, skey: str) -> int | None:
+        """Out-channels of the last conv before ``skey`` in the source (what a classifier reads)."""
+        last = None
+        for key, info in self.src.table.items():
+            if key == skey:
+                return last
+            if len(info.shape) == 4:
+                last = info.shape[0]
+        return last
+
+    # -- the result ----------------------------------------------------------------------------
+    def suggestions(self) -> list[Suggestion]:
+        self.match_structures()
+        self.score_order()
+        out: list[Suggestion] = []
+        for t in self.tgt.modules:
+            pair = self.module_pairs.get(id(t))
+            if pair is None:
+                continue
+            s, m = pair
+            conf = max(0.0, min(1.0 if m.conf >= 1.0 else 0.99, m.conf))
+            for leaf, tkey in t.leaves.items():
+                skey = s.leaves.get(leaf)
+                if skey is None:  # gamma/beta spellings
+                    skey = next((k for n, k in s.leaves.items() if canon(n) == canon(leaf)), None)
+                if skey is None:
+                    continue
+                why = _key_reason(skey, tkey, m)
+                alts = []
+                for a in m.alternatives:
+                    rel = tkey[len(m.t.path) + 1:] if m.t.path else tkey
+                    akey = f"{a.path}.{rel}" if a.path else rel
+                    if akey in self.src.table:
+                        alts.append((akey, round(conf * 0.5, 3), "same structure, other position"))
+                out.append(Suggestion(tkey, skey, conf, why, "auto", accepted=conf >= ACCEPT, alternatives=alts))
+        out.extend(self.partial_modules())
+        order = {k: i for i, k in enumerate(self.tgt.table)}
+        out.sort(key=lambda sug: order[sug.target])
+        return out
+
+
+def _mutual(s: _Node, t: _Node, ts: list[_Node], n: int) -> bool:
+    return all(_suffix_len(s.path, o.path) < n for o in ts if o is not t)
+
+
+def _tail(path: str, n: int) -> str:
+    return ".".join(path.split(".")[-n:])
+
+
+def _pair_by_names(ss: list[_Node], ts: list[_Node]) -> list[tuple[_Node, _Node]]:
+    """Pair equal-structured siblings: where names speak by name, the rest by order."""
+    if len(ss) == 1 and len(ts) == 1:
+        return [(ss[0], ts[0])]
+    ss = sorted(ss, key=lambda n: n.order)
+    ts = sorted(ts, key=lambda n: n.order)
+    names_s = [canon(n.name) for n in ss]
+    names_t = [canon(n.name) for n in ts]
+    numeric = all(_NUM.match(x) for x in names_s + names_t)
+    pairs = []
+    if numeric:
+        # indices are positions: only trust them when both sides hold exactly the same ones
+        if sorted(names_s) == sorted(names_t):
+            by = {n: s for n, s in zip(names_s, ss, strict=True)}
+            return [(by[n], t) for n, t in zip(names_t, ts, strict=True)]
+    elif len(set(names_s)) == len(names_s) and len(set(names_t)) == len(names_t):
+        by = {n: s for n, s in zip(names_s, ss, strict=True)}
+        rest_t = []
+        for n, t in zip(names_t, ts, strict=True):
+            s = by.pop(n, None)
+            if s is None:
+                rest_t.append(t)
+            else:
+                pairs.append((s, t))
+        taken = {id(s) for s, _ in pairs}
+        ss = [s for s in ss if id(s) not in taken]
+        ts = rest_t
+    pairs.extend(zip(ss, ts, strict=False))
+    return pairs
+
+
+def _lis(values: list[int]) -> set[int]:
+    """Indices of one longest strictly increasing subsequence (patience sorting, O(n log n))."""
+    tails: list[int] = []
+    tails_idx: list[int] = []
+    prev = [-1] * len(values)
+    for i, v in enumerate(values):
+        j = bisect.bisect_left(tails, v)
+        if j == len(tails):
+            tails.append(v)
+            tails_idx.append(i)
+        else:
+            tails[j] = v
+            tails_idx[j] = i
+        prev[i] = tails_idx[j - 1] if j else -1
+    out = set()
+    i = tails_idx[-1] if tails_idx else -1
+    while i >= 0:
+        out.add(i)
+        i = prev[i]
+    return out
+
+
+def _key_reason(skey: str, tkey: str, m: _Match) -> str:
+    if skey == tkey:
+        return "same name and shape"
+    n = _suffix_len(skey, tkey)
+    sl, tl = skey.rsplit(".", 2), tkey.rsplit(".", 2)
+    if n >= 2:
+        local = f"suffix '{_tail(tkey, n)}'"
+    elif len(sl) > 1 and len(tl) > 1 and sl[-2] != tl[-2] and canon(sl[-2]) == canon(tl[-2]):
+        local = f"name tokens {sl[-2]}~{tl[-2]}"
+    else:
+        local = f"'{skey}'"
+    where = m.s.path or "the whole source"
+    if m.why in ("same path",) or local.startswith("suffix") and m.s.path == m.t.path:
+        return local
+    return f"{local} in {m.why} '{where}'" if m.why == "same structure" else f"{local}; {m.why} ('{where}')"
+
+
+def propose_transform(src: tuple[int, ...], tgt: tuple[int, ...], channels: int | None = None
+                      ) -> tuple[Transform | None, float, str]:
+    """A transform that makes ``src`` fit ``tgt``, its confidence and why; (None, 0, why) if none fits.
+
+    Recognised with confidence: an SPP stage (``spp_grid``), other input channels
+    (``in_channels``), Linear <-> 1x1 conv (``reshape``), a transposed matrix (``transpose``).
+    A new class count is only a low-confidence ``slice``/``pad``: rows correspond only where
+    the classes do (use ``select_rows`` with the shared classes' indices).
+    """
+    shapes = f"{format_shape(src)} -> {format_shape(tgt)}"
+    if len(src) == 2 and len(tgt) == 2 and src[0] == tgt[0] and src[1] != tgt[1]:
+        grid = _spp_levels(src[1], tgt[1], channels)
+        if grid is not None:
+            levels, bins = grid
+            return ({"op": "spp_grid", "levels": levels, "bins": bins}, 0.8,
+                    f"a {math.isqrt(bins)}x{math.isqrt(bins)} grid into SPP levels {levels}: spp_grid")
+    if len(src) == 4 and len(tgt) == 4 and src[0] == tgt[0] and src[2:] == tgt[2:] and src[1] != tgt[1]:
+        return {"op": "in_channels"}, 0.8, f"input channels {src[1]} -> {tgt[1]}: in_channels (as timm)"
+    if math.prod(src) == math.prod(tgt) and [d for d in src if d != 1] == [d for d in tgt if d != 1]:
+        return {"op": "reshape"}, 0.8, f"same elements {shapes}: reshape"
+    if len(src) == 2 and tuple(reversed(src)) == tgt:
+        return {"op": "transpose", "dims": [1, 0]}, 0.6, f"transposed {shapes}: transpose"
+    if len(src) == len(tgt) and src[1:] == tgt[1:]:
+        op = "slice" if src[0] > tgt[0] else "pad"
+        return ({"op": op}, 0.2, f"new class count {src[0]} -> {tgt[0]}: {op} keeps the first rows, right only "
+                f"if those classes correspond (select_rows picks shared ones)")
+    if len(src) == len(tgt):
+        op = "slice" if all(a >= b for a, b in zip(src, tgt, strict=True)) else "pad"
+        return {"op": op}, 0.2, f"shapes differ {shapes}: {op} copies the overlapping block"
+    return None, 0.0, f"shapes differ {shapes}, no transform fits"
+
+
+def _spp_levels(src_in: int, tgt_in: int, channels: int | None) -> tuple[list[int], int] | None:
+    """(levels, bins) when ``src_in`` = C*k*k and ``tgt_in`` = C*sum(levels) with k*k among the levels."""
+    found = []
+    for k in range(1, 33):
+        bins = k * k
+        if src_in % bins:
+            continue
+        c = src_in // bins
+        if tgt_in % c or (channels is not None and c != channels):
+            continue
+        total = tgt_in // c
+        squares = [i * i for i in range(1, 33) if i * i <= total and i * i != bins]
+        for levels in _subset_sums(squares, total - bins):
+            found.append((sorted([*levels, bins]), bins))
+    return found[0] if len(found) == 1 else None
+
+
+def _subset_sums(values: list[int], target: int, limit: int = 2) -> list[list[int]]:
+    """Up to ``limit`` subsets of distinct ``values`` summing to ``target`` (small inputs only)."""
+    out: list[list[int]] = []
+
+    def walk(i: int, left: int, acc: list[int]) -> None:
+        if len(out) >= limit:
+            return
+        if left == 0:
+            out.append(list(acc))
+            return
+        for j in range(i, len(values)):
+            if values[j] <= left:
+                acc.append(values[j])
+                walk(j + 1, left - values[j], acc)
+                acc.pop()
+
+    walk(0, target, [])
+    return out
+
+
+register_strategy(AutoStrategy())
