@@ -1,0 +1,84 @@
+"""Entry point of the editor: ``spp-gui [SOURCE TARGET] [--mapping m.json]``.
+
+With no arguments it opens the seed article's case, ready to use offline: torchvision AlexNet
+(its ImageNet weights when torch's cache has them, else a random init, said in the window) onto
+AlexNet_SPP(20), with auto-suggestions applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from PySide6.QtWidgets import QApplication, QStyleFactory
+
+from ..core.errors import SppError
+from ..core.sources import torchvision_weights_path
+from ..core.strategies import strategy_names
+from .style import app_icon
+
+DEFAULT_TARGET = "spp_gui:alexnet_spp?num_classes=20"
+NATIVE_STYLES = ("windows11", "windowsvista", "macos")
+
+
+def default_source() -> str:
+    """ImageNet AlexNet when its file is in torch's cache (never downloads), else a random init."""
+    try:
+        path, _ = torchvision_weights_path("alexnet", "IMAGENET1K_V1")
+    except SppError:
+        return "torchvision:alexnet"
+    return "torchvision:alexnet:IMAGENET1K_V1" if path.exists() else "torchvision:alexnet"
+
+
+def default_strategy() -> str:
+    return "auto" if "auto" in strategy_names() else "order"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="spp-gui", description="The spp-gui mapping editor")
+    parser.add_argument("source", nargs="?", help="checkpoint file or spec (default: torchvision AlexNet)")
+    parser.add_argument("target", nargs="?", help=f"model spec or checkpoint (default: {DEFAULT_TARGET})")
+    parser.add_argument("--mapping", "-m", help="open this mapping file")
+    parser.add_argument("--strategy", help="suggest with this strategy on open (default: auto, else order)")
+    return parser.parse_args(argv)
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    """The QApplication with a native style where the platform has one, Fusion otherwise."""
+    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    app.setApplicationName("spp-gui")
+    app.setOrganizationName("spp_gui")
+    app.setApplicationDisplayName("spp-gui")
+    app.setDesktopFileName("spp-gui")
+    if app.style().name().lower() not in NATIVE_STYLES:
+        app.setStyle(QStyleFactory.create("Fusion"))
+    app.setWindowIcon(app_icon())
+    return app
+
+
+def open_window(argv: list[str]):
+    """Build the window for these arguments and start loading (tests call this, then wait)."""
+    from .window import MainWindow
+
+    args = parse_args(argv)
+    window = MainWindow(allow_download=bool(args.source))
+    if args.mapping and not (args.source or args.target):
+        window.files.open_session(None, None, mapping_path=args.mapping, strategy=None)
+    else:
+        source = args.source or default_source()
+        target = args.target or DEFAULT_TARGET
+        strategy = args.strategy or (None if args.mapping else default_strategy())
+        window.files.open_session(source, target, mapping_path=args.mapping, strategy=strategy)
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app = make_app([sys.argv[0]])
+    window = open_window(argv)
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""Undo commands: every user edit of the mapping is one QUndoCommand calling one document method."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QUndoCommand
+
+from ..core.mapping import Entry
+from .document import MappingDocument
+
+
+class ReplaceEntries(QUndoCommand):
+    """Set or remove entries of several target keys at once: one undo step however many keys."""
+
+    def __init__(self, doc: MappingDocument, changes: dict[str, Entry | None], text: str) -> None:
+        super().__init__(text)
+        self._doc = doc
+        self._changes = dict(changes)
+        self._previous: dict[str, Entry | None] = {}
+
+    def redo(self) -> None:
+        self._previous = self._doc.replace(self._changes)
+
+    def undo(self) -> None:
+        self._doc.replace(self._previous)
+
+
+def map_text(changes: dict[str, Entry | None]) -> str:
+    """A short label for the Edit menu ('Map features.0.weight', 'Accept 13 suggestions')."""
+    sets = [t for t, e in changes.items() if e is not None]
+    removes = [t for t, e in changes.items() if e is None]
+    if len(changes) == 1:
+        key = next(iter(changes))
+        return f"Map {key}" if sets else f"Unmap {key}"
+    if not sets:
+        return f"Unmap {len(removes)} keys"
+    return f"Map {len(sets)} keys"

@@ -1,0 +1,109 @@
+"""Small dialogs: choosing a source or target (file or spec with completion), About, errors."""
+
+from __future__ import annotations
+
+import platform
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCompleter,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.specs import builtin_model_names, torchvision_model_names
+
+CHECKPOINT_FILTER = "Checkpoints (*.pth *.pt *.bin *.ckpt *.safetensors *.json);;All files (*)"
+MAPPING_FILTER = "Mappings (*.json);;All files (*)"
+WEIGHTS_FILTER = "safetensors (*.safetensors);;PyTorch (*.pth)"
+
+
+def spec_completions(role: str) -> list[str]:
+    """torchvision and built-in model names as specs; sources also get the ImageNet weights form."""
+    names = [f"torchvision:{n}" for n in torchvision_model_names()]
+    names += [f"spp_gui:{n}" for n in builtin_model_names()]
+    if role == "source":
+        names += ["torchvision:alexnet:IMAGENET1K_V1", "torchvision:resnet50:IMAGENET1K_V2"]
+    return sorted(names)
+
+
+class SpecDialog(QDialog):
+    """A spec field with completion (torchvision names, built-ins) and a Browse button for files."""
+
+    def __init__(self, role: str, current: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.role = role
+        self.setWindowTitle(f"Open {role}")
+        self.field = QLineEdit(current)
+        self.field.setObjectName("specField")
+        self.field.setPlaceholderText("torchvision:resnet50?num_classes=20, spp_gui:alexnet_spp, or a file path")
+        completer = QCompleter(spec_completions(role), self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.field.setCompleter(completer)
+        browse = QPushButton("Browse\u2026")
+        browse.clicked.connect(self._browse)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        row = QHBoxLayout()
+        row.addWidget(self.field, 1)
+        row.addWidget(browse)
+        layout = QVBoxLayout(self)
+        hint = ("A checkpoint file, torchvision pretrained weights (torchvision:NAME:WEIGHTS) or a model spec "
+                "(its fresh initialisation)." if role == "source" else
+                "A model spec (built on the meta device: no memory, no init), or a checkpoint file.")
+        text = QLabel(hint)
+        text.setWordWrap(True)
+        layout.addWidget(text)
+        layout.addLayout(row)
+        layout.addWidget(buttons)
+        self.resize(560, 130)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Open {self.role} checkpoint", "", CHECKPOINT_FILTER)
+        if path:
+            self.field.setText(path)
+
+    def spec(self) -> str:
+        return self.field.text().strip()
+
+
+def about_text() -> str:
+    import PySide6
+    import torch
+    import torchvision
+    from PySide6.QtCore import qVersion
+
+    from .. import __version__
+
+    return (f"<h3>spp-gui {__version__}</h3>"
+            "<p>Map pretrained weights into a model that is not quite the same, then train it.</p>"
+            f"<p>torch {torch.__version__}<br>torchvision {torchvision.__version__}<br>"
+            f"Qt {qVersion()} (PySide6 {PySide6.__version__})<br>Python {platform.python_version()}</p>")
+
+
+def show_about(parent: QWidget) -> QMessageBox:
+    box = QMessageBox(QMessageBox.Icon.Information, "About spp-gui", about_text(), QMessageBox.StandardButton.Ok, parent)
+    box.setObjectName("aboutBox")
+    box.setTextFormat(Qt.TextFormat.RichText)
+    box.open()
+    return box
+
+
+def error_box(parent: QWidget, title: str, text: str, detail: str = "") -> QMessageBox:
+    """A non-blocking error dialog (window-modal); the caller may connect ``finished``."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)
+    box.setObjectName("errorBox")
+    if detail:
+        box.setDetailedText(detail)
+    box.open()
+    return box

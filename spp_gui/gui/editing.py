@@ -1,0 +1,168 @@
+"""Manual edits: map by drag or keyboard, module onto module, unmap, transforms, accept suggestions.
+
+Every edit ends as one :class:`ReplaceEntries` pushed on the undo stack; refusals end as one
+sentence in the status bar naming the keys, their shapes and what would make them fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtGui import QUndoStack
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QInputDialog,
+    QLabel,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.mapping import Entry
+from ..core.strategies import Suggestion
+from ..core.tensors import format_shape
+from ..core.transforms import Transform, describe_transform
+from .commands import ReplaceEntries, map_text
+from .document import MappingDocument
+from .pairing import ModulePairing, fitting_transforms, pair_modules, refusal
+
+
+class PairingPreview(QDialog):
+    """Shows the pairs a module-onto-module drop would make when names alone did not decide them."""
+
+    def __init__(self, pairing: ModulePairing, source: str, target: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Map module onto module")
+        self.setObjectName("pairingPreview")
+        by_order = set(pairing.by_order)
+        tree = QTreeWidget()  # a handful of rows: a plain widget is right here
+        tree.setHeaderLabels(["Source", "Target", "Matched by"])
+        for s, t in pairing.pairs:
+            QTreeWidgetItem(tree, [s, t, "order and shape" if (s, t) in by_order else "relative name"])
+        for t in pairing.unmatched_targets:
+            QTreeWidgetItem(tree, ["(nothing fits)", t, "stays unmapped"])
+        tree.resizeColumnToContents(0)
+        tree.resizeColumnToContents(1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText(f"Map {len(pairing.pairs)} pairs")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"<b>{source}</b> \u2192 <b>{target}</b>: some pairs were matched by position, "
+                                "not by name. Check them before mapping."))
+        layout.addWidget(tree)
+        layout.addWidget(buttons)
+        self.resize(640, 360)
+
+
+class EditController:
+    """Turns gestures into undoable edits of the document."""
+
+    def __init__(self, doc: MappingDocument, stack: QUndoStack, message: Callable[[str], None],
+                 parent: QWidget | None = None) -> None:
+        self.doc, self.stack, self.message, self.parent = doc, stack, message, parent
+
+    def push(self, changes: dict[str, Entry | None], text: str | None = None) -> bool:
+        changes = {t: e for t, e in changes.items() if self.doc.mapping.get(t) != e}
+        if not changes:
+            return False
+        self.stack.push(ReplaceEntries(self.doc, changes, text or map_text(changes)))
+        return True
+
+    # -- mapping gestures ---------------------------------------------------------------------
+    def map_paths(self, sources: list[str], target: str) -> bool:
+        """Drop or keyboard: one key onto one key, or a module onto a module."""
+        if not self.doc.ready:
+            return False
+        stree, ttree = self.doc.source.tree, self.doc.target.tree
+        if len(sources) != 1:
+            self.message("Map one source key (or module) at a time onto one target key (or module)")
+            return False
+        try:
+            snode, tnode = stree.node(sources[0]), ttree.node(target)
+        except KeyError as exc:
+            self.message(f"No such key: {exc}")
+            return False
+        if snode.tensor is not None and tnode.tensor is not None:
+            return self.map_key(snode.path, tnode.path)
+        if snode.tensor is None and tnode.tensor is None:
+            return self.map_module(snode.path, tnode.path)
+        what = "a module onto a tensor" if tnode.tensor is not None else "a tensor onto a module"
+        self.message(f"Cannot map {what}: drop a key onto a key, or a module onto a module")
+        return False
+
+    def map_key(self, source: str, target: str, transform: Transform | None = None) -> bool:
+        sinfo = self.doc.source.side.table[source]
+        tinfo = self.doc.target.side.table[target]
+        if transform is None and sinfo.shape != tinfo.shape:
+            fits = fitting_transforms(sinfo.shape, tinfo.shape)
+            if not fits:
+                self.message(refusal(source, sinfo.shape, target, tinfo.shape))
+                return False
+            transform = self.choose_transform(source, target, fits)
+            if transform is None:
+                self.message("Not mapped: no transform chosen")
+                return False
+        entry = Entry(target, source, transform, "manual", None,
+                      f"by hand{', ' + describe_transform(transform) if transform else ''}")
+        done = self.push({target: entry})
+        if done:
+            self.message(f"Mapped {source} {format_shape(sinfo.shape)} \u2192 {target} {format_shape(tinfo.shape)}")
+        return done
+
+    def choose_transform(self, source: str, target: str, fits: list[Transform]) -> Transform | None:
+        labels = [describe_transform(t) for t in fits]
+        label, ok = QInputDialog.getItem(self.parent, "Shapes differ",
+                                         f"{source} does not have the shape of {target}.\n"
+                                         "Map it through one of these transforms?", labels, 0, False)
+        return fits[labels.index(label)] if ok and label in labels else None
+
+    def map_module(self, source: str, target: str) -> bool:
+        pairing = pair_modules(self.doc.source.tree.node(source), self.doc.target.tree.node(target))
+        if not pairing.pairs:
+            self.message(f"Nothing under {source} fits {target}: no tensor names or shapes agree")
+            return False
+        if pairing.ambiguous:
+            preview = PairingPreview(pairing, source or "(root)", target or "(root)", self.parent)
+            if preview.exec() != QDialog.DialogCode.Accepted:
+                self.message("Module mapping cancelled")
+                return False
+        changes = {t: Entry(t, s, None, "manual:module", None, f"module {source} \u2192 {target}")
+                   for s, t in pairing.pairs}
+        done = self.push(changes, f"Map module {source} \u2192 {target}")
+        self.message(f"Mapped {len(pairing.pairs)} tensors of {source} onto {target}"
+                     + (f"; {len(pairing.unmatched_targets)} left unmapped" if pairing.unmatched_targets else ""))
+        return done
+
+    def unmap(self, targets: list[str]) -> bool:
+        keys = [t for t in targets if t in self.doc.mapping]
+        if not keys:
+            self.message("Nothing to remove: the selected target keys are not mapped")
+            return False
+        return self.push(dict.fromkeys(keys))
+
+    def set_transform(self, target: str, transform: Transform | None) -> bool:
+        entry = self.doc.mapping.get(target)
+        if entry is None:
+            return False
+        new = Entry(entry.target, entry.source, transform, entry.origin, entry.confidence, entry.reason)
+        problem = self.doc.mapping.entry_problem(new, self.doc.source.side.table, self.doc.target.side.table)
+        if problem:
+            self.message(f"Transform not set: {problem}")
+            return False
+        return self.push({target: new}, f"Set transform of {target}")
+
+    def accept(self, suggestions: list[Suggestion]) -> bool:
+        """Accept a batch of suggestions: one undo step."""
+        changes: dict[str, Entry | None] = {}
+        for s in suggestions:
+            if s.target not in changes:
+                changes[s.target] = s.entry()
+        if not changes:
+            self.message("No suggestions to accept")
+            return False
+        done = self.push(changes, f"Accept {len(changes)} suggestions")
+        self.message(f"Accepted {len(changes)} suggestions" if done else "Those suggestions are already in the mapping")
+        return done

@@ -1,0 +1,131 @@
+"""The inspector: everything about one target key's entry, with a transform editor."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.tensors import format_shape
+from ..core.transforms import describe_transform
+from .document import MappingDocument
+from .pairing import fitting_transforms
+from .style import STATUS_STYLE
+
+
+class Inspector(QWidget):
+    """Shows the entry of ``target`` (or the selected source key) and edits its transform."""
+
+    transformRequested = Signal(str, object)  # target key, transform dict or None
+    removeRequested = Signal(str)
+    message = Signal(str)
+
+    def __init__(self, doc: MappingDocument, parent=None) -> None:
+        super().__init__(parent)
+        self.doc = doc
+        self.target: str | None = None
+        self.labels: dict[str, QLabel] = {}
+        form = QFormLayout()
+        for name in ("Target", "Source", "Status", "Origin", "Confidence", "Reason", "Problem"):
+            label = QLabel("")
+            label.setWordWrap(True)
+            label.setObjectName(f"inspector{name}")
+            self.labels[name] = label
+            form.addRow(f"{name}:", label)
+        self.fits = QComboBox()
+        self.fits.setToolTip("Transforms that make the source tensor fit the target shape")
+        self.transform = QLineEdit()
+        self.transform.setPlaceholderText('transform as JSON, e.g. {"op": "slice"}; empty for a plain copy')
+        self.apply_button = QPushButton("Set transform")
+        self.remove_button = QPushButton("Remove entry")
+        self.remove_button.setToolTip("Unmap this target key (Delete)")
+        row = QHBoxLayout()
+        row.addWidget(self.apply_button)
+        row.addWidget(self.remove_button)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("Transform:"))
+        layout.addWidget(self.fits)
+        layout.addWidget(self.transform)
+        layout.addLayout(row)
+        layout.addStretch(1)
+        self.fits.activated.connect(self._pick_fit)
+        self.apply_button.clicked.connect(self._apply)
+        self.remove_button.clicked.connect(self._remove)
+        doc.changed.connect(self.refresh)
+        self.refresh()
+
+    def show_target(self, target: str | None) -> None:
+        self.target = target
+        self.refresh()
+
+    def refresh(self) -> None:
+        entry = self.doc.mapping.get(self.target) if self.target else None
+        ready = self.doc.ready and self.target is not None and self.target in self.doc.target.side.table
+        for widget in (self.fits, self.transform, self.apply_button, self.remove_button):
+            widget.setEnabled(bool(entry) and ready)
+        if not ready:
+            for label in self.labels.values():
+                label.setText("")
+            self.labels["Target"].setText("Select a target key, or a link between the trees.")
+            self.fits.clear()
+            self.transform.clear()
+            return
+        tinfo = self.doc.target.side.table[self.target]
+        self.labels["Target"].setText(f"{self.target}  {format_shape(tinfo.shape)} {tinfo.dtype}")
+        status = self.doc.target_status(self.target)
+        self.labels["Status"].setText(STATUS_STYLE[status][2])
+        if entry is None:
+            for name in ("Source", "Origin", "Confidence", "Reason", "Problem"):
+                self.labels[name].setText("")
+            self.labels["Source"].setText("(none: keeps the target's initialisation)")
+            self.fits.clear()
+            self.transform.clear()
+            return
+        sinfo = self.doc.source.side.table.get(entry.source)
+        shape = f"  {format_shape(sinfo.shape)} {sinfo.dtype}" if sinfo else "  (missing from the source)"
+        self.labels["Source"].setText(entry.source + shape)
+        self.labels["Origin"].setText(entry.origin)
+        self.labels["Confidence"].setText("" if entry.confidence is None else f"{entry.confidence:.2f}")
+        self.labels["Reason"].setText(entry.reason)
+        self.labels["Problem"].setText(self.doc.status.problems.get(self.target, ""))
+        self.transform.setText(json.dumps(entry.transform) if entry.transform else "")
+        self.fits.clear()
+        self.fits.addItem("plain copy (no transform)", None)
+        if sinfo is not None:
+            for t in fitting_transforms(sinfo.shape, tinfo.shape):
+                self.fits.addItem(describe_transform(t), t)
+
+    def _pick_fit(self, row: int) -> None:
+        transform = self.fits.itemData(row)
+        self.transform.setText(json.dumps(transform) if transform else "")
+
+    def _apply(self) -> None:
+        text = self.transform.text().strip()
+        if not text:
+            self.transformRequested.emit(self.target, None)
+            return
+        try:
+            transform = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.message.emit(f"Transform is not valid JSON: {exc.msg} (column {exc.colno})")
+            return
+        if not isinstance(transform, dict) or "op" not in transform:
+            self.message.emit('A transform is a JSON object with an "op" field, e.g. {"op": "slice"}')
+            return
+        self.transformRequested.emit(self.target, transform)
+
+    def _remove(self) -> None:
+        if self.target:
+            self.removeRequested.emit(self.target)

@@ -1,0 +1,150 @@
+"""Long work of the editor (load a side, suggest, export) run on worker threads with progress and cancel.
+
+The work itself is Qt-free (core calls and small generators here); :class:`Job` lives in the GUI
+thread and turns the worker's signals into calls of the window's handlers, so no lambda ever
+receives a signal across threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from ..core.apply import LoadReport, apply_to_file
+from ..core.errors import Cancelled
+from ..core.mapping import Mapping
+from ..core.sources import load_source
+from ..core.strategies import Side, Suggestions, suggest, target_side
+from ..core.tree import ParamTree
+from .document import Loaded
+from .workers import Worker, WorkerPool
+
+Progress = tuple[int, int, str]
+HASH_CHUNK = 1 << 24
+
+
+def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
+    """Open a source or target, build its tree and hash its file, yielding between the steps."""
+    yield 0, 0, f"Opening {spec}"
+    if role == "source":
+        src = load_source(spec, trust_pickle=trust_pickle, download=download)
+        side = Side(src.tensors, src.module_classes, src.spec, src)
+    else:
+        side = target_side(spec)
+        src = side.source
+    try:
+        yield 0, 0, f"Building the tree of {len(side.table):,} tensors"
+        tree = ParamTree(side.table, side.classes)
+        sha = None
+        if src is not None and src.path is not None and src.kind in ("torch", "safetensors"):
+            sha = yield from _hash(src.path)
+        elif src is not None and src.path is not None and src.kind != "model":
+            sha = src.sha256()
+    except GeneratorExit:  # cancelled: release the file we opened
+        if src is not None:
+            src.close()
+        raise
+    notes = list(src.notes) if src is not None else []
+    return Loaded(side, tree, side.spec or spec, notes, src, trust_pickle, sha)
+
+
+def _hash(path) -> Generator[Progress, None, str]:
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            yield done, total, f"Checksum of {path.name}"
+    return digest.hexdigest()
+
+
+def run_suggest(source: Side, target: Side, strategy: str, options: dict[str, Any]) -> Suggestions:
+    return suggest(source, target, strategy, **options)
+
+
+class ProgressBridge(QObject):
+    """Carries progress callbacks of core loops (called on the worker thread) to the GUI thread."""
+
+    progressed = Signal(object)
+
+
+def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, trust_pickle: bool,
+                   bridge: ProgressBridge, worker_ref: list[Worker]) -> LoadReport:
+    """Apply the mapping to a freshly built target and write it; cancellable between tensors."""
+    def progress(done: int, total: int, key: str) -> None:
+        bridge.progressed.emit((done, total, f"Writing {key}" if key else "Saving"))
+
+    def cancelled() -> bool:
+        return bool(worker_ref) and worker_ref[0].abort_requested
+
+    return apply_to_file(mapping.copy(), out, source=source, target_spec=target_spec, progress=progress,
+                         cancelled=cancelled, trust_pickle=trust_pickle)
+
+
+class Job(QObject):
+    """One running piece of work; forwards the worker's outcome to plain callbacks in the GUI thread."""
+
+    progressed = Signal(int, int, str)
+    ended = Signal()
+
+    def __init__(self, title: str, on_result: Callable[[Any], None], on_error: Callable[[Exception], None],
+                 on_cancel: Callable[[], None] | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self._on_result, self._on_error, self._on_cancel = on_result, on_error, on_cancel
+        self.worker: Worker | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop at the next yield; the outcome is then dropped, so the session stays as it was."""
+        self.cancelled = True
+        if self.worker is not None:
+            self.worker.quit()
+
+    @Slot(object)
+    def _yielded(self, value: Any) -> None:
+        if isinstance(value, tuple) and len(value) == 3:
+            done, total, text = value
+            # per mille, so byte counts of big files fit a QProgressBar's int; total 0: busy
+            self.progressed.emit(min(1000, done * 1000 // total) if total else 0, 1000 if total else 0, str(text))
+
+    @Slot(object)
+    def _returned(self, value: Any) -> None:
+        if self.cancelled:
+            return self._cancelled()
+        self._on_result(value)
+
+    @Slot(object)
+    def _errored(self, exc: Exception) -> None:
+        if self.cancelled or isinstance(exc, Cancelled):
+            return self._cancelled()
+        self._on_error(exc)
+
+    @Slot()
+    def _cancelled(self) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel()
+            self._on_cancel = None
+
+    @Slot()
+    def _finished(self) -> None:
+        self.worker = None
+        self.ended.emit()
+
+
+def start_job(pool: WorkerPool, job: Job, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+    """Run ``func`` on a worker thread and route its signals to ``job``."""
+    worker = Worker(func, *args, **kwargs)
+    job.worker = worker
+    worker.yielded.connect(job._yielded)
+    worker.returned.connect(job._returned)
+    worker.errored.connect(job._errored)
+    worker.aborted.connect(job._cancelled)
+    worker.finished.connect(job._finished)
+    pool.start(worker)
+    return job

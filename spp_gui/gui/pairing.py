@@ -1,0 +1,79 @@
+"""Qt-free helpers for manual mapping: module-onto-module pairing and transforms that make shapes fit.
+
+Kept apart from the widgets so they are tested as plain functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import transforms
+from ..core.tensors import format_shape
+from ..core.tree import Node
+
+
+@dataclass
+class ModulePairing:
+    """Source key -> target key pairs for a module dropped on a module, and how sure we are."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (source, target)
+    by_order: list[tuple[str, str]] = field(default_factory=list)  # the pairs that came from position only
+    unmatched_targets: list[str] = field(default_factory=list)
+
+    @property
+    def ambiguous(self) -> bool:
+        """Anything beyond a clean match by relative name deserves a preview before it is applied."""
+        return bool(self.by_order or self.unmatched_targets)
+
+
+def pair_modules(source: Node, target: Node) -> ModulePairing:
+    """Pair the tensors below two modules: by relative name and shape first, then by order and shape."""
+    def rel(node: Node, leaf: Node) -> str:
+        return leaf.path[len(node.path) + 1:] if node.path else leaf.path
+
+    src = {rel(source, leaf): leaf for leaf in source.leaves()}
+    tgt = {rel(target, leaf): leaf for leaf in target.leaves()}
+    out = ModulePairing()
+    used: set[str] = set()
+    rest: list[Node] = []
+    for name, leaf in tgt.items():
+        match = src.get(name)
+        if match is not None and match.tensor.shape == leaf.tensor.shape:
+            out.pairs.append((match.path, leaf.path))
+            used.add(name)
+        else:
+            rest.append(leaf)
+    remaining = [leaf for name, leaf in src.items() if name not in used]
+    for leaf in rest:
+        pick = next((s for s in remaining if s.tensor.shape == leaf.tensor.shape), None)
+        if pick is None:
+            out.unmatched_targets.append(leaf.path)
+            continue
+        remaining.remove(pick)
+        out.pairs.append((pick.path, leaf.path))
+        out.by_order.append((pick.path, leaf.path))
+    return out
+
+
+def _proposals(src: tuple[int, ...], tgt: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Ask the core for transform proposals if it offers a function for it, else try bare ops."""
+    for name in ("propose_transforms", "suggest_transforms", "fitting_transforms"):
+        fn = getattr(transforms, name, None)
+        if callable(fn):
+            try:
+                return list(fn(src, tgt))
+            except Exception:  # a helper of another module; never fatal to the editor
+                break
+    return [{"op": op} for op in transforms.TRANSFORMS]
+
+
+def fitting_transforms(src_shape: tuple[int, ...], tgt_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Transforms that turn ``src_shape`` into ``tgt_shape`` (checked with the core's validator)."""
+    return [t for t in _proposals(tuple(src_shape), tuple(tgt_shape))
+            if transforms.check_transform(t, src_shape, tgt_shape) is None]
+
+
+def refusal(src_key: str, src_shape: tuple[int, ...], tgt_key: str, tgt_shape: tuple[int, ...]) -> str:
+    return (f"Cannot map {src_key} {format_shape(src_shape)} onto {tgt_key} {format_shape(tgt_shape)}: "
+            "shapes differ and no transform makes them fit")
