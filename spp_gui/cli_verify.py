@@ -1,0 +1,52 @@
+"""``spp-gui verify``: check a mapping by running both models on one random batch."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli import colour_enabled, paint, print_json
+from .core.errors import SpecError
+from .core.mapping import Mapping
+from .core.verify import AGREE, DISAGREE, verify_mapping
+
+COLOURS = {AGREE: "32", DISAGREE: "31"}
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s)
+    except ValueError:
+        raise SpecError(f"--input-shape must be numbers like 2,3,224,224, got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise SpecError(f"--input-shape must be positive numbers, got {text!r}")
+    return shape
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    mapping = Mapping.load(args.mapping)
+    report = verify_mapping(mapping, source=args.source, target_spec=args.target,
+                            source_model_spec=args.source_model, input_shape=_shape(args.input_shape), seed=args.seed)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        colour = colour_enabled()
+        for c in report.layers:
+            nums = f"cos {c.cosine:.6f}  rel.err {c.rel_error:.2e}" if c.cosine is not None else ""
+            print(f"{paint(f'{c.status:<13}', COLOURS.get(c.status, '2'), colour)} {c.target_module:<32} "
+                  f"<- {c.source_module:<32} {nums}  {c.note}".rstrip())
+        agree, bad = len(report.by_status(AGREE)), len(report.by_status(DISAGREE))
+        print(f"{agree} layers agree, {bad} disagree, {len(report.layers) - agree - bad} not compared "
+              f"(input {'x'.join(map(str, report.input_shape))})")
+    return 0 if report.ok else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="run source and mapped target on one random batch and compare each mapped layer")
+    p.add_argument("mapping", help="mapping JSON file")
+    p.add_argument("--source", help="use this source instead of the one the mapping names")
+    p.add_argument("--source-model", help="architecture spec of a checkpoint source (e.g. torchvision:alexnet)")
+    p.add_argument("--target", help="use this target spec instead of the one the mapping names")
+    p.add_argument("--input-shape", default="2,3,224,224", help="random input batch shape (default 2,3,224,224)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)

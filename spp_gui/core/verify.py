@@ -1,0 +1,220 @@
+"""Verify a mapping by what it computes, not by names and shapes.
+
+Names and shapes can agree while meaning doesn't (q and k swapped, two equal convs exchanged).
+We run one batch of random input through the source model and the mapped target, hook every
+mapped module on both sides, and where a module sees the same input in both models compare
+their outputs (cosine similarity, relative error). A swapped pair shows up as the first module
+whose input agrees but whose output does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .apply import apply_mapping
+from .errors import MappingError, SppError
+from .mapping import Mapping
+from .sources import Source, load_source
+from .specs import build_model, looks_like_model_spec, parse_spec
+
+AGREE, DISAGREE, NOT_COMPARED = "agree", "disagree", "not compared"
+
+
+@dataclass
+class LayerCheck:
+    target_module: str
+    source_module: str
+    status: str
+    cosine: float | None = None
+    rel_error: float | None = None
+    note: str = ""
+
+
+@dataclass
+class VerifyReport:
+    layers: list[LayerCheck] = field(default_factory=list)
+    input_shape: tuple[int, ...] = ()
+
+    def by_status(self, status: str) -> list[LayerCheck]:
+        return [c for c in self.layers if c.status == status]
+
+    @property
+    def ok(self) -> bool:
+        return not self.by_status(DISAGREE)
+
+    def module_status(self) -> dict[str, str]:
+        """Target module path -> agreement status, for colouring links in the editor."""
+        return {c.target_module: c.status for c in self.layers}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "input_shape": list(self.input_shape),
+                "layers": [c.__dict__ for c in self.layers]}
+
+
+def _module_of(key: str) -> str:
+    return key.rpartition(".")[0]
+
+
+def source_model(source: Source | str, source_model_spec: str | None = None) -> nn.Module:
+    """A live model holding the source's tensors: needed to run the source side."""
+    src = load_source(source) if not isinstance(source, Source) else source
+    spec_text = source_model_spec
+    if spec_text is None:
+        if looks_like_model_spec(src.spec):
+            spec = parse_spec(src.spec)
+            spec_text = spec.text.replace(f":{spec.weights}", "", 1) if spec.weights else spec.text
+        else:
+            raise MappingError(f"cannot run the source {src.spec!r}: it is a checkpoint without a model; "
+                               "name its architecture with --source-model SPEC")
+    model = build_model(spec_text, device="cpu", seed=getattr(src, "seed", 0))
+    state = model.state_dict()
+    missing = [k for k in state if k not in src.tensors]
+    if missing:
+        raise MappingError(f"source model {spec_text!r} has keys the checkpoint lacks, e.g. {missing[0]!r}")
+    with torch.no_grad():
+        for key, value in state.items():
+            value.copy_(src.read(key))
+    return model.eval()
+
+
+def _compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    a, b = a.detach().double().flatten(), b.detach().double().flatten()
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12).item()
+    rel = ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+    return cos, rel
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return None
+
+
+def verify_models(
+    source: nn.Module,
+    target: nn.Module,
+    mapping: Mapping,
+    input_shape: tuple[int, ...] = (2, 3, 224, 224),
+    seed: int = 0,
+    cos_min: float = 0.999,
+    rel_max: float = 1e-3,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Compare the outputs of each mapped module pair on one random batch."""
+    pairs: dict[str, str] = {}
+    for entry in mapping:
+        if entry.transform is not None:
+            continue
+        tmod, smod = _module_of(entry.target), _module_of(entry.source)
+        # a module's weight decides its partner; a bias alone is used only if no weight is mapped
+        if tmod not in pairs or entry.target.endswith(".weight"):
+            pairs[tmod] = smod
+    adapted = {_module_of(e.target) for e in mapping if e.transform is not None}
+    own_keys: dict[str, list[str]] = {}
+    for key in target.state_dict():
+        own_keys.setdefault(_module_of(key), []).append(key)
+    partial = {m for m in pairs if any(k not in mapping.entries for k in own_keys.get(m, []))}
+    t_modules, s_modules = dict(target.named_modules()), dict(source.named_modules())
+    seen: dict[tuple[str, str], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+    handles = []
+
+    def hook(side: str, name: str):
+        def record(module, inputs, output):
+            t_in, t_out = _first_tensor(inputs), _first_tensor(output)
+            # clone: in-place ops later in forward() (ReLU(inplace), +=) would change what we saw
+            seen[(side, name)] = (t_in.clone() if t_in is not None else None, t_out.clone() if t_out is not None else None)
+        return record
+
+    for tmod, smod in pairs.items():
+        if tmod in t_modules and smod in s_modules:
+            handles.append(t_modules[tmod].register_forward_hook(hook("t", tmod)))
+            handles.append(s_modules[smod].register_forward_hook(hook("s", smod)))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(input_shape, generator=generator)
+    try:
+        with torch.no_grad():
+            for side, model in (("source", source.eval()), ("target", target.eval())):
+                if progress:
+                    progress(f"running the {side} model")
+                try:
+                    model(x)
+                except Exception as exc:  # the user's models; their failure is their message
+                    raise SppError(f"the {side} model failed on input {tuple(input_shape)}: {exc}; "
+                                   "pass a fitting --input-shape") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    report = VerifyReport(input_shape=tuple(input_shape))
+    # Source modules indexed by what they received: a target module is compared with the source
+    # module that saw the same input (its counterpart), which is where its weights should come from.
+    by_input: dict[tuple, list[str]] = {}
+    for (side, name), (s_in, _out) in seen.items():
+        if side == "s" and s_in is not None:
+            by_input.setdefault(tuple(s_in.shape), []).append(name)
+
+    def counterpart(t_in: torch.Tensor, prefer: str) -> str | None:
+        names = by_input.get(tuple(t_in.shape), [])
+        for name in sorted(names, key=lambda n: n != prefer):
+            if _compare(seen[("s", name)][0], t_in)[1] <= rel_max:
+                return name
+        return None
+
+    for tmod, smod in pairs.items():
+        if tmod in partial:
+            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="partly mapped (some tensors keep their init)"))
+            continue
+        t_in, t_out = seen.get(("t", tmod), (None, None))
+        if t_out is None or t_in is None or ("s", smod) not in seen:
+            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="not run by forward()"))
+            continue
+        partner = counterpart(t_in, smod)
+        if partner is None:
+            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="inputs differ between the models"))
+            continue
+        s_out = seen[("s", partner)][1]
+        if s_out is None or t_out.shape != s_out.shape:
+            shape = tuple(s_out.shape) if s_out is not None else None
+            report.layers.append(LayerCheck(tmod, smod, DISAGREE, note=f"output shapes {shape} vs {tuple(t_out.shape)}"))
+            continue
+        cos, rel = _compare(t_out, s_out)
+        status = AGREE if cos >= cos_min and rel <= rel_max else DISAGREE
+        note = ""
+        if status == DISAGREE:
+            note = "same input, different output: wrong weights for this layer?"
+            if partner != smod:
+                note = f"same input as source {partner!r}, different output: its weights come from {smod!r}"
+        report.layers.append(LayerCheck(tmod, smod, status, cos, rel, note))
+    for tmod in sorted(adapted - set(pairs)):
+        report.layers.append(LayerCheck(tmod, "", NOT_COMPARED, note="adapted by a transform"))
+    return report
+
+
+def verify_mapping(
+    mapping: Mapping,
+    source: Any = None,
+    target_spec: str | None = None,
+    source_model_spec: str | None = None,
+    input_shape: tuple[int, ...] = (2, 3, 224, 224),
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Build both models, apply the mapping to the target, and compare them layer by layer."""
+    src = load_source(source if source is not None else mapping.source_spec)
+    spec = target_spec or mapping.target_spec
+    if not spec:
+        raise MappingError("the mapping names no target model spec; pass one (--target)")
+    if progress:
+        progress("building the source model")
+    s_model = source_model(src, source_model_spec)
+    if progress:
+        progress("building and filling the target model")
+    t_model = build_model(spec, device="cpu", seed=seed)
+    apply_mapping(t_model, s_model.state_dict(), mapping, verify_sha256=False)
+    return verify_models(s_model, t_model, mapping, input_shape, seed, progress=progress)
