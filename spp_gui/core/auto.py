@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,27 +52,35 @@ SYNONYMS = {
     "router": "router", "gate": "router",
 }
 _NUM = re.compile(r"^\d+$")
+_NAMED = ("suffix", "name tokens", "same name", "same path")
+
+
+_CANON: dict[str, str] = {}
 
 
 def canon(name: str) -> str:
     """A path component in a library-neutral spelling (for pairing siblings, not for matching alone)."""
-    low = name.lower()
-    return SYNONYMS.get(low, low)
+    out = _CANON.get(name)
+    if out is None:
+        low = name.lower()
+        out = _CANON[name] = SYNONYMS.get(low, low)
+    return out
 
 
-@dataclass(eq=False)
 class _Node:
-    path: str
-    name: str
-    parent: _Node | None
-    order: int  # index of its first key
-    children: dict[str, _Node] = field(default_factory=dict)
-    leaves: dict[str, str] = field(default_factory=dict)  # leaf name -> full key
-    h: int = 0
-    size: int = 0  # tensors below
-    mods: int = 0  # nodes holding tensors below (itself included)
-    used: bool = False  # matched, or inside a matched subtree
-    blocked: bool = False  # an ancestor of a matched node
+    """A module path in one tree (slots: the MoE case makes ~60,000 of them per side)."""
+
+    __slots__ = ("path", "name", "parent", "order", "children", "leaves", "h", "size", "mods", "used", "blocked")
+
+    def __init__(self, path: str, name: str, parent: _Node | None, order: int) -> None:
+        self.path, self.name, self.parent, self.order = path, name, parent, order
+        self.children: dict[str, _Node] = {}
+        self.leaves: dict[str, str] = {}  # leaf name -> full key
+        self.h = 0  # structural hash: shapes and child hashes, names and order ignored
+        self.size = 0  # tensors below
+        self.mods = 0  # nodes holding tensors below (itself included)
+        self.used = False  # matched, or inside a matched subtree
+        self.blocked = False  # an ancestor of a matched node
 
 
 class _Tree:
@@ -113,11 +122,19 @@ class _Tree:
                 stack.append((node, True))
                 stack.extend((c, False) for c in node.children.values())
                 continue
-            leaves = tuple(sorted((canon(n), table[k].shape) for n, k in node.leaves.items()))
-            kids = tuple(sorted(c.h for c in node.children.values()))
-            node.h = hash((leaves, kids))
-            node.size = len(node.leaves) + sum(c.size for c in node.children.values())
-            node.mods = (1 if node.leaves else 0) + sum(c.mods for c in node.children.values())
+            leaves = [(canon(n), table[k].shape) for n, k in node.leaves.items()]
+            if len(leaves) > 1:
+                leaves.sort()
+            size, mods = len(leaves), 1 if leaves else 0
+            kids = []
+            for c in node.children.values():
+                kids.append(c.h)
+                size += c.size
+                mods += c.mods
+            if len(kids) > 1:
+                kids.sort()
+            node.h = hash((tuple(leaves), tuple(kids)))
+            node.size, node.mods = size, mods
 
     def walk(self, node: _Node):
         stack = [node]
@@ -127,11 +144,19 @@ class _Tree:
             stack.extend(n.children.values())
 
 
-def _suffix_len(a: str, b: str) -> int:
-    """Number of trailing dotted components two paths share (canonical spelling)."""
+def _suffix_len(a: str, b: str, spelling=canon) -> int:
+    """Number of trailing dotted components two paths share (canonical spelling by default)."""
+    if spelling is str:
+        common = len(os.path.commonprefix([a[::-1], b[::-1]]))
+        if common == len(a) == len(b):
+            return a.count(".") + 1
+        tail = a[len(a) - common:]
+        if common < len(a) and a[len(a) - common - 1] != "." or common < len(b) and b[len(b) - common - 1] != ".":
+            tail = tail.partition(".")[2]  # a component shared only in part does not count
+        return tail.count(".") + 1 if tail else 0
     pa, pb = a.split(".") if a else [], b.split(".") if b else []
     n = 0
-    while n < len(pa) and n < len(pb) and canon(pa[-1 - n]) == canon(pb[-1 - n]):
+    while n < len(pa) and n < len(pb) and spelling(pa[-1 - n]) == spelling(pb[-1 - n]):
         n += 1
     return n
 
@@ -186,32 +211,73 @@ class _Run:
     def _resolve_bucket(self, ss: list[_Node], ts: list[_Node]) -> None:
         unique = len(ss) == 1 and len(ts) == 1
         pairs: list[tuple[_Node, _Node, str]] = []
-        free_s = list(ss)
+        free_s = {id(s): s for s in ss}
         rest_t = []
-        for t in ts:  # names first: the same path, else the longest shared dotted suffix, both ways best
-            best = max(free_s, key=lambda s: _suffix_len(s.path, t.path), default=None)
-            n = _suffix_len(best.path, t.path) if best else 0
-            rivals = [s for s in free_s if _suffix_len(s.path, t.path) == n] if best else []
-            if best is not None and n and len(rivals) == 1 and (len(ts) == 1 or _mutual(best, t, ts, n)):
-                pairs.append((best, t, "same path" if best.path == t.path else f"suffix '{_tail(t.path, n)}'"))
-                free_s.remove(best)
+        by_path = {s.path: s for s in ss}
+        for t in ts:  # the same path
+            s = by_path.get(t.path)
+            if s is not None:
+                pairs.append((s, t, "same path"))
+                del free_s[id(s)]
             else:
                 rest_t.append(t)
+        if rest_t and len(rest_t) * len(free_s) <= 4096:  # the longest shared dotted suffix, both ways best
+            left = []
+            for t in rest_t:
+                cands = list(free_s.values())
+                lens = [_suffix_len(s.path, t.path) for s in cands]
+                n = max(lens, default=0)
+                if n and lens.count(n) == 1:
+                    s = cands[lens.index(n)]
+                    if len(rest_t) == 1 or _mutual(s, t, rest_t, n):
+                        pairs.append((s, t, f"suffix '{_tail(t.path, n)}'"))
+                        del free_s[id(s)]
+                        continue
+                left.append(t)
+            rest_t = left
+        if rest_t and free_s:  # names that speak: same indices inside, same canonical name
+            keys_s: dict[tuple, list[_Node]] = {}
+            for s in free_s.values():
+                keys_s.setdefault(_name_key(s), []).append(s)
+            keys_t: dict[tuple, int] = {}
+            for t in rest_t:
+                k = _name_key(t)
+                keys_t[k] = keys_t.get(k, 0) + 1
+            left = []
+            for t in rest_t:
+                k = _name_key(t)
+                cand = keys_s.get(k)
+                if k[1] and cand is not None and len(cand) == 1 and keys_t[k] == 1:
+                    s = cand[0]
+                    pairs.append((s, t, f"name tokens {s.name}~{t.name}" if s.name != t.name else "same name"))
+                    del free_s[id(s)]
+                else:
+                    left.append(t)
+            rest_t = left
         if rest_t and len(rest_t) == len(free_s):
             k = len(rest_t)
-            for i, (s, t) in enumerate(zip(free_s, rest_t, strict=True)):
-                pairs.append((s, t, "same structure" if k == 1 else f"#{i + 1} of {k} alike, by order"))
+            rest_s = sorted(free_s.values(), key=lambda n: n.order)
+            for i, (s, t) in enumerate(zip(rest_s, rest_t, strict=True)):
+                if k > 1:
+                    why = f"#{i + 1} of {k} alike, by order"
+                elif t.mods == 1:
+                    why = "the only module of these shapes on each side"
+                else:
+                    why = "same structure"
+                pairs.append((s, t, why))
+        pos = {id(s): i for i, s in enumerate(ss)}
         for s, t, why in pairs:
             conf = self._structure_conf(s, t, unique or len(ss) == len(ts), why)
-            alts = [a for a in ss if a is not s][:2] if not unique else []
+            i = pos[id(s)]  # the equal-structured neighbours in the source: the likeliest mix-ups
+            alts = [ss[j] for j in (i - 1, i + 1) if 0 <= j < len(ss)]
             self._take(_Match(s, t, conf, why, alts))
 
     def _structure_conf(self, s: _Node, t: _Node, balanced: bool, why: str) -> float:
-        if s.path == t.path:
+        if s.path == t.path and s.path:
             return 1.0
         conf = 0.55 if balanced else 0.3
         conf += 0.25 if t.mods >= 3 else 0.1 if t.mods == 2 else 0.0
-        if why.startswith("suffix"):
+        if why.startswith(_NAMED):
             conf += 0.2
         if t.mods == 1 and _only_1d(self.tgt, t):
             conf -= 0.15  # a lone norm or bias says little by itself
@@ -234,7 +300,11 @@ class _Run:
         for i, m in enumerate(roots):
             if m.conf >= 1.0:
                 continue
-            m.conf += 0.15 if i in chain else -0.3
+            if i in chain:
+                m.conf += 0.15
+            elif not m.why.startswith(_NAMED):  # names outrank order; order alone must be consistent
+                m.conf -= 0.3
+                m.why += ", out of order"
         self._expand_all()
         for m in roots:
             if m.conf < ACCEPT and m.t.mods == 1 and self._neighbour_agrees(m.s, m.t):
@@ -337,7 +407,7 @@ class _Run:
             if pair is None:
                 continue
             s, m = pair
-            conf = max(0.0, min(1.0 if m.conf >= 1.0 else 0.99, m.conf))
+            conf = max(0.0, min(0.99, m.conf))
             for leaf, tkey in t.leaves.items():
                 skey = s.leaves.get(leaf)
                 if skey is None:  # gamma/beta spellings
@@ -345,17 +415,24 @@ class _Run:
                 if skey is None:
                     continue
                 why = _key_reason(skey, tkey, m)
+                key_conf = 1.0 if skey == tkey and conf >= ACCEPT else conf
                 alts = []
                 for a in m.alternatives:
                     rel = tkey[len(m.t.path) + 1:] if m.t.path else tkey
                     akey = f"{a.path}.{rel}" if a.path else rel
                     if akey in self.src.table:
                         alts.append((akey, round(conf * 0.5, 3), "same structure, other position"))
-                out.append(Suggestion(tkey, skey, conf, why, "auto", accepted=conf >= ACCEPT, alternatives=alts))
+                out.append(Suggestion(tkey, skey, round(key_conf, 3), why, "auto", accepted=conf >= ACCEPT, alternatives=alts))
         out.extend(self.partial_modules())
         order = {k: i for i, k in enumerate(self.tgt.table)}
         out.sort(key=lambda sug: order[sug.target])
         return out
+
+
+def _name_key(n: _Node) -> tuple[tuple[str, ...], str]:
+    """Indices inside the path (layer 3, expert 17) and the canonical own name: what names say."""
+    parts = n.path.split(".")
+    return tuple(p for p in parts[:-1] if _NUM.match(p)), ("" if _NUM.match(parts[-1]) else canon(parts[-1]))
 
 
 def _mutual(s: _Node, t: _Node, ts: list[_Node], n: int) -> bool:
@@ -420,20 +497,26 @@ def _lis(values: list[int]) -> set[int]:
 
 
 def _key_reason(skey: str, tkey: str, m: _Match) -> str:
+    """What a person checks first: the names' evidence, then the structure's."""
     if skey == tkey:
         return "same name and shape"
-    n = _suffix_len(skey, tkey)
-    sl, tl = skey.rsplit(".", 2), tkey.rsplit(".", 2)
-    if n >= 2:
+    own_s, own_t = skey.rsplit(".", 2)[-2:][0], tkey.rsplit(".", 2)[-2:][0]
+    if own_s != own_t and canon(own_s) == canon(own_t) and not _NUM.match(own_s):
+        local = f"name tokens {own_s}~{own_t}"  # the module names differ: no dotted suffix beyond the leaf
+    elif (n := _suffix_len(skey, tkey, str)) >= 2:
         local = f"suffix '{_tail(tkey, n)}'"
-    elif len(sl) > 1 and len(tl) > 1 and sl[-2] != tl[-2] and canon(sl[-2]) == canon(tl[-2]):
-        local = f"name tokens {sl[-2]}~{tl[-2]}"
     else:
         local = f"'{skey}'"
-    where = m.s.path or "the whole source"
-    if m.why in ("same path",) or local.startswith("suffix") and m.s.path == m.t.path:
+    if m.why.startswith(_NAMED) and not local.startswith("'"):
+        if m.s.path and not m.why.startswith("same path"):
+            return f"{local} (within '{m.s.path}' -> '{m.t.path}')"
         return local
-    return f"{local} in {m.why} '{where}'" if m.why == "same structure" else f"{local}; {m.why} ('{where}')"
+    where = f"'{m.s.path}'" if m.s.path else "the whole source"
+    if m.why.startswith("#"):
+        return f"{local}: aligned {m.why}"
+    if m.why.startswith("the only"):
+        return f"{local}: {m.why}"
+    return f"{local} in {m.why} as {where} ({m.t.size} tensors)"
 
 
 def propose_transform(src: tuple[int, ...], tgt: tuple[int, ...], channels: int | None = None
