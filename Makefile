@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 screenshots: $(STAMP)
-	bash benchmarks/../resources/screenshots.sh
+	$(PY) resources/take_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _report import bench_row  # noqa: E402
 
 
 def _worker(inbox: mp.Queue, outbox: mp.Queue) -> None:
@@ -187,6 +188,8 @@ def main() -> None:
     total = {k: sum(r[k] for r in table.values()) for k in ("tried", "clean", "loaded", "crash", "hang", "lost")}
     print(f"{'total':<46} {total['tried']:>6} {total['clean']:>6} {total['loaded']:>7} {total['crash']:>6} "
           f"{total['hang']:>5} {total['lost']:>5}")
+    bench_row("fault cases: clean errors or intact files", f"{total['clean']}/{total['tried']}", "-", None,
+              "crash 0, hang 0, lost 0", total["crash"] == total["hang"] == total["lost"] == 0)
     print("clean: a clear SppError (for kills: the previous or the new file, whole). loaded: the file opened; for "
           ".pth the damage fell where nothing is read (zip padding) and every tensor passed its CRC; .safetensors "
           "has no checksums, so a flip inside tensor data loads and only the sha256 a mapping records catches it "

@@ -20,6 +20,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from _report import bench_row
+
 NET = """
 import torch
 
@@ -130,6 +132,8 @@ def main() -> None:
     print(f"{'figure':<24} {'spp_gui':>12} {'baseline':>12} {'ratio':>8}  goal")
     for name, a, b, ratio, goal in rows:
         print(f"{name:<24} {a:>12} {b:>12} {ratio:>7.3f}x  {goal}")
+        limit = float(goal.split()[1].rstrip("x")) if goal.startswith("<=") else None
+        bench_row(f"{name.strip()} ({size:.1f} GB)", a, b, ratio, goal, None if limit is None else ratio <= limit)
     print(f"(RSS includes the interpreter with torch imported: {ours['base_rss_mb']:.0f} MB in both processes)")
     print("baselines: torch.load(weights_only=True) for listing .pth; safetensors load_file and reading every tensor "
           "for .safetensors; torch.load + load_state_dict + torch.save for apply")
