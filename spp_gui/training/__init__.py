@@ -1,0 +1,27 @@
+"""Qt-free training: run config, data, the event-emitting engine, the offline demo, VOC preparation."""
+
+from __future__ import annotations
+
+from .config import ConfigError, RunConfig
+from .data import DatasetError, scan_dataset, scan_split
+from .engine import Cancelled as CancelledEvent
+from .engine import (
+    CheckpointSaved,
+    Epoch,
+    Event,
+    Failed,
+    Finished,
+    RunControl,
+    RunResult,
+    Started,
+    Step,
+    pick_device,
+    run,
+    train,
+)
+
+__all__ = [
+    "RunConfig", "ConfigError", "DatasetError", "scan_dataset", "scan_split", "train", "run", "RunControl",
+    "RunResult", "Event", "Started", "Step", "Epoch", "CheckpointSaved", "Finished", "CancelledEvent", "Failed",
+    "pick_device",
+]

@@ -1,0 +1,210 @@
+"""Image folders (one subfolder per class), checked before a run starts, loaded without surprises.
+
+Images are decoded and resized in the loader (CPU) and shipped as uint8; flip and normalisation
+run on the batch on the training device, which moves a quarter of the bytes to a GPU and lets a
+small dataset be decoded once and kept in memory (``cache``). Unreadable images are skipped and
+counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from ..core.errors import SppError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CACHE_AUTO_BYTES = 1 << 30  # decoded images kept in memory when they fit in this much
+
+
+class DatasetError(SppError):
+    """A dataset folder that is missing, empty, or does not match the other split."""
+
+
+@dataclass
+class SplitInfo:
+    """One split (train or val): its classes, and each image with its class index."""
+
+    root: Path
+    classes: list[str]
+    samples: list[tuple[str, int]]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def summary(self) -> str:
+        return f"{len(self.classes)} classes, {len(self.samples)} images"
+
+
+def scan_split(root: str | os.PathLike, what: str = "dataset") -> SplitInfo:
+    """List an ImageFolder-style split; DatasetError names the folder and what is wrong with it."""
+    root = Path(root).expanduser()
+    if not str(root) or not root.exists():
+        raise DatasetError(f"{what} folder not found: {root} (expected one subfolder of images per class)")
+    if not root.is_dir():
+        raise DatasetError(f"{what} path {root} is a file; pick the folder that holds one subfolder per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{what} folder {root} has no class subfolders (expected e.g. {root}/cat/*.jpg)")
+    samples: list[tuple[str, int]] = []
+    counts: dict[str, int] = {}
+    for index, name in enumerate(classes):
+        files = sorted(str(p) for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        counts[name] = len(files)
+        samples.extend((f, index) for f in files)
+    if not samples:
+        raise DatasetError(f"{what} folder {root} has class subfolders but no images ({', '.join(IMAGE_SUFFIXES[:4])} ...)")
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise DatasetError(f"{what} folder {root}: class folder(s) without images: {', '.join(empty[:5])}")
+    return SplitInfo(root, classes, samples, counts)
+
+
+def scan_dataset(train: str | os.PathLike, val: str | os.PathLike) -> tuple[SplitInfo, SplitInfo]:
+    """Both splits, with the check that they name the same classes (else labels would silently differ)."""
+    tr, va = scan_split(train, "train"), scan_split(val, "val")
+    if tr.classes != va.classes:
+        only_train = sorted(set(tr.classes) - set(va.classes))
+        only_val = sorted(set(va.classes) - set(tr.classes))
+        parts = []
+        if only_train:
+            parts.append(f"only in train: {', '.join(only_train[:5])}")
+        if only_val:
+            parts.append(f"only in val: {', '.join(only_val[:5])}")
+        raise DatasetError(f"train ({tr.root}) and val ({va.root}) have different classes: {'; '.join(parts)}")
+    return tr, va
+
+
+def load_image(path: str, size: int) -> torch.Tensor | None:
+    """Decode and resize to ``size`` x ``size`` as uint8 CHW; None when the file is not a readable image."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+class ImageFiles(Dataset):
+    """Items are ``(uint8 image or None, label, index)``; picklable for spawn/forkserver workers."""
+
+    def __init__(self, samples: list[tuple[str, int]], size: int) -> None:
+        self.samples = samples
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_image(path, self.size), label, index
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 N x 3 x S x S
+    labels: torch.Tensor  # int64 N
+    indices: torch.Tensor  # int64 N, positions in the split
+    skipped: int  # unreadable images dropped from this batch
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.indices, self.skipped)
+
+
+def collate(items) -> Batch:
+    good = [it for it in items if it[0] is not None]
+    skipped = len(items) - len(good)
+    if not good:
+        return Batch(torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
+                     torch.empty(0, dtype=torch.long), skipped)
+    return Batch(torch.stack([it[0] for it in good]), torch.tensor([it[1] for it in good]),
+                 torch.tensor([it[2] for it in good]), skipped)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """forkserver where it exists, else spawn: forking a process that runs Qt threads can deadlock."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def make_loader(split: SplitInfo, size: int, batch_size: int, *, shuffle: bool, workers: int, pin: bool,
+                seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    extra = {}
+    if workers > 0:
+        extra = {"multiprocessing_context": worker_context(), "persistent_workers": True, "prefetch_factor": 4}
+    return DataLoader(ImageFiles(split.samples, size), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      collate_fn=collate, pin_memory=pin, drop_last=False, generator=generator, **extra)
+
+
+class BatchSource:
+    """Batches of one split, for every epoch: from the loader, or from memory once decoded.
+
+    With the cache on, the first epoch decodes through the loader and fills one uint8 tensor;
+    later epochs index it with a seeded permutation, no decoding at all.
+    """
+
+    def __init__(self, split: SplitInfo, size: int, batch_size: int, *, shuffle: bool, workers: int, pin: bool,
+                 seed: int, cache: str = "auto") -> None:
+        self.split, self.size, self.batch_size, self.shuffle = split, size, batch_size, shuffle
+        self.loader = make_loader(split, size, batch_size, shuffle=shuffle, workers=workers, pin=pin, seed=seed)
+        nbytes = len(split) * 3 * size * size
+        self.use_cache = cache == "yes" or (cache == "auto" and nbytes <= CACHE_AUTO_BYTES)
+        self.pin = pin
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._valid: torch.Tensor | None = None
+        self._generator = torch.Generator().manual_seed(seed + 1)
+        self.unreadable = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._images is not None:
+            yield from self._from_cache()
+            return
+        fill = self.use_cache
+        if fill:
+            images = torch.empty(len(self.split), 3, self.size, self.size, dtype=torch.uint8)
+            valid = torch.zeros(len(self.split), dtype=torch.bool)
+        skipped = 0
+        for batch in self.loader:
+            skipped += batch.skipped
+            if fill and len(batch.indices):
+                images[batch.indices] = batch.images
+                valid[batch.indices] = True
+            yield batch
+        self.unreadable = skipped
+        if fill:  # only a complete pass fills the cache
+            self._images = images[valid]
+            self._labels = torch.tensor([lab for _, lab in self.split.samples])[valid]
+            self._valid = valid
+            if self.pin:
+                self._images = self._images.pin_memory()
+
+    def _from_cache(self) -> Iterator[Batch]:
+        assert self._images is not None and self._labels is not None
+        n = len(self._images)
+        order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            images = self._images[idx]
+            yield Batch(images.pin_memory() if self.pin else images, self._labels[idx], idx, 0)
+
+
+def split_info_text(split: SplitInfo, limit: int = 8) -> str:
+    """'N classes, M images: cat 120, dog 98, ...' for the panel and the CLI."""
+    items = ", ".join(f"{c} {n}" for c, n in list(split.counts.items())[:limit])
+    more = ", ..." if len(split.counts) > limit else ""
+    return f"{split.summary()}: {items}{more}"

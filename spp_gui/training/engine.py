@@ -1,0 +1,464 @@
+"""The training loop, as a generator of events that the CLI, the GUI worker and tests consume alike.
+
+``train(config, control)`` yields ``Started``, ``Step`` (every ``log_every`` steps), ``Epoch``,
+``CheckpointSaved`` and ends with one of ``Finished``, ``Cancelled`` or ``Failed``; its return value
+is a ``RunResult``. Losses and accuracy counts stay on the device between log points, so a step
+costs no host sync. Errors a user causes before the run starts (bad dataset, bad spec, mapping
+that does not fit) raise SppError; failures during the run (NaN loss, out of memory) end it with a
+``Failed`` event and keep the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.apply import LoadReport, apply_mapping, save_weights
+from ..core.atomic import atomic_write_text
+from ..core.errors import SppError
+from ..core.mapping import Mapping
+from ..core.specs import build_model
+from .config import RunConfig
+from .data import BatchSource, DatasetError, scan_dataset
+from .metrics import MetricsLog
+from .plot import render_curves
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+@dataclass
+class Event:
+    run: str
+
+
+@dataclass
+class Started(Event):
+    run_dir: str
+    device: str
+    classes: list[str]
+    n_train: int
+    n_val: int
+    steps_per_epoch: int
+    epochs: int
+    loaded: str  # the load report's summary, or "scratch"
+
+
+@dataclass
+class Step(Event):
+    epoch: int  # 1-based
+    step: int  # global step of the last loss in ``losses`` (1-based)
+    total_steps: int
+    losses: list[float]  # one per iteration since the previous Step event
+    lr: float
+    images_per_s: float
+    epoch_fraction: float
+
+
+@dataclass
+class Epoch(Event):
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    images_per_s: float
+    skipped: int  # unreadable images skipped so far (train + val)
+    best: bool
+
+    def row(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                                              "seconds", "images_per_s", "skipped")}
+
+
+@dataclass
+class CheckpointSaved(Event):
+    path: str
+    kind: str  # best | last
+    epoch: int
+
+
+@dataclass
+class Finished(Event):
+    run_dir: str
+    best_val_acc: float
+    best_epoch: int
+    final_val_acc: float
+
+
+@dataclass
+class Cancelled(Event):
+    run_dir: str
+    epoch: int
+    step: int
+
+
+@dataclass
+class Failed(Event):
+    run_dir: str
+    message: str
+    kind: str  # nan | oom
+    retry_batch_size: int | None = None
+
+
+@dataclass
+class RunResult:
+    status: str  # finished | cancelled | failed
+    run_dir: str
+    best_val_acc: float = float("nan")
+    best_epoch: int = 0
+    final_val_acc: float = float("nan")
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    message: str = ""
+    retry_batch_size: int | None = None
+
+
+class RunControl:
+    """Stop, pause and resume a run from another thread (plain flags and an Event: no Qt)."""
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._running = threading.Event()
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_if_paused(self) -> float:
+        """Block while paused; return the seconds spent waiting (left out of images/s)."""
+        if self._running.is_set():
+            return 0.0
+        t0 = time.perf_counter()
+        self._running.wait()
+        return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# setup
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise SppError(f"run.device = {name!r} but CUDA is not available here; use \"auto\" or \"cpu\"")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise SppError("run.device = \"mps\" but MPS is not available here; use \"auto\" or \"cpu\"")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _find_source(cfg: RunConfig, mapping: Mapping, mapping_path: Path) -> str:
+    if cfg.model.source:
+        return cfg.resolve(cfg.model.source)
+    source = mapping.source_spec
+    if not source:
+        raise SppError(f"mapping {mapping_path} names no source; set model.source in the run config")
+    beside = mapping_path.parent / source
+    return str(beside) if not Path(source).exists() and beside.exists() else source
+
+
+def build_run_model(cfg: RunConfig) -> tuple[nn.Module, LoadReport | None]:
+    """The target model, filled through its mapping when the config names one."""
+    model = build_model(cfg.model.spec, device="cpu", seed=cfg.run.seed)
+    if not cfg.model.mapping:
+        return model, None
+    mapping_path = Path(cfg.resolve(cfg.model.mapping))
+    mapping = Mapping.load(mapping_path)
+    report = apply_mapping(model, _find_source(cfg, mapping, mapping_path), mapping)
+    return model, report
+
+
+def param_groups(model: nn.Module, cfg: RunConfig, report: LoadReport | None) -> list[dict]:
+    """New parameters at ``lr``; loaded ones at ``loaded_lr`` or frozen, as the config asks."""
+    loaded = set(report.loaded) if report else set()
+    new, old = [], []
+    for name, p in model.named_parameters():
+        if name in loaded:
+            if cfg.optim.freeze_loaded:
+                p.requires_grad_(False)
+            else:
+                old.append(p)
+        else:
+            new.append(p)
+    if not new and not old:
+        raise SppError("optim.freeze_loaded = true froze every parameter: the mapping filled the whole model; "
+                       "set freeze_loaded = false or use loaded_lr")
+    groups = [{"params": new, "lr": cfg.optim.lr, "name": "new"}] if new else []
+    if old:
+        groups.append({"params": old, "lr": cfg.optim.loaded_lr or cfg.optim.lr, "name": "loaded"})
+    return groups
+
+
+def make_optimizer(groups: list[dict], cfg: RunConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
+    if cfg.optim.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    if cfg.optim.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.run.epochs)
+    return None
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """``out/name``, or ``out/name-2`` ... when taken: a run never overwrites another."""
+    out = Path(cfg.resolve(cfg.run.out) or "runs")
+    name = cfg.run.name or time.strftime("run-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10000):
+        path = out / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise SppError(f"cannot create a run folder under {out}")
+
+
+def _frozen_config(cfg: RunConfig) -> RunConfig:
+    """The config with paths made absolute, so the copy in the run folder reproduces the run."""
+    out = cfg.copy()
+    for section, key in (("model", "mapping"), ("model", "source"), ("data", "train"), ("data", "val"), ("run", "out")):
+        value = getattr(getattr(out, section), key)
+        resolved = cfg.resolve(value)
+        if resolved and Path(resolved).exists():
+            setattr(getattr(out, section), key, str(Path(resolved).resolve()))
+    out.path = ""
+    return out
+
+
+class _Prepare:
+    """uint8 batch -> normalised float on the device, with per-image random flips (seeded)."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device, channels_last: bool) -> None:
+        std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std), mean / std
+        self.hflip = cfg.data.hflip
+        self.generator = torch.Generator(device=device).manual_seed(cfg.run.seed + 7)
+        self.memory = torch.channels_last if channels_last else torch.contiguous_format
+        self.device = device
+
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True)
+        if train and self.hflip:
+            flip = torch.rand(x.shape[0], device=self.device, generator=self.generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        x = x.float().mul_(self.scale).sub_(self.shift)
+        return x.contiguous(memory_format=self.memory)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event, None, RunResult]:
+    """Run one training as a generator of events; see the module docstring."""
+    control = control or RunControl()
+    train_split, val_split = scan_dataset(cfg.resolve(cfg.data.train), cfg.resolve(cfg.data.val))
+    device = pick_device(cfg.run.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(cfg.run.seed)
+    model, report = build_run_model(cfg)
+    with torch.no_grad():
+        probe = model(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
+    if probe.ndim != 2 or probe.shape[1] != len(train_split.classes):
+        raise DatasetError(f"the model {cfg.model.spec!r} outputs {tuple(probe.shape[1:])} values but the dataset has "
+                           f"{len(train_split.classes)} classes; set num_classes={len(train_split.classes)} in the spec")
+    channels_last = cfg.run.channels_last and cuda
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = make_optimizer(param_groups(model, cfg, report), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.run.bf16 and cuda)
+    prepare = _Prepare(cfg, device, channels_last)
+
+    run_dir = new_run_dir(cfg)
+    name = cfg.run.name or run_dir.name
+    _frozen_config(cfg).save(run_dir / "config.toml")
+    if report is not None:
+        atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    log = MetricsLog(run_dir, name)
+    bs, epochs = cfg.run.batch_size, cfg.run.epochs
+    train_data = BatchSource(train_split, cfg.data.image_size, bs, shuffle=True, workers=cfg.data.workers, pin=cuda,
+                             seed=cfg.run.seed, cache=cfg.data.cache)
+    val_data = BatchSource(val_split, cfg.data.image_size, bs, shuffle=False, workers=cfg.data.workers, pin=cuda,
+                           seed=cfg.run.seed, cache=cfg.data.cache)
+    steps_per_epoch = len(train_data)
+    total_steps = steps_per_epoch * epochs
+    result = RunResult("finished", str(run_dir))
+    yield Started(name, str(run_dir), str(device), train_split.classes, len(train_split), len(val_split),
+                  steps_per_epoch, epochs, report.summary() if report else "scratch")
+
+    log_every = cfg.run.log_every
+    loss_buf = torch.zeros(log_every, device=device)
+    step = 0
+    best_acc, best_epoch, last_good_epoch = -1.0, 0, 0
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            t_epoch = time.perf_counter()
+            paused = 0.0
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen, filled, since_images = 0, 0, 0
+            t_log = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            for i, batch in enumerate(train_data, 1):
+                paused += control.wait_if_paused()
+                if control.stop_requested:
+                    yield Cancelled(name, str(run_dir), epoch, step)
+                    result.status = "cancelled"
+                    return result
+                n = len(batch.labels)
+                if n == 0:
+                    continue
+                x = prepare(batch.images, train=True)
+                y = batch.labels.to(device, non_blocking=True)
+                with autocast:
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                d = loss.detach()
+                loss_buf[filled] = d
+                filled += 1
+                loss_sum += d * n
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += n
+                since_images += n
+                if filled == log_every or i == steps_per_epoch:
+                    losses = loss_buf[:filled].tolist()  # the one host sync per log interval
+                    if not all(math.isfinite(v) for v in losses):
+                        yield from _fail_nonfinite(name, run_dir, epoch, step, losses, lr, last_good_epoch, result)
+                        return result
+                    now = time.perf_counter()
+                    rate = since_images / max(now - t_log - paused, 1e-9)
+                    log.add_steps(step - filled + 1, losses, lr)
+                    yield Step(name, epoch, step, total_steps, losses, lr, rate, i / steps_per_epoch)
+                    t_log, filled, since_images, paused = time.perf_counter(), 0, 0, 0.0
+            train_loss = (loss_sum / max(seen, 1)).item()
+            train_acc = correct.item() / max(seen, 1)
+            if not math.isfinite(train_loss):
+                yield from _fail_nonfinite(name, run_dir, epoch, step, [train_loss], lr, last_good_epoch, result)
+                return result
+            val_loss, val_acc = evaluate(model, val_data, prepare, autocast, device)
+            seconds = time.perf_counter() - t_epoch
+            if scheduler is not None:
+                scheduler.step()
+            is_best = val_acc > best_acc
+            skipped = train_data.unreadable + val_data.unreadable
+            event = Epoch(name, epoch, epochs, train_loss, train_acc, val_loss, val_acc, lr, seconds,
+                          seen / max(seconds, 1e-9), skipped, is_best)
+            log.add_epoch(event.row())
+            result.epochs.append(event.row())
+            yield event
+            save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
+            last_good_epoch = epoch
+            yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
+            if is_best:
+                best_acc, best_epoch = val_acc, epoch
+                save_weights(model, run_dir / "best.safetensors", metadata={"epoch": str(epoch), "val_acc": str(val_acc),
+                                                                           "spec": cfg.model.spec})
+                yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
+            render_curves({name: log.epochs}, run_dir / "curves.png")
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_oom(exc):
+            raise
+        if cuda:
+            torch.cuda.empty_cache()
+        half = bs // 2 or None
+        msg = (f"out of memory on {device} at batch size {bs} (epoch {epoch}); "
+               + (f"retry with run.batch_size = {half}" if half else "the model does not fit even at batch size 1"))
+        result.status, result.message, result.retry_batch_size = "failed", msg, half
+        yield Failed(name, str(run_dir), msg, "oom", half)
+        return result
+    result.best_val_acc, result.best_epoch = best_acc, best_epoch
+    result.final_val_acc = result.epochs[-1]["val_acc"]
+    yield Finished(name, str(run_dir), best_acc, best_epoch, result.final_val_acc)
+    return result
+
+
+def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: list[float], lr: float,
+                    last_good_epoch: int, result: RunResult) -> Generator[Event, None, None]:
+    bad = next(v for v in losses if not math.isfinite(v))
+    kept = (f"the last good weights (epoch {last_good_epoch}) are in {run_dir / 'last.safetensors'}"
+            if last_good_epoch else "no checkpoint was saved before it")
+    msg = (f"loss became {bad} at epoch {epoch}, step {step} (lr {lr:g}); the run stopped and {kept}. "
+           "Lower optim.lr or check the data")
+    result.status, result.message = "failed", msg
+    yield Failed(name, str(run_dir), msg, "nan")
+
+
+def evaluate(model: nn.Module, data: BatchSource, prepare: Callable, autocast, device: torch.device) -> tuple[float, float]:
+    """Validation loss and accuracy, summed on the device and read once."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    with torch.inference_mode(), autocast:
+        for batch in data:
+            if len(batch.labels) == 0:
+                continue
+            y = batch.labels.to(device, non_blocking=True)
+            out = model(prepare(batch.images, train=False)).float()
+            loss_sum += F.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+
+
+def run(cfg: RunConfig, on_event: Callable[[Event], None] | None = None,
+        control: RunControl | None = None) -> RunResult:
+    """Drive ``train`` to its end, handing each event to ``on_event``; for scripts and the CLI."""
+    gen = train(cfg, control)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)
