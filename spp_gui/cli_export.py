@@ -1,0 +1,51 @@
+"""``spp-gui export``: a mapping as a dependency-free snippet for another loader."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .core.export import FORMATS, export_mapping
+from .core.mapping import Mapping
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    mapping = Mapping.load(args.mapping)
+    source_keys = None
+    if args.source or mapping.source_spec:
+        from .core.errors import SppError
+        from .core.strategies import source_side
+
+        try:  # all source keys let the regex forms keep unused ones off target names
+            source_keys = list(source_side(args.source or mapping.source_spec).table)
+        except SppError as exc:
+            if args.source:
+                raise
+            print(f"note: source not read ({exc}); unused source keys are not diverted", file=sys.stderr)
+    target_keys = None
+    if mapping.target_spec:
+        from .core.errors import SppError
+        from .core.strategies import target_side
+
+        try:
+            target_keys = list(target_side(mapping.target_spec).table)
+        except SppError as exc:
+            print(f"note: target not built ({exc}); every unused source key is diverted", file=sys.stderr)
+    result = export_mapping(mapping, args.format, source_keys, target_keys)
+    sys.stdout.write(result.text)
+    for line in result.not_expressed:
+        print(f"not expressed: {line}", file=sys.stderr)
+    if result.not_expressed:
+        print(f"{len(result.not_expressed)} entries could not be expressed as {args.format}; "
+              f"use --as python for those", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="print a mapping as a Python function or another loader's rename rules")
+    p.add_argument("mapping", help="mapping JSON file")
+    p.add_argument("--as", dest="format", choices=FORMATS, default="python",
+                   help="python: remap() function; hf-key-mapping: transformers key_mapping dict; "
+                        "mmengine-revise-keys: revise_keys list")
+    p.add_argument("--source", help="read source keys from here instead of the mapping's source")
+    p.set_defaults(func=cmd_export)

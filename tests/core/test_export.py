@@ -1,0 +1,143 @@
+"""Exported snippets are run, the way their loaders run them, and compared with the mapping."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from evalsuite import build_cases, moe_tables
+
+from spp_gui.cli import main
+from spp_gui.core.apply import apply_mapping
+from spp_gui.core.errors import MappingError
+from spp_gui.core.export import export_mapping
+from spp_gui.core.mapping import Entry, Mapping
+from spp_gui.core.strategies import Side, suggest_mapping
+
+
+def hf_rename(key_mapping: dict[str, str], key: str) -> str:
+    # transformers' _get_key_renaming_mapping: the first pattern that matches wins
+    for pattern, repl in key_mapping.items():
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def mmengine_rename(revise_keys: list[tuple[str, str]], key: str) -> str:
+    # mmengine _load_checkpoint_to_model: each (pattern, repl) over every key, in turn
+    for pattern, repl in revise_keys:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def run_snippet(text: str, name: str):
+    namespace: dict = {}
+    exec(compile(text, "<export>", "exec"), namespace)  # noqa: S102 - the point of the test
+    return namespace[name]
+
+
+@pytest.fixture(scope="module")
+def mappings():
+    out = []
+    for c in build_cases():
+        if c.truth:
+            out.append((c.name, suggest_mapping(c.source, c.target, "auto"), list(c.source.table), list(c.target.table)))
+    return out
+
+
+@pytest.mark.parametrize("fmt, var, rename", [("hf-key-mapping", "key_mapping", hf_rename),
+                                              ("mmengine-revise-keys", "revise_keys", mmengine_rename)])
+def test_regex_forms_rename_like_the_mapping(mappings, fmt, var, rename):
+    for name, mapping, source_keys, target_keys in mappings:
+        result = export_mapping(mapping, fmt, source_keys, target_keys)
+        rules = run_snippet(result.text, var)
+        pairs = mapping.pairs()
+        renamed = {k: rename(rules, k) for k in source_keys}
+        assert {t: s for t, s in pairs.items()} == {renamed[s]: s for s in pairs.values()}, name
+        targets = set(target_keys)
+        for key in set(source_keys) - set(pairs.values()):
+            assert renamed[key] not in targets, (name, key)  # unused keys stay off target names
+        assert result.not_expressed == []
+
+
+def test_regex_rules_stay_compact_for_systematic_renames():
+    src, tgt, truth = moe_tables(layers=4, experts=16)
+    mapping = suggest_mapping(Side(src), Side(tgt), "auto")
+    assert mapping.pairs() == truth
+    for fmt, var in (("hf-key-mapping", "key_mapping"), ("mmengine-revise-keys", "revise_keys")):
+        rules = run_snippet(export_mapping(mapping, fmt, list(src), list(tgt)).text, var)
+        assert len(rules) <= 16, fmt  # per-layer, per-expert names collapse into index groups
+    prefixed = Mapping.from_pairs({k: "module." + k for k in tgt})
+    rules = run_snippet(export_mapping(prefixed, "hf-key-mapping", [f"module.{k}" for k in tgt], list(tgt)).text,
+                        "key_mapping")
+    assert rules == {r"^module\.": ""}
+
+
+def test_transforms_are_reported_not_dropped_by_regex_forms():
+    mapping = Mapping.from_pairs({"a.weight": "x.weight", "b.weight": "b.weight"})
+    mapping.set(Entry("c.weight", "c.weight", {"op": "in_channels"}))
+    result = export_mapping(mapping, "hf-key-mapping", ["x.weight", "b.weight", "c.weight"], ["a.weight", "b.weight", "c.weight"])
+    assert result.not_expressed == ["c.weight <- c.weight: transform in_channels has no regex form"]
+    assert "# not expressed: c.weight" in result.text
+    rules = run_snippet(result.text, "key_mapping")
+    assert hf_rename(rules, "x.weight") == "a.weight"
+
+
+def test_python_form_gives_what_apply_gives_transforms_included():
+    torch.manual_seed(0)
+    source = {"enc.conv.weight": torch.randn(4, 3, 3, 3), "enc.fc.weight": torch.randn(6, 8 * 36),
+              "enc.fc.bias": torch.randn(6), "head.weight": torch.randn(10, 6), "head.bias": torch.randn(10),
+              "proj.weight": torch.randn(5, 6), "c1d.weight": torch.randn(6, 5), "big.weight": torch.randn(7, 7)}
+    target = {"conv.weight": torch.randn(4, 1, 3, 3), "fc.weight": torch.randn(6, 8 * 50), "fc.bias": torch.randn(6),
+              "cls.weight": torch.randn(3, 6), "cls.bias": torch.randn(3), "proj.weight": torch.randn(5, 6, 1, 1),
+              "lin.weight": torch.randn(5, 6), "small.weight": torch.randn(3, 9)}
+    rows = {"op": "select_rows", "rows": [4, None, 0]}
+    entries = [("conv.weight", "enc.conv.weight", {"op": "in_channels"}),
+               ("fc.weight", "enc.fc.weight", {"op": "spp_grid", "levels": [1, 4, 9, 36], "bins": 36}),
+               ("fc.bias", "enc.fc.bias", None), ("cls.weight", "head.weight", rows), ("cls.bias", "head.bias", rows),
+               ("proj.weight", "proj.weight", {"op": "reshape"}),
+               ("lin.weight", "c1d.weight", {"op": "transpose", "dims": [1, 0]}),
+               ("small.weight", "big.weight", {"op": "pad"})]
+    mapping = Mapping()
+    for t, s, tr in entries:
+        mapping.set(Entry(t, s, tr))
+    remap = run_snippet(export_mapping(mapping, "python").text, "remap")
+    got = remap(source, {k: v.clone() for k, v in target.items()})
+    apply_mapping(target, source, mapping)
+    assert got.keys() == target.keys()
+    for k in target:
+        assert torch.equal(got[k], target[k]), k
+
+
+def test_python_form_of_a_plain_rename_needs_no_target(mappings):
+    name, mapping, source_keys, _ = next(m for m in mappings if "q_proj" in m[0])
+    remap = run_snippet(export_mapping(mapping, "python").text, "remap")
+    source = {k: k for k in source_keys}  # any values: a plain rename only moves them
+    assert remap(source) == mapping.pairs()
+
+
+def test_a_mapping_no_rename_rule_can_express_is_refused():
+    mapping = Mapping.from_pairs({"a": "x", "b": "x"})
+    with pytest.raises(MappingError, match="fills several targets"):
+        export_mapping(mapping, "mmengine-revise-keys", ["x"], ["a", "b"])
+    with pytest.raises(MappingError, match="unknown export format"):
+        export_mapping(mapping, "onnx")
+
+
+def test_cli_export_prints_the_snippet_and_what_it_could_not_express(tmp_path, capsys):
+    path = tmp_path / "m.json"
+    assert main(["map", "torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "-o", str(path),
+                 "--strategy", "auto", "--adapt"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(path), "--as", "mmengine-revise-keys"]) == 0
+    out, err = capsys.readouterr()
+    rules = run_snippet(out, "revise_keys")
+    assert mmengine_rename(rules, "classifier.4.weight") == "classifier.4.weight"
+    assert mmengine_rename(rules, "classifier.6.weight") != "classifier.6.weight"  # new head: kept off
+    assert "not expressed: classifier.1.weight <- classifier.1.weight: transform spp_grid" in err
+    assert main(["export", str(path), "--as", "python"]) == 0
+    assert "def remap(" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "missing.json")]) == 2
+    assert "mapping file not found" in capsys.readouterr().err
