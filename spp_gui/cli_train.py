@@ -1,0 +1,134 @@
+"""Subcommands for training: train, demo, prepare-voc. Thin: parse, drive the engine, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .training.config import RunConfig
+from .training.engine import Cancelled, Epoch, Event, Failed, Finished, RunResult, Started, Step, train
+from .training.plot import render_curves
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal; one line per epoch otherwise (logs stay readable)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.total = 1
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.t0, self.total = time.perf_counter(), max(1, event.steps_per_epoch * event.epochs)
+            print(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
+                  f"val images, {event.loaded}; folder {event.run_dir}", file=self.stream)
+        elif isinstance(event, Step) and self.tty:
+            done = event.step / self.total
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / done - elapsed if done > 0 else 0
+            bar = "#" * int(30 * done)
+            self.stream.write(f"\r[{bar:<30}] {done:5.1%} epoch {event.epoch} loss {event.losses[-1]:.4f} "
+                              f"{event.images_per_s:6.0f} img/s ETA {eta:5.0f}s")
+            self.stream.flush()
+        elif isinstance(event, Epoch):
+            if self.tty:
+                self.stream.write("\r" + " " * 100 + "\r")
+            print(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
+                  f"{event.train_acc:.3f} | val loss {event.val_loss:.4f} acc {event.val_acc:.3f}"
+                  f"{' (best)' if event.best else ''} | {event.seconds:.1f}s"
+                  + (f" | {event.skipped} unreadable images skipped" if event.skipped else ""), file=self.stream)
+        elif isinstance(event, (Failed, Cancelled)):
+            if self.tty:
+                self.stream.write("\n")
+            print(f"[{event.run}] " + (event.message if isinstance(event, Failed) else "cancelled"), file=self.stream)
+        elif isinstance(event, Finished):
+            print(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
+                  f"{event.final_val_acc:.3f}; {event.run_dir}", file=self.stream)
+        elif hasattr(event, "message"):
+            print(f"[{event.run}] {event.message}", file=self.stream)
+
+
+def drive(gen, on_event) -> RunResult | None:
+    while True:
+        try:
+            on_event(next(gen))
+        except StopIteration as stop:
+            return stop.value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    configs = [RunConfig.load(p) for p in args.configs]  # all read first: a typo fails before hours of training
+    results: dict[str, RunResult] = {}
+    printer = ProgressPrinter()
+    status = 0
+    for path, cfg in zip(args.configs, configs, strict=True):
+        while True:
+            result = drive(train(cfg), printer)
+            if result.status == "failed" and result.retry_batch_size and args.retry_half:
+                print(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
+                cfg.run.batch_size = result.retry_batch_size
+                continue
+            break
+        if result.status == "failed" and result.retry_batch_size and not args.retry_half:
+            print(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
+        if result.status != "finished":
+            status = 1
+        results[cfg.run.name or Path(result.run_dir).name] = result
+    for name, result in results.items():
+        print(f"{name}: {result.status}, best val acc {result.best_val_acc:.3f}, final val acc "
+              f"{result.final_val_acc:.3f}, {result.run_dir}")
+    if args.compare:
+        figure = Path(args.figure) if args.figure else Path(next(iter(results.values())).run_dir).parent / "compare.png"
+        render_curves({name: r.epochs for name, r in results.items()}, figure)
+        print(f"comparison figure: {figure}")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .training.demo import run_demo
+
+    result = drive(run_demo(args.out, quick=args.quick, seed=args.seed), ProgressPrinter())
+    if result is None:
+        return 1
+    for line in result.lines():
+        print(line)
+    print(f"comparison figure: {result.figure}")
+    return 0
+
+
+def cmd_prepare_voc(args: argparse.Namespace) -> int:
+    from .training.voc import prepare_voc
+
+    counts = prepare_voc(args.voc, args.out, min_size=args.min_size)
+    names = sorted({c for split in counts.values() for c in split})
+    print(f"{'class':<14}" + "".join(f"{s:>8}" for s in counts))
+    for name in names:
+        print(f"{name:<14}" + "".join(f"{counts[s][name]:>8}" for s in counts))
+    print(f"{'total':<14}" + "".join(f"{sum(counts[s].values()):>8}" for s in counts))
+    print(f"written to {args.out}/train and {args.out}/val")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a TOML run config (several: --compare them)")
+    p.add_argument("configs", nargs="+", metavar="RUN.toml")
+    p.add_argument("--compare", action="store_true", help="draw all runs in one figure, like the seed's")
+    p.add_argument("--figure", help="where --compare writes its PNG (default: beside the run folders)")
+    p.add_argument("--retry-half", action="store_true", help="on out-of-memory, retry at half the batch size")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="the seed's experiment offline: scratch vs mapped-pretrained on drawn images")
+    p.add_argument("--quick", action="store_true", help="a smaller version (under 2 minutes on 2 cores)")
+    p.add_argument("--out", default="spp_demo", help="folder for data, runs and figure (default: spp_demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("prepare-voc", help="PASCAL VOC 2007 -> 20-class ImageFolder (object crops, VOC's splits)")
+    p.add_argument("voc", metavar="VOCdevkit/VOC2007")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--min-size", type=int, default=32, help="skip objects smaller than this many pixels (default 32)")
+    p.set_defaults(func=cmd_prepare_voc)

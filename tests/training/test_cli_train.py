@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from PIL import Image
+
+from spp_gui.cli import main
+
+
+def test_train_two_configs_and_compare(make_config, tmp_path, capsys):
+    a, b = make_config(run__name="scratch"), make_config(run__name="other", optim__optimizer="adamw")
+    a.save(tmp_path / "a.toml")
+    b.save(tmp_path / "b.toml")
+    assert main(["train", str(tmp_path / "a.toml"), str(tmp_path / "b.toml"), "--compare"]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"scratch: finished, best val acc [0-9.]+", out) and "other: finished" in out
+    assert "[scratch] epoch 2/2: train loss" in err
+    figure = tmp_path / "runs" / "compare.png"
+    assert f"comparison figure: {figure}" in out and Image.open(figure).size == (1040, 360)
+
+
+def test_train_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text("[optim]\noptimizer = 'lion'\n")
+    assert main(["train", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.optimizer = 'lion'" in err
+
+
+def test_train_missing_dataset_is_one_line_and_exit_2(make_config, tmp_path, capsys):
+    make_config(data__val=str(tmp_path / "no_val")).save(tmp_path / "run.toml")
+    assert main(["train", str(tmp_path / "run.toml")]) == 2
+    assert "val folder not found" in capsys.readouterr().err
+
+
+def _voc_tree(root):
+    """A two-image VOC2007-layout tree: normal, difficult and too-small objects."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    objects = {
+        "000001": [("dog", 0, (10, 10, 90, 70)), ("person", 1, (5, 5, 60, 60)), ("cat", 0, (1, 1, 10, 10))],
+        "000002": [("cat", 0, (20, 5, 100, 75))],
+        "000003": [("dog", 0, (3, 3, 50, 50)), ("car", 0, (40, 10, 110, 70))],
+    }
+    for image_id, objs in objects.items():
+        Image.new("RGB", (120, 80), (image_id.count("2") * 90, 60, 30)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        ann = ET.Element("annotation")
+        ET.SubElement(ann, "filename").text = f"{image_id}.jpg"
+        for name, difficult, box in objs:
+            obj = ET.SubElement(ann, "object")
+            ET.SubElement(obj, "name").text = name
+            ET.SubElement(obj, "difficult").text = str(difficult)
+            bnd = ET.SubElement(obj, "bndbox")
+            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
+                ET.SubElement(bnd, key).text = str(value)
+        ET.ElementTree(ann).write(root / "Annotations" / f"{image_id}.xml")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("000001\n000002\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("000003\n")
+
+
+def test_prepare_voc_crops_objects_per_split(tmp_path, capsys):
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    _voc_tree(voc)
+    out = tmp_path / "voc_folder"
+    assert main(["prepare-voc", str(voc), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"dog\s+1\s+1", printed) and re.search(r"cat\s+1\s+0", printed)
+    assert re.search(r"person\s+0\s+0", printed) and re.search(r"total\s+2\s+2", printed)
+    assert sorted(p.name for p in (out / "train").iterdir()) == sorted(
+        ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+         "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"])
+    crop = Image.open(out / "train" / "dog" / "000001_0.jpg")
+    assert crop.size == (81, 61)
+    assert not any((out / "train" / "person").iterdir())
+
+
+def test_prepare_voc_wrong_folder(tmp_path, capsys):
+    assert main(["prepare-voc", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "Annotations/ is missing" in capsys.readouterr().err
