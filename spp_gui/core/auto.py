@@ -113,15 +113,9 @@ class _Tree:
         return node
 
     def _hash(self) -> None:
-        # Post-order without recursion (deep models): a node after all its children.
-        stack: list[tuple[_Node, bool]] = [(self.root, False)]
+        # A parent is always created before its children, so reversed creation order is post-order.
         table = self.table
-        while stack:
-            node, done = stack.pop()
-            if not done:
-                stack.append((node, True))
-                stack.extend((c, False) for c in node.children.values())
-                continue
+        for node in reversed(self.nodes.values()):
             leaves = [(canon(n), table[k].shape) for n, k in node.leaves.items()]
             if len(leaves) > 1:
                 leaves.sort()
@@ -402,6 +396,7 @@ class _Run:
         self.match_structures()
         self.score_order()
         out: list[Suggestion] = []
+        memo: dict = {}
         for t in self.tgt.modules:
             pair = self.module_pairs.get(id(t))
             if pair is None:
@@ -414,7 +409,7 @@ class _Run:
                     skey = next((k for n, k in s.leaves.items() if canon(n) == canon(leaf)), None)
                 if skey is None:
                     continue
-                why = _key_reason(skey, tkey, m)
+                why = _key_reason(skey, tkey, m, s.name, t.name, memo)
                 key_conf = 1.0 if skey == tkey and conf >= ACCEPT else conf
                 alts = []
                 for a in m.alternatives:
@@ -496,17 +491,25 @@ def _lis(values: list[int]) -> set[int]:
     return out
 
 
-def _key_reason(skey: str, tkey: str, m: _Match) -> str:
+def _key_reason(skey: str, tkey: str, m: _Match, own_s: str, own_t: str, memo: dict) -> str:
     """What a person checks first: the names' evidence, then the structure's."""
     if skey == tkey:
         return "same name and shape"
-    own_s, own_t = skey.rsplit(".", 2)[-2:][0], tkey.rsplit(".", 2)[-2:][0]
     if own_s != own_t and canon(own_s) == canon(own_t) and not _NUM.match(own_s):
-        local = f"name tokens {own_s}~{own_t}"  # the module names differ: no dotted suffix beyond the leaf
-    elif (n := _suffix_len(skey, tkey, str)) >= 2:
+        # the module names differ, so no dotted suffix beyond the leaf: one reason per module pair
+        memo_key = (id(m), own_s, own_t)
+        why = memo.get(memo_key)
+        if why is None:
+            why = memo[memo_key] = _context(f"name tokens {own_s}~{own_t}", m)
+        return why
+    if (n := _suffix_len(skey, tkey, str)) >= 2:
         local = f"suffix '{_tail(tkey, n)}'"
     else:
         local = f"'{skey}'"
+    return _context(local, m)
+
+
+def _context(local: str, m: _Match) -> str:
     if m.why.startswith(_NAMED) and not local.startswith("'"):
         if m.s.path and not m.why.startswith("same path"):
             return f"{local} (within '{m.s.path}' -> '{m.t.path}')"

@@ -1,0 +1,120 @@
+"""auto on two ~47,000-key MoE state dicts (meta tensors), renamed between two naming conventions.
+
+Goal: under 2 s and under 1 GB on a 2-core machine. Prints auto's time and peak memory beside
+baselines measured in the same run: the exact strategy (names only, the floor) and a naive
+all-pairs scorer (name tokens + shape for every source/target pair) timed on a subset and
+extrapolated quadratically to the full size.
+
+    .venv/bin/python benchmarks/auto_scale.py [--layers 60 --experts 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "core"))
+from evalsuite import moe_tables, score  # noqa: E402
+
+from spp_gui.core.strategies import Side, suggest  # noqa: E402
+from spp_gui.core.tensors import table_of  # noqa: E402
+
+
+def peak_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def meta_state(table) -> dict[str, torch.Tensor]:
+    return {k: torch.empty(v.shape, dtype=torch.bfloat16, device="meta") for k, v in table.items()}
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def traced_peak(fn) -> float:
+    gc.collect()
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def naive_all_pairs(source: Side, target: Side) -> dict[str, str]:
+    """What bucketing avoids: score every pair by name-token overlap where shapes agree."""
+    toks = {k: set(k.split(".")) for k in source.table}
+    out = {}
+    for t, info in target.table.items():
+        tt = set(t.split("."))
+        best, best_score = None, -1.0
+        for s, sinfo in source.table.items():
+            if sinfo.shape != info.shape:
+                continue
+            sc = len(tt & toks[s]) / len(tt | toks[s])
+            if sc > best_score:
+                best, best_score = s, sc
+        if best is not None:
+            out[t] = best
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=60)
+    parser.add_argument("--experts", type=int, default=256)
+    parser.add_argument("--subset", type=int, default=1500, help="keys per side for the all-pairs baseline")
+    args = parser.parse_args()
+
+    src_t, tgt_t, truth = moe_tables(args.layers, args.experts, d=4096, ffn=1536, vocab=151936, kv=512)
+    src_state, tgt_state = meta_state(src_t), meta_state(tgt_t)  # what a user hands over
+    n = len(tgt_state)
+    print(f"source {len(src_state):,} keys, target {n:,} keys (meta tensors, "
+          f"{sum(v.numel() for v in tgt_state.values()) / 1e9:.1f} B parameters)")
+
+    def run_auto():
+        return suggest(Side(table_of(src_state)), Side(table_of(tgt_state)), "auto").to_mapping()
+
+    def run_exact():
+        return suggest(Side(table_of(src_state)), Side(table_of(tgt_state)), "exact").to_mapping()
+
+    rss_before = peak_rss()
+    t_auto, mapping = timed(run_auto)
+    rss_auto = peak_rss()
+    t_exact, _ = timed(run_exact)
+    p, r, wrong = score(mapping.pairs(), truth)
+    mem_auto = traced_peak(run_auto)
+    mem_exact = traced_peak(run_exact)
+
+    keys = list(tgt_t)[: args.subset]
+    sub_t = Side({k: tgt_t[k] for k in keys})
+    sub_s = Side({truth[k]: src_t[truth[k]] for k in keys})
+    t_naive_sub, _ = timed(lambda: naive_all_pairs(sub_s, sub_t), repeat=1)
+    t_naive = t_naive_sub * (n / len(keys)) ** 2
+
+    print(f"auto : {t_auto:7.3f} s  (goal < 2 s)   peak traced {mem_auto:7.1f} MiB   precision {p:.4f} recall {r:.4f}"
+          f" ({wrong} wrong)")
+    print(f"exact: {t_exact:7.3f} s                 peak traced {mem_exact:7.1f} MiB   (names only; "
+          f"finds {len(run_exact())} of {len(truth)})")
+    print(f"naive all-pairs: {t_naive_sub:.2f} s on {len(keys)} x {len(keys)} keys -> ~{t_naive:,.0f} s extrapolated "
+          f"to {n:,} x {n:,}")
+    print(f"ratios: auto/exact {t_auto / t_exact:.1f}x, auto/naive {t_auto / t_naive:.5f}x")
+    print(f"memory: process peak RSS {rss_before:.0f} MiB before auto (torch, torchvision, the two meta state "
+          f"dicts), {rss_auto:.0f} MiB after: auto adds {rss_auto - rss_before:.0f} MiB (goal < 1024)")
+
+
+if __name__ == "__main__":
+    main()
