@@ -99,6 +99,9 @@ class _Tree:
             node.leaves[leaf] = key
         self.nodes = nodes
         self.index = {id(m): i for i, m in enumerate(self.modules)}
+        # modules with a matrix or kernel: their sequence skips norms, which are often inserted
+        self.weighted = [m for m in self.modules if any(len(table[k].shape) >= 2 for k in m.leaves.values())]
+        self.windex = {id(m): i for i, m in enumerate(self.weighted)}
         self._hash()
 
     def _make(self, path: str, order: int, nodes: dict[str, _Node]) -> _Node:
@@ -272,7 +275,8 @@ class _Run:
         conf = 0.55 if balanced else 0.3
         conf += 0.25 if t.mods >= 3 else 0.1 if t.mods == 2 else 0.0
         if why.startswith(_NAMED):
-            conf += 0.2
+            # one shared component ('head') says less than a shared path ('layer1.0.conv1')
+            conf += 0.1 if why.startswith("suffix") and "." not in why else 0.2
         if t.mods == 1 and _only_1d(self.tgt, t):
             conf -= 0.15  # a lone norm or bias says little by itself
         return conf
@@ -300,20 +304,30 @@ class _Run:
                 m.conf -= 0.3
                 m.why += ", out of order"
         self._expand_all()
-        for m in roots:
-            if m.conf < ACCEPT and m.t.mods == 1 and self._neighbour_agrees(m.s, m.t):
-                m.conf += 0.15
+        # A lone module matched on shapes alone is a coincidence unless its neighbours agree: the
+        # weight-bearing module before or after it (norms skipped) is matched to its counterpart there.
+        lone = [m for m in roots if m.t.mods == 1 and m.conf < 1.0 and not _names_speak(m.why)]
+        support = [self._neighbour_agrees(m.s, m.t, weighted) for m in lone for weighted in (True, False)]
+        for i, m in enumerate(lone):
+            if support[2 * i] or support[2 * i + 1]:
+                if m.conf < ACCEPT:
+                    m.conf += 0.15
                 m.why += ", next to a matched neighbour"
+            else:
+                m.conf -= 0.25
+                m.why += ", no matched neighbour"
 
-    def _neighbour_agrees(self, s: _Node, t: _Node) -> bool:
-        ti, si = self.tgt.index.get(id(t)), self.src.index.get(id(s))
+    def _neighbour_agrees(self, s: _Node, t: _Node, weighted: bool) -> bool:
+        tseq, sseq = (self.tgt.weighted, self.src.weighted) if weighted else (self.tgt.modules, self.src.modules)
+        tidx, sidx = (self.tgt.windex, self.src.windex) if weighted else (self.tgt.index, self.src.index)
+        ti, si = tidx.get(id(t)), sidx.get(id(s))
         if ti is None or si is None:
             return False
         for dt in (-1, 1):
             j = ti + dt
-            if 0 <= j < len(self.tgt.modules):
-                pair = self.module_pairs.get(id(self.tgt.modules[j]))
-                if pair is not None and self.src.index.get(id(pair[0])) == si + dt and pair[1].conf >= ACCEPT:
+            if 0 <= j < len(tseq):
+                pair = self.module_pairs.get(id(tseq[j]))
+                if pair is not None and sidx.get(id(pair[0])) == si + dt and pair[1].conf >= ACCEPT:
                     return True
         return False
 
@@ -422,6 +436,11 @@ class _Run:
         order = {k: i for i, k in enumerate(self.tgt.table)}
         out.sort(key=lambda sug: order[sug.target])
         return out
+
+
+def _names_speak(why: str) -> bool:
+    """Name evidence beyond one shared component: the same path, synonyms, a dotted suffix."""
+    return why.startswith(("same path", "same name", "name tokens")) or why.startswith("suffix") and "." in why
 
 
 def _name_key(n: _Node) -> tuple[tuple[str, ...], str]:
