@@ -211,9 +211,9 @@ class _Run:
         free_s = {id(s): s for s in ss}
         rest_t = []
         by_path = {s.path: s for s in ss}
-        for t in ts:  # the same path
+        for t in ts:  # the same path; an index as own name is a position, and positions shift
             s = by_path.get(t.path)
-            if s is not None:
+            if s is not None and not _NUM.match(t.name):
                 pairs.append((s, t, "same path"))
                 del free_s[id(s)]
             else:
@@ -224,10 +224,15 @@ class _Run:
                 cands = list(free_s.values())
                 lens = [_suffix_len(s.path, t.path) for s in cands]
                 n = max(lens, default=0)
-                if n and lens.count(n) == 1:
+                if n and lens.count(n) == 1 and not _NUM.match(t.name):
                     s = cands[lens.index(n)]
                     if len(rest_t) == 1 or _mutual(s, t, rest_t, n):
-                        pairs.append((s, t, f"suffix '{_tail(t.path, n)}'"))
+                        tail = _tail(t.path, n)
+                        if s.name != t.name and n == 1:
+                            why = f"name tokens {s.name}~{t.name}"
+                        else:
+                            why = f"suffix '{tail}'" if tail == _tail(s.path, n) else f"suffix '{tail}'~'{_tail(s.path, n)}'"
+                        pairs.append((s, t, why))
                         del free_s[id(s)]
                         continue
                 left.append(t)

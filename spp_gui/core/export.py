@@ -167,6 +167,14 @@ def regex_rules(pairs: dict[str, str], source_keys: list[str], targets: set[str]
             fixed.add(key)
             want = pairs.get(key, UNUSED_PREFIX + key)
             exact.append(("^" + re.escape(key) + "$", want.replace("\\", "\\\\")))
+    # the compact rules did not converge: one exact rule per key that must change
+    exact = []
+    for key in source_keys:
+        want = pairs.get(key)
+        if want is None and (key in targets if targets is not None else True):
+            want = UNUSED_PREFIX + key
+        if want is not None and want != key:
+            exact.append(("^" + re.escape(key) + "$", want.replace("\\", "\\\\")))
     return _assemble(exact, [], sequential)
 
 
@@ -175,7 +183,8 @@ def _assemble(exact: list[tuple[str, str]], generic: list[tuple[str, str]], sequ
     if not sequential:
         return rules
     # A key renamed by one rule must not be renamed again by a later one: mark it, strip the mark last.
-    return [(p, _TEMP + r) for p, r in rules] + [("^" + _TEMP, "")]
+    # (?!@@) so that no rule, '^' included, touches a key an earlier rule has already renamed
+    return [("^(?!" + _TEMP + ")" + p.removeprefix("^"), _TEMP + r) for p, r in rules] + [("^" + _TEMP, "")]
 
 
 # ---------------------------------------------------------------------------------------------

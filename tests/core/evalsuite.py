@@ -170,6 +170,44 @@ def _densenet_renamed() -> Case:
     return case("densenet121 features -> 'encoder.' + new head", src, tgt)
 
 
+def _truncated_encoder() -> Case:
+    src = tv.resnet50()
+    tgt = Wrapper(encoder=Wrapper(stem=nn.Sequential(src.conv1, src.bn1), layer1=src.layer1, layer2=src.layer2,
+                                  layer3=src.layer3), decoder=nn.Conv2d(1024, 21, 1))
+    return case("resnet50 stem..layer3 as 'encoder.' + new 1x1 decoder", src, tgt)
+
+
+def _vgg_bn_prefix_classes() -> Case:
+    src = tv.vgg11()
+    tgt = tv.vgg11_bn(num_classes=10)
+    convs = iter(m for m in src.features if isinstance(m, nn.Conv2d))
+    for i, m in enumerate(tgt.features):
+        if isinstance(m, nn.Conv2d):
+            tgt.features[i] = next(convs)
+    tgt.classifier[0], tgt.classifier[3] = src.classifier[0], src.classifier[3]
+    return case("module.vgg11 -> vgg11_bn, 10 classes", src, tgt, prefix="module.")
+
+
+def _swin_dp_head() -> Case:
+    src = tv.swin_t()
+    tgt = tv.swin_t(num_classes=7)
+    tgt.features, tgt.norm = src.features, src.norm
+    return case("module.swin_t -> swin_t, 7 classes", src, tgt, prefix="module.")
+
+
+def _efficientnet_backbone() -> Case:
+    src = tv.efficientnet_b0()
+    tgt = Wrapper(head=nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 3)), backbone=Wrapper(body=src.features))
+    return case("efficientnet_b0 features as 'backbone.body.', head first", src, tgt)
+
+
+def _mobilenet_renamed() -> Case:
+    src = tv.mobilenet_v2()
+    blocks = {f"block{i}": m for i, m in enumerate(src.features)}
+    tgt = Wrapper(trunk=Wrapper(blocks), classifier=nn.Linear(1280, 5))
+    return case("mobilenet_v2 features.N -> trunk.blockN, new head", src, tgt)
+
+
 def moe_tables(layers: int, experts: int, d: int = 64, ffn: int = 32, vocab: int = 1000, kv: int = 16
                ) -> tuple[KeyTable, KeyTable, dict[str, str]]:
     """Two naming conventions of one MoE transformer (Mixtral-style and GPT-style), meta tensors.
@@ -237,7 +275,8 @@ def _unrelated(a: str, b: str) -> Case:
 
 CASES: list[Callable[[], Case]] = [
     _vgg16_to_bn, _dataparallel, _nested_head_first, _refactored, _qkv_names, _new_classes, _alexnet_spp,
-    _in_channels, _vit_head, _convnext_prefix, _densenet_renamed, _moe_small,
+    _in_channels, _vit_head, _convnext_prefix, _densenet_renamed, _moe_small, _truncated_encoder,
+    _vgg_bn_prefix_classes, _swin_dp_head, _efficientnet_backbone, _mobilenet_renamed,
     lambda: _unrelated("resnet18", "vgg11"), lambda: _unrelated("resnet18", "mobilenet_v2"),
     lambda: _unrelated("vgg11", "densenet121"), lambda: _unrelated("efficientnet_b0", "resnet50"),
 ]

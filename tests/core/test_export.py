@@ -141,3 +141,15 @@ def test_cli_export_prints_the_snippet_and_what_it_could_not_express(tmp_path, c
     assert "def remap(" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing.json")]) == 2
     assert "mapping file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, var, rename", [("hf-key-mapping", "key_mapping", hf_rename),
+                                              ("mmengine-revise-keys", "revise_keys", mmengine_rename)])
+def test_swapped_names_survive_rules_applied_in_turn(fmt, var, rename):
+    # q and k swapped, a prefix added to all: in-turn rules must not rename a key twice
+    keys = ["blk.0.q.weight", "blk.0.k.weight", "blk.1.q.weight", "blk.1.k.weight", "norm.weight"]
+    pairs = {"net.blk.0.k.weight": "blk.0.q.weight", "net.blk.0.q.weight": "blk.0.k.weight",
+             "net.blk.1.k.weight": "blk.1.q.weight", "net.blk.1.q.weight": "blk.1.k.weight",
+             "net.norm.weight": "norm.weight"}
+    rules = run_snippet(export_mapping(Mapping.from_pairs(pairs), fmt, keys, list(pairs)).text, var)
+    assert {rename(rules, s): s for s in keys} == pairs
