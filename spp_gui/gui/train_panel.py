@@ -1,0 +1,590 @@
+"""The Train panel: configure a run from the mapping session, run the engine off the GUI thread, plot live.
+
+The engine (``spp_gui.training``) yields events in a worker thread; they arrive here through
+signals received by ``@Slot`` methods of this GUI-thread object. Events only append to per-run
+arrays; a timer (<= 30 Hz) pushes changed arrays into plot items that were created once per run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import (
+    QBuffer,
+    QByteArray,
+    QEventLoop,
+    QIODevice,
+    Qt,
+    QThread,
+    QTimer,
+    Signal,
+    Slot,
+)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.atomic import atomic_write, atomic_write_text
+from ..core.errors import SppError
+from ..core.mapping import Mapping
+from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
+from ..training.data import scan_dataset, split_info_text
+from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
+from ..training.metrics import epochs_to_csv
+from .workers import Worker, WorkerPool
+
+PLOT_INTERVAL_MS = 34  # <= 30 Hz
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
+
+
+@dataclass
+class RunCurves:
+    """One run's data and the plot items showing it (created once, then only setData)."""
+
+    name: str
+    colour: str
+    items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smooth: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    dirty: bool = True
+
+
+class TrainPanel(QWidget):
+    """Configure, start, pause, stop and watch training runs; overlay several runs for comparison."""
+
+    run_finished = Signal(str)  # the status line of a run that ended, whatever the outcome
+    thread_done = Signal()  # the run's thread has ended (after run_finished)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pool = WorkerPool(self)
+        self._control: RunControl | None = None
+        self._mapping: Mapping | None = None
+        self._source: str | None = None
+        self._runs: dict[str, RunCurves] = {}
+        self._last_config: RunConfig | None = None
+        self._t_start = 0.0
+        self._paused_total = 0.0
+        self._paused_at: float | None = None
+        self.last_error = ""
+        self.last_result = None
+        self._thread: QThread | None = None
+        self._worker: Worker | None = None
+        self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(PLOT_INTERVAL_MS)
+        self._timer.timeout.connect(self._refresh_plots)
+        self._update_buttons()
+
+    # -- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        defaults = RunConfig()
+        form = QFormLayout()
+        self.spec_edit = QLineEdit(defaults.model.spec)
+        self.mapping_label = QLabel("from scratch (no mapping session)")
+        self.train_edit, self.val_edit = QLineEdit(), QLineEdit()
+        self.train_info, self.val_info = QLabel("-"), QLabel("-")
+        for edit in (self.train_edit, self.val_edit):
+            edit.editingFinished.connect(self.validate_dataset)
+        form.addRow("Target model", self.spec_edit)
+        form.addRow("Weights", self.mapping_label)
+        form.addRow("Train folder", self._with_browse(self.train_edit))
+        form.addRow("", self.train_info)
+        form.addRow("Val folder", self._with_browse(self.val_edit))
+        form.addRow("", self.val_info)
+        self.out_edit = QLineEdit(str(Path(defaults.run.out).resolve()))
+        form.addRow("Runs folder", self._with_browse(self.out_edit))
+
+        hyper = QGridLayout()
+        self.optimizer_box = QComboBox()
+        self.optimizer_box.addItems(OPTIMIZERS)
+        self.scheduler_box = QComboBox()
+        self.scheduler_box.addItems(SCHEDULERS)
+        self.lr_spin = self._float_spin(defaults.optim.lr)
+        self.loaded_lr_spin = self._float_spin(defaults.optim.loaded_lr)
+        self.loaded_lr_spin.setSpecialValueText("same as lr")
+        self.freeze_check = QCheckBox("freeze loaded layers")
+        self.epochs_spin = self._int_spin(defaults.run.epochs, 1, 10000)
+        self.batch_spin = self._int_spin(defaults.run.batch_size, 1, 65536)
+        self.size_spin = self._int_spin(defaults.data.image_size, 8, 4096)
+        self.workers_spin = self._int_spin(defaults.data.workers, 0, 64)
+        cells = [("optimizer", self.optimizer_box), ("lr", self.lr_spin), ("loaded lr", self.loaded_lr_spin),
+                 ("scheduler", self.scheduler_box), ("epochs", self.epochs_spin), ("batch", self.batch_spin),
+                 ("image size", self.size_spin), ("workers", self.workers_spin)]
+        for i, (label, widget) in enumerate(cells):
+            hyper.addWidget(QLabel(label), i // 4, (i % 4) * 2)
+            hyper.addWidget(widget, i // 4, (i % 4) * 2 + 1)
+        hyper.addWidget(self.freeze_check, 2, 0, 1, 4)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.demo_button = QPushButton("Run demo")
+        self.demo_button.setToolTip("The seed's experiment on drawn images: scratch vs mapped-pretrained (quick size)")
+        self.png_button = QPushButton("Export PNG")
+        self.csv_button = QPushButton("Export CSV")
+        self.clear_button = QPushButton("Clear plots")
+        for button, slot in ((self.start_button, self.start), (self.pause_button, self.toggle_pause),
+                             (self.stop_button, self.stop), (self.demo_button, self.start_demo),
+                             (self.png_button, self._ask_png), (self.csv_button, self._ask_csv),
+                             (self.clear_button, self.clear_runs)):
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+
+        progress = QGridLayout()
+        self.epoch_bar, self.run_bar = QProgressBar(), QProgressBar()
+        for bar in (self.epoch_bar, self.run_bar):
+            bar.setRange(0, 1000)
+            bar.setValue(0)
+        self.epoch_bar.setFormat("epoch %p%")
+        self.run_bar.setFormat("run %p%")
+        self.status_label = QLabel("idle")
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        progress.addWidget(self.epoch_bar, 0, 0)
+        progress.addWidget(self.run_bar, 0, 1)
+        progress.addWidget(self.status_label, 1, 0, 1, 2)
+
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setBackground("w")
+        self.loss_plot = self._plot(0, 0, "loss per epoch (dashed: train)", "epoch")
+        self.acc_plot = self._plot(0, 1, "accuracy per epoch (dashed: train)", "epoch")
+        self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
+        self.lr_plot = self._plot(1, 1, "learning rate", "iteration")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(hyper)
+        layout.addLayout(buttons)
+        layout.addLayout(progress)
+        layout.addWidget(self.plots, 1)
+
+    def _plot(self, row: int, col: int, title: str, xlabel: str) -> pg.PlotItem:
+        plot = self.plots.addPlot(row=row, col=col, title=title)
+        plot.setLabel("bottom", xlabel)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setClipToView(True)
+        plot.setDownsampling(auto=True, mode="peak")
+        plot.addLegend(offset=(-10, 10))
+        return plot
+
+    def _with_browse(self, edit: QLineEdit) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit, 1)
+        button = QPushButton("Browse...")
+        button.setProperty("target_edit", edit.objectName())
+        button.clicked.connect(self._browse)
+        self._browse_targets = getattr(self, "_browse_targets", {})
+        self._browse_targets[button] = edit
+        row.addWidget(button)
+        return box
+
+    @staticmethod
+    def _float_spin(value: float) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setDecimals(6)
+        spin.setRange(0.0, 10.0)
+        spin.setSingleStep(1e-4)
+        spin.setValue(value)
+        return spin
+
+    @staticmethod
+    def _int_spin(value: int, low: int, high: int) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        return spin
+
+    # -- the editor's interface --------------------------------------------------------------
+    def set_session(self, target_spec: str, mapping: Mapping | None, source: str | None) -> None:
+        """The editor's mapping session changed: train this target, from these weights or from scratch."""
+        self.spec_edit.setText(target_spec)
+        self._mapping, self._source = (mapping.copy() if mapping is not None else None), source
+        if mapping is None or not len(mapping):
+            self.mapping_label.setText("from scratch (no mapping session)")
+        else:
+            self.mapping_label.setText(f"mapped: {len(mapping)} tensors from {source or mapping.source_spec}")
+
+    @property
+    def busy(self) -> bool:
+        """True while a run is in progress or its thread has not ended yet."""
+        return self._running or self._thread is not None
+
+    def shutdown(self, timeout_ms: int = 30000) -> None:
+        """Stop any run and wait for its thread (for the window's closeEvent); never leaves a thread running."""
+        if self._control is not None:
+            self._control.stop()  # the engine notices within one step, even when paused
+        if self._worker is not None:
+            try:
+                self._worker.quit()
+            except RuntimeError:  # already deleted: its work has ended
+                pass
+        if self._thread is not None:
+            # The thread ends through queued signals (worker.finished -> thread.quit) that need this
+            # thread's event loop, so wait in a local loop rather than blocking in QThread.wait().
+            loop = QEventLoop()
+            self.thread_done.connect(loop.quit)
+            QTimer.singleShot(timeout_ms, loop.quit)
+            if self._thread is not None:
+                loop.exec()
+        self._timer.stop()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """A standalone panel closing mid-run stops the run first (embedded: the window calls shutdown)."""
+        self.shutdown()
+        super().closeEvent(event)
+
+    # -- configuration -----------------------------------------------------------------------
+    @Slot()
+    def _browse(self) -> None:
+        edit = self._browse_targets.get(self.sender())
+        if edit is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
+        if folder:
+            edit.setText(folder)
+            self.validate_dataset()
+
+    @Slot()
+    def validate_dataset(self) -> bool:
+        """Scan both folders; show classes and image counts, or what is wrong."""
+        if not self.train_edit.text() or not self.val_edit.text():
+            self.train_info.setText("pick a train folder (one subfolder of images per class)")
+            self.val_info.setText("pick a val folder with the same class subfolders")
+            return False
+        try:
+            train_split, val_split = scan_dataset(self.train_edit.text(), self.val_edit.text())
+        except SppError as exc:
+            self.train_info.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.val_info.setText("")
+            return False
+        self.train_info.setText(split_info_text(train_split))
+        self.val_info.setText(split_info_text(val_split))
+        return True
+
+    def config(self) -> RunConfig:
+        """The run config the form describes (the seed's defaults where the form says nothing)."""
+        cfg = RunConfig()
+        cfg.model.spec = self.spec_edit.text().strip()
+        cfg.data.train, cfg.data.val = self.train_edit.text(), self.val_edit.text()
+        cfg.data.image_size, cfg.data.workers = self.size_spin.value(), self.workers_spin.value()
+        cfg.optim.optimizer, cfg.optim.scheduler = self.optimizer_box.currentText(), self.scheduler_box.currentText()
+        cfg.optim.lr, cfg.optim.loaded_lr = self.lr_spin.value(), self.loaded_lr_spin.value()
+        cfg.optim.freeze_loaded = self.freeze_check.isChecked()
+        cfg.run.epochs, cfg.run.batch_size = self.epochs_spin.value(), self.batch_spin.value()
+        cfg.run.out = self.out_edit.text() or "runs"
+        cfg.run.name = ("pretrained" if self._mapping is not None and len(self._mapping) else "scratch") + \
+            time.strftime("-%H%M%S")
+        if self._mapping is not None and len(self._mapping):
+            path = Path(cfg.run.out) / "session-mapping.json"
+            self._mapping.save(path)
+            cfg.model.mapping = str(path)
+            cfg.model.source = self._source or ""
+        return cfg
+
+    # -- running -----------------------------------------------------------------------------
+    @Slot()
+    def start(self) -> None:
+        if self._running:
+            return
+        if not self.validate_dataset():
+            self._error("The dataset folders are not ready", self.train_info.text() or "pick train and val folders")
+            return
+        try:
+            cfg = self.config()
+            cfg.validate("the Train panel")
+        except SppError as exc:
+            self._error("Cannot start", str(exc))
+            return
+        self._launch(train, cfg)
+
+    def start_run(self, cfg: RunConfig) -> None:
+        """Start a run from a ready config (scripts, tests, the editor)."""
+        if not self._running:
+            self._launch(train, cfg)
+
+    @Slot()
+    def start_demo(self, out: str | None = None) -> None:
+        """The seed's experiment (quick size) with live curves, in a fresh folder."""
+        from ..training.demo import run_demo
+
+        if self._running:
+            return
+        base = Path(self.out_edit.text() or tempfile.gettempdir())
+        folder = out or str(base / time.strftime("demo-%Y%m%d-%H%M%S"))
+        self._launch(run_demo, folder, True, 0)
+
+    def _launch(self, func, *args) -> None:
+        self._control = RunControl()
+        self._last_config = args[0] if func is train else None
+        worker = Worker(func, *args, control=self._control)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.last_error, self.last_result = "", None
+        self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
+        self._running = True
+        self._worker = worker
+        self._thread = self._pool.start(worker)
+        self._thread.finished.connect(self._on_thread_finished)
+        self._timer.start()
+        self.status_label.setText("starting...")
+        self._update_buttons()
+
+    @Slot()
+    def toggle_pause(self) -> None:
+        if self._control is None or not self._running:
+            return
+        if self._control.paused:
+            self._control.resume()
+            if self._paused_at is not None:
+                self._paused_total += time.perf_counter() - self._paused_at
+            self._paused_at = None
+            self.status_label.setText("resumed")
+        else:
+            self._control.pause()
+            self._paused_at = time.perf_counter()
+            self.status_label.setText("paused")
+        self._update_buttons()
+
+    @property
+    def paused(self) -> bool:
+        return self._control is not None and self._control.paused and self._running
+
+    @Slot()
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+            self.status_label.setText("stopping after this step...")
+
+    # -- events from the worker (GUI thread) ------------------------------------------------
+    @Slot(object)
+    def _on_event(self, event) -> None:
+        if isinstance(event, Started):
+            curves = self._curves(event.run)
+            curves.epochs.clear(), curves.steps.clear(), curves.losses.clear(), curves.smooth.clear(), curves.lrs.clear()
+            self.status_label.setText(f"{event.run}: {event.device}, {len(event.classes)} classes, {event.n_train} "
+                                      f"train / {event.n_val} val images, {event.loaded}")
+        elif isinstance(event, Step):
+            curves = self._curves(event.run)
+            first = event.step - len(event.losses) + 1
+            for i, loss in enumerate(event.losses):
+                curves.steps.append(first + i)
+                curves.losses.append(loss)
+                prev = curves.smooth[-1] if curves.smooth else loss
+                curves.smooth.append(SMOOTHING * prev + (1 - SMOOTHING) * loss)
+                curves.lrs.append(event.lr)
+            curves.dirty = True
+            done = event.step / max(event.total_steps, 1)
+            elapsed = time.perf_counter() - self._t_start - self._paused_total
+            eta = elapsed / done - elapsed if done > 0 else float("nan")
+            self.epoch_bar.setValue(int(1000 * event.epoch_fraction))
+            self.run_bar.setValue(int(1000 * done))
+            self.epoch_bar.setFormat(f"epoch {event.epoch}: %p%")
+            self.status_label.setText(f"{event.run}: epoch {event.epoch}, step {event.step}/{event.total_steps}, "
+                                      f"loss {event.losses[-1]:.4f}, {event.images_per_s:.0f} images/s, "
+                                      f"ETA {_duration(eta)}")
+        elif isinstance(event, Epoch):
+            curves = self._curves(event.run)
+            curves.epochs.append(event.row())
+            curves.dirty = True
+        elif isinstance(event, Finished):
+            self.status_label.setText(f"{event.run}: done, best val acc {event.best_val_acc:.3f} "
+                                      f"(epoch {event.best_epoch}), final {event.final_val_acc:.3f}")
+        elif isinstance(event, Cancelled):
+            self.status_label.setText(f"{event.run}: stopped at epoch {event.epoch}, step {event.step}")
+        elif isinstance(event, Failed):
+            self.last_error = event.message
+            self.status_label.setText(f"{event.run}: failed: {event.message}")
+            if event.kind == "oom" and event.retry_batch_size and self._last_config is not None:
+                self._offer_retry(event)
+            else:
+                self._error("Training stopped", event.message)
+        elif hasattr(event, "message"):
+            self.status_label.setText(event.message)
+
+    @Slot(object)
+    def _on_returned(self, result) -> None:
+        self.last_result = result
+        lines = getattr(result, "lines", None)
+        if callable(lines):
+            self.status_label.setText("demo: " + " | ".join(line.split("   /")[0] for line in lines()))
+
+    @Slot(object)
+    def _on_errored(self, exc) -> None:
+        self.last_error = str(exc)
+        if isinstance(exc, SppError):
+            self._error("Cannot train", str(exc))
+        else:
+            self._error("Training crashed (a bug)", getattr(exc, "__traceback_text__", repr(exc)))
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self._running = False
+        self._worker = None
+        self._control = None
+        self._refresh_plots()
+        self._timer.stop()
+        self._update_buttons()
+        self.run_finished.emit(self.status_label.text())
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        self._thread = None
+        self.thread_done.emit()
+
+    def _offer_retry(self, event: Failed) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Out of memory", event.message, parent=self)
+        self._retry_button = box.addButton(f"Retry at batch size {event.retry_batch_size}",
+                                           QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        self._retry_batch = event.retry_batch_size
+        box.buttonClicked.connect(self._on_retry_answer)
+        self._dialog = box
+        box.open()
+
+    @Slot(object)
+    def _on_retry_answer(self, button) -> None:
+        if button is self._retry_button and self._last_config is not None and not self._running:
+            cfg = self._last_config.copy()
+            cfg.run.batch_size = self._retry_batch
+            self.batch_spin.setValue(self._retry_batch)
+            self._launch(train, cfg)
+
+    def _error(self, title: str, text: str) -> None:
+        """A non-blocking message box (never a nested event loop inside a slot)."""
+        self.last_error = text
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, parent=self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._dialog = box
+        box.open()
+
+    def _update_buttons(self) -> None:
+        busy = self._running
+        self.start_button.setEnabled(not busy)
+        self.demo_button.setEnabled(not busy)
+        self.pause_button.setEnabled(busy)
+        self.stop_button.setEnabled(busy)
+        self.pause_button.setText("Resume" if self.paused else "Pause")
+
+    # -- plots -------------------------------------------------------------------------------
+    def _curves(self, name: str) -> RunCurves:
+        curves = self._runs.get(name)
+        if curves is None:
+            colour = COLOURS[len(self._runs) % len(COLOURS)]
+            curves = RunCurves(name, colour)
+            solid, dashed = pg.mkPen(colour, width=2), pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine)
+            faint = pg.mkPen(pg.mkColor(colour).lighter(160), width=1)
+            curves.items = {
+                "train_loss": self.loss_plot.plot([], [], pen=dashed),
+                "val_loss": self.loss_plot.plot([], [], pen=solid, symbol="o", symbolSize=5, symbolBrush=colour,
+                                                 name=name),
+                "train_acc": self.acc_plot.plot([], [], pen=dashed),
+                "val_acc": self.acc_plot.plot([], [], pen=solid, symbol="o", symbolSize=5, symbolBrush=colour, name=name),
+                "raw": self.iter_plot.plot([], [], pen=faint),
+                "smooth": self.iter_plot.plot([], [], pen=solid, name=name),
+                "lr": self.lr_plot.plot([], [], pen=solid, name=name),
+            }
+            self._runs[name] = curves
+        return curves
+
+    @Slot()
+    def _refresh_plots(self) -> None:
+        for curves in self._runs.values():
+            if not curves.dirty:
+                continue
+            xs = [r["epoch"] for r in curves.epochs]
+            for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+                curves.items[key].setData(xs, [r[key] for r in curves.epochs])
+            curves.items["raw"].setData(curves.steps, curves.losses)
+            curves.items["smooth"].setData(curves.steps, curves.smooth)
+            curves.items["lr"].setData(curves.steps, curves.lrs)
+            curves.dirty = False
+
+    @property
+    def run_names(self) -> list[str]:
+        return list(self._runs)
+
+    def run_epochs(self, name: str) -> list[dict[str, float]]:
+        return list(self._runs[name].epochs)
+
+    @Slot()
+    def clear_runs(self) -> None:
+        if self._running:
+            return
+        for plot in (self.loss_plot, self.acc_plot, self.iter_plot, self.lr_plot):
+            plot.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        self._runs.clear()
+
+    # -- export ------------------------------------------------------------------------------
+    def export_csv(self, path: str | os.PathLike) -> None:
+        """Every run's epoch rows in one CSV, with a ``run`` column."""
+        parts = [epochs_to_csv(c.epochs, run=c.name) for c in self._runs.values()]
+        header = parts[0].splitlines()[0] if parts else "run"
+        body = [line for part in parts for line in part.splitlines()[1:]]
+        atomic_write_text(path, "\n".join([header, *body]) + "\n")
+
+    def export_png(self, path: str | os.PathLike) -> None:
+        """The four plots as they are on screen, as one PNG (written atomically)."""
+        from pyqtgraph.exporters import ImageExporter
+
+        self._refresh_plots()
+        image = ImageExporter(self.plots.scene()).export(toBytes=True)
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        image.save(buffer, "PNG")
+        buffer.close()
+        with atomic_write(path, "wb") as fh:
+            fh.write(bytes(data.data()))
+
+    @Slot()
+    def _ask_png(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export curves", "curves.png", "PNG images (*.png)")
+        if path:
+            self.export_png(path)
+
+    @Slot()
+    def _ask_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV files (*.csv)")
+        if path:
+            self.export_csv(path)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"

@@ -1,0 +1,106 @@
+"""The Train panel, driven like a person would, on a tiny real dataset and model."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("pytestqt")
+
+from spp_gui.core.apply import save_weights  # noqa: E402
+from spp_gui.core.specs import build_model  # noqa: E402
+from spp_gui.core.strategies import suggest_mapping  # noqa: E402
+from spp_gui.gui.train_panel import TrainPanel  # noqa: E402
+from spp_gui.training.demo_data import write_split  # noqa: E402
+
+SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("panel_data")
+    write_split(root / "train", ("circle", "square", "star"), 8, 32, seed=0, cluttered=False)
+    write_split(root / "val", ("circle", "square", "star"), 4, 32, seed=1, cluttered=False)
+    return root
+
+
+@pytest.fixture
+def panel(qtbot, data, tmp_path):
+    widget = TrainPanel()
+    qtbot.addWidget(widget, before_close_func=lambda w: w.shutdown())
+    widget.set_session(SPEC, None, None)
+    widget.train_edit.setText(str(data / "train"))
+    widget.val_edit.setText(str(data / "val"))
+    widget.out_edit.setText(str(tmp_path / "runs"))
+    widget.size_spin.setValue(32)
+    widget.batch_spin.setValue(8)
+    widget.epochs_spin.setValue(2)
+    return widget
+
+
+def test_dataset_is_validated_before_start(panel, tmp_path):
+    assert panel.validate_dataset()
+    assert panel.train_info.text() == "3 classes, 24 images: circle 8, square 8, star 8"
+    panel.val_edit.setText(str(tmp_path / "missing"))
+    panel.start_button.click()
+    assert not panel.busy and "val folder not found" in panel.last_error
+
+
+def test_two_runs_overlaid_then_exported(panel, qtbot, tmp_path):
+    with qtbot.waitSignal(panel.run_finished, timeout=60000):
+        panel.start_button.click()
+    assert "done, best val acc" in panel.status_label.text()
+    source = tmp_path / "source.safetensors"
+    save_weights(build_model(SPEC.replace("num_classes=3", "num_classes=4"), seed=5), source)
+    panel.set_session(SPEC, suggest_mapping(str(source), SPEC, strategy="head"), str(source))
+    assert panel.mapping_label.text().startswith("mapped: 14 tensors")
+    with qtbot.waitSignal(panel.run_finished, timeout=60000):
+        panel.start_button.click()
+    names = panel.run_names
+    assert len(names) == 2 and names[0].startswith("scratch") and names[1].startswith("pretrained")
+    assert [len(panel.run_epochs(n)) for n in names] == [2, 2]
+    legend = [label.text for _, label in panel.loss_plot.legend.items]
+    assert legend == names
+    curves = panel._runs[names[1]]
+    assert len(curves.items["val_acc"].xData) == 2 and len(curves.items["raw"].xData) == 6
+    panel.export_csv(tmp_path / "all.csv")
+    rows = list(csv.DictReader(open(tmp_path / "all.csv")))
+    assert [r["run"] for r in rows] == [names[0]] * 2 + [names[1]] * 2
+    panel.export_png(tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size[0] > 100
+
+
+def test_pause_resume_stop(panel, qtbot):
+    panel.epochs_spin.setValue(200)
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: panel.run_bar.value() > 0, timeout=30000)
+    panel.pause_button.click()
+    assert panel.paused and panel.pause_button.text() == "Resume"
+    panel.pause_button.click()
+    assert not panel.paused
+    with qtbot.waitSignal(panel.run_finished, timeout=30000):
+        panel.stop_button.click()
+    assert "stopped at epoch" in panel.status_label.text()
+    assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
+
+
+def test_shutdown_while_paused_mid_run(panel, qtbot, capfd):
+    panel.epochs_spin.setValue(200)
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: panel.run_bar.value() > 0, timeout=30000)
+    panel.pause_button.click()
+    panel.shutdown()
+    assert not panel.busy and not panel.paused
+    assert "QThread: Destroyed" not in capfd.readouterr().err
+
+
+def test_run_demo_button_streams_live_curves(panel, qtbot, tmp_path):
+    panel.out_edit.setText(str(tmp_path / "demo_runs"))
+    panel.demo_button.click()
+    qtbot.waitUntil(lambda: "source-pretraining" in panel.run_names and panel.run_bar.value() > 0, timeout=60000)
+    qtbot.waitUntil(lambda: panel._runs["source-pretraining"].items["raw"].xData is not None, timeout=5000)
+    with qtbot.waitSignal(panel.run_finished, timeout=30000):
+        panel.stop_button.click()
+    assert (tmp_path / "demo_runs").is_dir() and any((tmp_path / "demo_runs").glob("demo-*/data/target/train"))
