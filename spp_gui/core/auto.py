@@ -42,7 +42,7 @@ SYNONYMS = {
     "query": "q", "q_proj": "q", "to_q": "q", "wq": "q", "q_lin": "q",
     "key": "k", "k_proj": "k", "to_k": "k", "wk": "k", "k_lin": "k",
     "value": "v", "v_proj": "v", "to_v": "v", "wv": "v", "v_lin": "v",
-    "out_proj": "o", "o_proj": "o", "to_out": "o", "wo": "o", "out_lin": "o", "dense": "o",
+    "out_proj": "o", "o_proj": "o", "out": "o", "to_out": "o", "wo": "o", "out_lin": "o", "dense": "o",
     "gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down",
     "gamma": "weight", "beta": "bias",
     "wte": "embed", "embed_tokens": "embed", "word_embeddings": "embed", "tok_embeddings": "embed",
@@ -117,9 +117,9 @@ class _Tree:
 
     def _hash(self) -> None:
         # A parent is always created before its children, so reversed creation order is post-order.
-        table = self.table
+        table, known = self.table, _CANON
         for node in reversed(self.nodes.values()):
-            leaves = [(canon(n), table[k].shape) for n, k in node.leaves.items()]
+            leaves = [(known.get(n) or canon(n), table[k].shape) for n, k in node.leaves.items()]
             if len(leaves) > 1:
                 leaves.sort()
             size, mods = len(leaves), 1 if leaves else 0
@@ -390,8 +390,11 @@ class _Run:
         if len(parents) == 1:
             sp = next(iter(parents.values()))
             s = sp.children.get(t.name)
+            if s is None:  # q_proj ~ query: the same part in another library's spelling
+                alike = [c for c in sp.children.values() if canon(c.name) == canon(t.name)]
+                s = alike[0] if len(alike) == 1 else None
             if s is not None and s.leaves and not s.used:
-                return s, f"sibling of matched modules: '{s.path}' -> '{t.path}'"
+                return s, f"'{s.path}' -> '{t.path}', among matched siblings"
         return None, ""
 
     def _propose(self, tkey: str, skey: str, how: str) -> Suggestion:

@@ -268,6 +268,24 @@ def _moe_small() -> Case:
     return Case("MoE Mixtral names -> GPT names (3 layers x 8 experts)", Side(s), Side(t), truth)
 
 
+def with_query_bias(table: KeyTable) -> KeyTable:
+    """The target convention with a bias on every query projection: layers no longer match whole."""
+    from spp_gui.core.tensors import TensorInfo
+
+    out: KeyTable = {}
+    for k, v in table.items():
+        out[k] = v
+        if k.endswith("attn.query.weight"):
+            b = k[: -len("weight")] + "bias"
+            out[b] = TensorInfo(b, v.shape[:1], v.dtype)
+    return out
+
+
+def _moe_query_bias() -> Case:
+    s, t, truth = moe_tables(layers=3, experts=8)
+    return Case("MoE renamed, target queries gain a bias (layers differ)", Side(s), Side(with_query_bias(t)), truth)
+
+
 def _unrelated(a: str, b: str) -> Case:
     return Case(f"unrelated {a} -> {b}", Side(table_of(getattr(tv, a)().state_dict())),
                 Side(table_of(getattr(tv, b)().state_dict())), {})
@@ -276,7 +294,7 @@ def _unrelated(a: str, b: str) -> Case:
 CASES: list[Callable[[], Case]] = [
     _vgg16_to_bn, _dataparallel, _nested_head_first, _refactored, _qkv_names, _new_classes, _alexnet_spp,
     _in_channels, _vit_head, _convnext_prefix, _densenet_renamed, _moe_small, _truncated_encoder,
-    _vgg_bn_prefix_classes, _swin_dp_head, _efficientnet_backbone, _mobilenet_renamed,
+    _vgg_bn_prefix_classes, _swin_dp_head, _efficientnet_backbone, _mobilenet_renamed, _moe_query_bias,
     lambda: _unrelated("resnet18", "vgg11"), lambda: _unrelated("resnet18", "mobilenet_v2"),
     lambda: _unrelated("vgg11", "densenet121"), lambda: _unrelated("efficientnet_b0", "resnet50"),
 ]
