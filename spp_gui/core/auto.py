@@ -165,7 +165,6 @@ class _Match:
     conf: float
     why: str
     alternatives: list[_Node] = field(default_factory=list)
-    root: bool = True  # a matched subtree's top, not a pair inherited from one
 
 
 def _only_1d(tree: _Tree, node: _Node) -> bool:
@@ -187,6 +186,7 @@ class _Run:
         self.adapt = adapt
         self.matches: list[_Match] = []
         self.module_pairs: dict[int, tuple[_Node, _Match]] = {}  # id(target module) -> source module, match
+        self._channels: dict[str, int | None] | None = None
 
     # -- phase 1: equal structures, biggest first ---------------------------------------------
     def match_structures(self) -> None:
@@ -405,13 +405,13 @@ class _Run:
 
     def _channels_before(self, skey: str) -> int | None:
         """Out-channels of the last conv before ``skey`` in the source (what a classifier reads)."""
-        last = None
-        for key, info in self.src.table.items():
-            if key == skey:
-                return last
-            if len(info.shape) == 4:
-                last = info.shape[0]
-        return last
+        if self._channels is None:  # one pass, however many proposals
+            self._channels, last = {}, None
+            for key, info in self.src.table.items():
+                self._channels[key] = last
+                if len(info.shape) == 4:
+                    last = info.shape[0]
+        return self._channels.get(skey)
 
     # -- the result ----------------------------------------------------------------------------
     def suggestions(self) -> list[Suggestion]:
