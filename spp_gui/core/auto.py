@@ -359,21 +359,48 @@ class _Run:
     # -- phase 3: modules that no longer fit whole --------------------------------------------
     def partial_modules(self) -> list[Suggestion]:
         out = []
+        taken: set[int] = set()
+        lonely = []
         for t in self.tgt.modules:
             if id(t) in self.module_pairs or t.used:
                 continue
             s, how = self._counterpart(t)
-            if s is None:
+            if s is None or id(s) in taken:
+                lonely.append(t)
                 continue
-            for leaf, tkey in t.leaves.items():
-                skey = s.leaves.get(leaf)
-                if skey is None:
-                    continue
-                ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
-                if ss == ts:
-                    out.append(Suggestion(tkey, skey, 0.75, f"{how}; shapes agree for this tensor", "auto"))
-                else:
-                    out.append(self._propose(tkey, skey, how))
+            taken.add(id(s))
+            out.extend(self._leaf_pairs(s, t, how))
+        # A new head defined elsewhere: the only unmatched modules alike but for their first dimension.
+        def shape_key(tree: _Tree, n: _Node) -> tuple:
+            return tuple(sorted((canon(leaf), tree.table[k].shape[1:], len(tree.table[k].shape))
+                                for leaf, k in n.leaves.items()))
+
+        free_s: dict[tuple, list[_Node]] = {}
+        for s in self.src.modules:
+            if not s.used and id(s) not in taken:
+                free_s.setdefault(shape_key(self.src, s), []).append(s)
+        by_key: dict[tuple, list[_Node]] = {}
+        for t in lonely:
+            by_key.setdefault(shape_key(self.tgt, t), []).append(t)
+        for key, ts in by_key.items():
+            ss = free_s.get(key, [])
+            if len(ts) == 1 and len(ss) == 1 and any(len(k[1]) for k in key):
+                out.extend(self._leaf_pairs(ss[0], ts[0], f"'{ss[0].path}' -> '{ts[0].path}', the only unmatched "
+                                            "pair alike but for dim 0", plain=False))
+        return out
+
+    def _leaf_pairs(self, s: _Node, t: _Node, how: str, plain: bool = True) -> list[Suggestion]:
+        out = []
+        for leaf, tkey in t.leaves.items():
+            skey = s.leaves.get(leaf)
+            if skey is None:
+                continue
+            ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
+            if ss == ts:
+                out.append(Suggestion(tkey, skey, 0.75 if plain else 0.3, f"{how}; shapes agree for this tensor",
+                                      "auto", accepted=plain))
+            else:
+                out.append(self._propose(tkey, skey, how))
         return out
 
     def _counterpart(self, t: _Node) -> tuple[_Node | None, str]:
@@ -574,7 +601,7 @@ def propose_transform(src: tuple[int, ...], tgt: tuple[int, ...], channels: int 
     if len(src) == len(tgt) and src[1:] == tgt[1:]:
         op = "slice" if src[0] > tgt[0] else "pad"
         return ({"op": op}, 0.2, f"new class count {src[0]} -> {tgt[0]}: {op} keeps the first rows, right only "
-                f"if those classes correspond (select_rows picks shared ones)")
+                f"if classes correspond (else select_rows)")
     if len(src) == len(tgt):
         op = "slice" if all(a >= b for a, b in zip(src, tgt, strict=True)) else "pad"
         return {"op": op}, 0.2, f"shapes differ {shapes}: {op} copies the overlapping block"

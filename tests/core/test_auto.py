@@ -131,3 +131,10 @@ def test_cli_map_auto_adapt_writes_the_transform(tmp_path, capsys):
     assert entries["classifier.1.weight"]["origin"] == "auto"
     Mapping.load(out)  # it reads back
     assert "adapted" in capsys.readouterr().out
+
+
+def test_a_new_head_elsewhere_is_offered_not_accepted(cases):
+    c = next(c for c in cases if "new head first" in c.name)
+    head = _by_target(c)["head.weight"]
+    assert head.source == "fc.weight" and not head.accepted
+    assert head.transform == {"op": "slice"} and "1000 -> 10" in head.reason
