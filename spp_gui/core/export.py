@@ -253,6 +253,9 @@ def python_function(mapping: Mapping) -> str:
     lines.append('    """Tensors for the target keys, from ``source`` (a state dict); ``target`` is the')
     lines.append('    target model\'s state dict, needed only where a transform keeps part of its init."""')
     lines.append("    out = {t: source[s] for t, s in MAPPING.items()}")
+    if ops:
+        lines.append("    if target is None:")
+        lines.append("        raise ValueError('remap: pass the target state dict; transforms keep part of its init')")
     for e in mapping:
         if e.transform is None:
             continue

@@ -104,6 +104,8 @@ def test_python_form_gives_what_apply_gives_transforms_included():
     for t, s, tr in entries:
         mapping.set(Entry(t, s, tr))
     remap = run_snippet(export_mapping(mapping, "python").text, "remap")
+    with pytest.raises(ValueError, match="pass the target state dict"):
+        remap(source)
     got = remap(source, {k: v.clone() for k, v in target.items()})
     apply_mapping(target, source, mapping)
     assert got.keys() == target.keys()
