@@ -397,7 +397,7 @@ class _Run:
                 continue
             ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
             if ss == ts:
-                out.append(Suggestion(tkey, skey, 0.75 if plain else 0.3, f"{how}; shapes agree for this tensor",
+                out.append(Suggestion(tkey, skey, 0.75 if plain else 0.3, f"{how}; this tensor fits",
                                       "auto", accepted=plain))
             else:
                 out.append(self._propose(tkey, skey, how))
@@ -406,7 +406,7 @@ class _Run:
     def _counterpart(self, t: _Node) -> tuple[_Node | None, str]:
         s = self.src.nodes.get(t.path)
         if s is not None and s.leaves and not s.used:
-            return s, f"same module name '{t.path}', other shapes"
+            return s, f"module '{t.path}' by name, shapes differ in part"
         if t.parent is None:
             return None, ""
         parents = {}
