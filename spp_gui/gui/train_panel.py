@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -55,7 +56,8 @@ from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
+SMOOTHING = 0.9
+PLOT_ORDER = ("iter", "loss", "acc", "lr")  # exponential moving average of the per-iteration loss
 
 
 @dataclass
@@ -70,7 +72,6 @@ class RunCurves:
     losses: list[float] = field(default_factory=list)
     smooth: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
-    dirty: bool = True
 
 
 class TrainPanel(QWidget):
@@ -93,6 +94,9 @@ class TrainPanel(QWidget):
         self.last_error = ""
         self.last_result = None
         self._thread: QThread | None = None
+        self._latest_step: Step | None = None
+        self._dirty: set[str] = set()  # plots whose data changed since they were last pushed
+        self._next_plot = 0
         self._worker: Worker | None = None
         self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
         self._build()
@@ -167,6 +171,8 @@ class TrainPanel(QWidget):
         self.run_bar.setFormat("run %p%")
         self.status_label = QLabel("idle")
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Changing text must not re-lay-out the panel (and repaint every plot) several times a second.
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         progress.addWidget(self.epoch_bar, 0, 0)
         progress.addWidget(self.run_bar, 0, 1)
         progress.addWidget(self.status_label, 1, 0, 1, 2)
@@ -403,21 +409,15 @@ class TrainPanel(QWidget):
                 prev = curves.smooth[-1] if curves.smooth else loss
                 curves.smooth.append(SMOOTHING * prev + (1 - SMOOTHING) * loss)
                 curves.lrs.append(event.lr)
-            curves.dirty = True
-            done = event.step / max(event.total_steps, 1)
-            elapsed = time.perf_counter() - self._t_start - self._paused_total
-            eta = elapsed / done - elapsed if done > 0 else float("nan")
-            self.epoch_bar.setValue(int(1000 * event.epoch_fraction))
-            self.run_bar.setValue(int(1000 * done))
-            self.epoch_bar.setFormat(f"epoch {event.epoch}: %p%")
-            self.status_label.setText(f"{event.run}: epoch {event.epoch}, step {event.step}/{event.total_steps}, "
-                                      f"loss {event.losses[-1]:.4f}, {event.images_per_s:.0f} images/s, "
-                                      f"ETA {_duration(eta)}")
+            self._dirty.add("iter")
+            self._latest_step = event  # progress text is drawn by the timer, not per event
         elif isinstance(event, Epoch):
             curves = self._curves(event.run)
             curves.epochs.append(event.row())
-            curves.dirty = True
-        elif isinstance(event, Finished):
+            self._dirty.update(("loss", "acc", "lr"))
+        elif isinstance(event, (Finished, Cancelled, Failed)):
+            self._show_progress()  # the last step's numbers first, then the outcome over them
+        if isinstance(event, Finished):
             self.status_label.setText(f"{event.run}: done, best val acc {event.best_val_acc:.3f} "
                                       f"(epoch {event.best_epoch}), final {event.final_val_acc:.3f}")
         elif isinstance(event, Cancelled):
@@ -452,7 +452,7 @@ class TrainPanel(QWidget):
         self._running = False
         self._worker = None
         self._control = None
-        self._refresh_plots()
+        self._refresh_plots(everything=True)
         self._timer.stop()
         self._update_buttons()
         self.run_finished.emit(self.status_label.text())
@@ -517,18 +517,50 @@ class TrainPanel(QWidget):
             self._runs[name] = curves
         return curves
 
+    def _show_progress(self) -> None:
+        event, self._latest_step = self._latest_step, None
+        if event is None:
+            return
+        done = event.step / max(event.total_steps, 1)
+        paused = self._paused_total + (time.perf_counter() - self._paused_at if self._paused_at else 0.0)
+        elapsed = time.perf_counter() - self._t_start - paused
+        eta = elapsed / done - elapsed if done > 0 else float("nan")
+        self.epoch_bar.setValue(int(1000 * event.epoch_fraction))
+        self.run_bar.setValue(int(1000 * done))
+        self.epoch_bar.setFormat(f"epoch {event.epoch}: %p%")
+        self.status_label.setText(f"{event.run}: epoch {event.epoch}, step {event.step}/{event.total_steps}, "
+                                  f"loss {event.losses[-1]:.4f}, {event.images_per_s:.0f} images/s, "
+                                  f"ETA {_duration(eta)}")
+
     @Slot()
-    def _refresh_plots(self) -> None:
-        for curves in self._runs.values():
-            if not curves.dirty:
-                continue
-            xs = [r["epoch"] for r in curves.epochs]
-            for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
-                curves.items[key].setData(xs, [r[key] for r in curves.epochs])
-            curves.items["raw"].setData(curves.steps, curves.losses)
-            curves.items["smooth"].setData(curves.steps, curves.smooth)
-            curves.items["lr"].setData(curves.steps, curves.lrs)
-            curves.dirty = False
+    def _refresh_plots(self, everything: bool = False) -> None:
+        """Push changed data into the plot items, one plot per timer tick (all of them when asked).
+
+        Painting is Python code that competes for the GIL with the training thread; a tick that
+        re-lays-out several plots at once is what would make the GUI stutter.
+        """
+        self._show_progress()
+        for _ in range(len(PLOT_ORDER)):
+            key = PLOT_ORDER[self._next_plot]
+            self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                for curves in self._runs.values():
+                    self._push(curves, key)
+                if not everything:
+                    return
+
+    @staticmethod
+    def _push(curves: RunCurves, plot: str) -> None:
+        xs = [r["epoch"] for r in curves.epochs]
+        if plot in ("loss", "acc"):
+            for key in (f"train_{plot}", f"val_{plot}"):
+                curves.items[key].setData(xs, [r[key] for r in curves.epochs], skipFiniteCheck=True)
+        elif plot == "lr":
+            curves.items["lr"].setData(curves.steps, curves.lrs, skipFiniteCheck=True)
+        else:
+            curves.items["raw"].setData(curves.steps, curves.losses, skipFiniteCheck=True)
+            curves.items["smooth"].setData(curves.steps, curves.smooth, skipFiniteCheck=True)
 
     @property
     def run_names(self) -> list[str]:
@@ -559,7 +591,7 @@ class TrainPanel(QWidget):
         """The four plots as they are on screen, as one PNG (written atomically)."""
         from pyqtgraph.exporters import ImageExporter
 
-        self._refresh_plots()
+        self._refresh_plots(everything=True)
         image = ImageExporter(self.plots.scene()).export(toBytes=True)
         data = QByteArray()
         buffer = QBuffer(data)
