@@ -57,7 +57,10 @@ from .workers import Worker, WorkerPool
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 SMOOTHING = 0.9
-PLOT_ORDER = ("iter", "loss", "acc", "lr")  # exponential moving average of the per-iteration loss
+PLOT_ORDER = ("iter", "loss", "acc", "lr")
+# A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
+# training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
+PLOT_MIN_GAP_S = 0.1  # exponential moving average of the per-iteration loss
 
 
 @dataclass
@@ -97,11 +100,13 @@ class TrainPanel(QWidget):
         self._latest_step: Step | None = None
         self._dirty: set[str] = set()  # plots whose data changed since they were last pushed
         self._next_plot = 0
+        self._last_push = 0.0
         self._worker: Worker | None = None
         self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(PLOT_INTERVAL_MS)
+        self._timer.setSingleShot(True)  # armed by new data only: an idle panel never wakes up
         self._timer.timeout.connect(self._refresh_plots)
         self._update_buttons()
 
@@ -362,7 +367,6 @@ class TrainPanel(QWidget):
         self._worker = worker
         self._thread = self._pool.start(worker)
         self._thread.finished.connect(self._on_thread_finished)
-        self._timer.start()
         self.status_label.setText("starting...")
         self._update_buttons()
 
@@ -395,6 +399,8 @@ class TrainPanel(QWidget):
     # -- events from the worker (GUI thread) ------------------------------------------------
     @Slot(object)
     def _on_event(self, event) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
         if isinstance(event, Started):
             curves = self._curves(event.run)
             curves.epochs.clear(), curves.steps.clear(), curves.losses.clear(), curves.smooth.clear(), curves.lrs.clear()
@@ -540,15 +546,20 @@ class TrainPanel(QWidget):
         re-lays-out several plots at once is what would make the GUI stutter.
         """
         self._show_progress()
-        for _ in range(len(PLOT_ORDER)):
-            key = PLOT_ORDER[self._next_plot]
-            self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
-            if key in self._dirty:
-                self._dirty.discard(key)
-                for curves in self._runs.values():
-                    self._push(curves, key)
-                if not everything:
-                    return
+        now = time.perf_counter()
+        if everything or now - self._last_push >= PLOT_MIN_GAP_S:
+            for _ in range(len(PLOT_ORDER)):
+                key = PLOT_ORDER[self._next_plot]
+                self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    for curves in self._runs.values():
+                        self._push(curves, key)
+                    self._last_push = now
+                    if not everything:
+                        break
+        if self._dirty and self._running:
+            self._timer.start()
 
     @staticmethod
     def _push(curves: RunCurves, plot: str) -> None:
