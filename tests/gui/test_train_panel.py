@@ -104,3 +104,33 @@ def test_run_demo_button_streams_live_curves(panel, qtbot, tmp_path):
     with qtbot.waitSignal(panel.run_finished, timeout=30000):
         panel.stop_button.click()
     assert (tmp_path / "demo_runs").is_dir() and any((tmp_path / "demo_runs").glob("demo-*/data/target/train"))
+
+
+OOM_NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """Runs out of memory (a real torch.OutOfMemoryError) for training batches above 4 images."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+    def forward(self, x):
+        if self.training and x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.body(x)
+'''
+
+
+def test_out_of_memory_offers_a_retry_at_half_batch(panel, qtbot, tmp_path):
+    (tmp_path / "oom_net.py").write_text(OOM_NET)
+    panel.spec_edit.setText(f"{tmp_path}/oom_net.py:Net")
+    with qtbot.waitSignal(panel.run_finished, timeout=30000):
+        panel.start_button.click()
+    assert "batch size 8" in panel._dialog.text() and panel._dialog.isVisible()
+    with qtbot.waitSignal(panel.run_finished, timeout=30000):
+        panel._retry_button.click()
+    assert panel.batch_spin.value() == 4 and "done, best val acc" in panel.status_label.text()

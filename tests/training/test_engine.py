@@ -188,3 +188,24 @@ def test_loader_workers_use_a_safe_start_method(make_config):
     assert source.loader.persistent_workers
     _, result = collect(cfg)
     assert result.status == "finished" and len(result.epochs) == 1
+
+
+def test_cli_retry_half_recovers_from_out_of_memory(make_config, tmp_path, capsys):
+    from spp_gui.cli import main
+
+    (tmp_path / "net.py").write_text(FAULTY_NET)
+    make_config(model__spec=f"{tmp_path}/net.py:Net?after=4&fault=oom", run__epochs=1).save(tmp_path / "run.toml")
+    assert main(["train", str(tmp_path / "run.toml")]) == 1
+    assert "rerun with --retry-half to retry at batch size 4" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "run.toml"), "--retry-half"]) == 0
+    captured = capsys.readouterr()
+    assert "retrying" in captured.err and "at batch size 4" in captured.err and "tiny: finished" in captured.out
+
+
+def test_full_size_alexnet_spp_trains(make_config):
+    """The seed's model at full width (61M parameters): one step and a validation pass."""
+    cfg = make_config(model__spec="spp_gui:alexnet_spp?num_classes=3", data__image_size=96, run__epochs=1,
+                      run__batch_size=24)
+    events, result = collect(cfg)
+    assert result.status == "finished" and events[0].steps_per_epoch == 1
+    assert math.isfinite(result.epochs[0]["train_loss"]) and 0.0 <= result.final_val_acc <= 1.0
