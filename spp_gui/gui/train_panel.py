@@ -268,6 +268,15 @@ class TrainPanel(QWidget):
                 loop.exec()
         self._timer.stop()
 
+    def ask_to_stop(self) -> bool:
+        """For a window's closeEvent: True when nothing runs or the user agrees to stop the run."""
+        if not self.busy:
+            return True
+        answer = QMessageBox.question(self, "Training is running",
+                                      "A training run is in progress. Stop it and close? "
+                                      "(Its last checkpoint and metrics are kept.)")
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """A standalone panel closing mid-run stops the run first (embedded: the window calls shutdown)."""
         self.shutdown()

@@ -163,7 +163,6 @@ class BatchSource:
         self.pin = pin
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
-        self._valid: torch.Tensor | None = None
         self._generator = torch.Generator().manual_seed(seed + 1)
         self.unreadable = 0
 
@@ -189,7 +188,6 @@ class BatchSource:
         if fill:  # only a complete pass fills the cache
             self._images = images[valid]
             self._labels = torch.tensor([lab for _, lab in self.split.samples])[valid]
-            self._valid = valid
             if self.pin:
                 self._images = self._images.pin_memory()
 

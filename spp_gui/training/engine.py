@@ -191,13 +191,19 @@ def _find_source(cfg: RunConfig, mapping: Mapping, mapping_path: Path) -> str:
 
 def build_run_model(cfg: RunConfig) -> tuple[nn.Module, LoadReport | None]:
     """The target model, filled through its mapping when the config names one."""
+    model, report, _, _ = _build(cfg)
+    return model, report
+
+
+def _build(cfg: RunConfig) -> tuple[nn.Module, LoadReport | None, Mapping | None, str]:
     model = build_model(cfg.model.spec, device="cpu", seed=cfg.run.seed)
     if not cfg.model.mapping:
-        return model, None
+        return model, None, None, ""
     mapping_path = Path(cfg.resolve(cfg.model.mapping))
     mapping = Mapping.load(mapping_path)
-    report = apply_mapping(model, _find_source(cfg, mapping, mapping_path), mapping)
-    return model, report
+    source = _find_source(cfg, mapping, mapping_path)
+    report = apply_mapping(model, source, mapping)
+    return model, report, mapping, source
 
 
 def param_groups(model: nn.Module, cfg: RunConfig, report: LoadReport | None) -> list[dict]:
@@ -301,7 +307,7 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
     device = pick_device(cfg.run.device)
     cuda = device.type == "cuda"
     torch.manual_seed(cfg.run.seed)
-    model, report = build_run_model(cfg)
+    model, report, mapping, source = _build(cfg)
     with torch.no_grad():
         probe = model(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
     if probe.ndim != 2 or probe.shape[1] != len(train_split.classes):
@@ -316,7 +322,12 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
 
     run_dir = new_run_dir(cfg)
     name = cfg.run.name or run_dir.name
-    _frozen_config(cfg).save(run_dir / "config.toml")
+    frozen = _frozen_config(cfg)
+    if mapping is not None:  # the run folder keeps the mapping it used, even if the original changes later
+        mapping.save(run_dir / "mapping.json")
+        frozen.model.mapping = str((run_dir / "mapping.json").resolve())
+        frozen.model.source = str(Path(source).resolve()) if Path(source).exists() else source
+    frozen.save(run_dir / "config.toml")
     if report is not None:
         atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
     log = MetricsLog(run_dir, name)

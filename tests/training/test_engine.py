@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SPEC  # noqa: E402  (tests/training/conftest.py, on sys.path via tests/)
 from PIL import Image
 
 from spp_gui import build_model, suggest_mapping
@@ -26,6 +25,8 @@ from spp_gui.training.engine import (
     train,
 )
 from spp_gui.training.metrics import read_epochs
+
+TINY_SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"  # as make_config's default
 
 
 def collect(cfg, control=None):
@@ -209,3 +210,15 @@ def test_full_size_alexnet_spp_trains(make_config):
     events, result = collect(cfg)
     assert result.status == "finished" and events[0].steps_per_epoch == 1
     assert math.isfinite(result.epochs[0]["train_loss"]) and 0.0 <= result.final_val_acc <= 1.0
+
+
+def test_run_folder_keeps_the_mapping_it_used(make_config, mapped):
+    from spp_gui.core.mapping import Mapping
+    from spp_gui.training.config import RunConfig
+
+    _, result = collect(make_config(model__mapping=str(mapped[1]), run__epochs=1))
+    kept = Path(result.run_dir) / "mapping.json"
+    assert Mapping.load(kept) == Mapping.load(mapped[1])
+    frozen = RunConfig.load(Path(result.run_dir) / "config.toml")
+    assert frozen.model.mapping == str(kept.resolve()) and frozen.model.source.endswith("source.safetensors")
+    assert Path(frozen.data.train).is_absolute()
