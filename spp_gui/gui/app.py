@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("source", nargs="?", help="checkpoint file or spec (default: torchvision AlexNet)")
     parser.add_argument("target", nargs="?", help=f"model spec or checkpoint (default: {DEFAULT_TARGET})")
     parser.add_argument("--mapping", "-m", help="open this mapping file")
-    parser.add_argument("--strategy", help="suggest with this strategy on open (default: auto, else order)")
+    parser.add_argument("--strategy", help="suggest with this strategy on open (default: auto, else order; 'none' to start empty)")
     return parser.parse_args(argv)
 
 
@@ -56,9 +56,22 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def preload() -> None:
+    """Import torchvision on the GUI thread before any worker runs.
+
+    Its first import (torch._dynamo and friends) on a worker thread while the GUI thread is
+    processing events crashed the interpreter ("deallocating None") with torch 2.14; a later
+    import is a dict lookup, so paying once up front is cheap insurance.
+    """
+    import torchvision  # noqa: F401
+    import torchvision.models  # noqa: F401
+
+
 def open_window(argv: list[str]):
     """Build the window for these arguments and start loading (tests call this, then wait)."""
     from .window import MainWindow
+
+    preload()
 
     args = parse_args(argv)
     window = MainWindow(allow_download=bool(args.source))
@@ -68,6 +81,7 @@ def open_window(argv: list[str]):
         source = args.source or default_source()
         target = args.target or DEFAULT_TARGET
         strategy = args.strategy or (None if args.mapping else default_strategy())
+        strategy = None if strategy == "none" else strategy
         window.files.open_session(source, target, mapping_path=args.mapping, strategy=strategy)
     return window
 

@@ -26,7 +26,7 @@ from ..core.tensors import format_shape
 from ..core.transforms import Transform, describe_transform
 from .commands import ReplaceEntries, map_text
 from .document import MappingDocument
-from .pairing import ModulePairing, fitting_transforms, pair_modules, refusal
+from .pairing import ModulePairing, channels_before, fitting_transforms, pair_modules, refusal
 
 
 class PairingPreview(QDialog):
@@ -97,7 +97,7 @@ class EditController:
         sinfo = self.doc.source.side.table[source]
         tinfo = self.doc.target.side.table[target]
         if transform is None and sinfo.shape != tinfo.shape:
-            fits = fitting_transforms(sinfo.shape, tinfo.shape)
+            fits = fitting_transforms(sinfo.shape, tinfo.shape, channels_before(self.doc.source.side.table, source))
             if not fits:
                 self.message(refusal(source, sinfo.shape, target, tinfo.shape))
                 return False

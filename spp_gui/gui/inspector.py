@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 from ..core.tensors import format_shape
 from ..core.transforms import describe_transform
 from .document import MappingDocument
-from .pairing import fitting_transforms
+from .pairing import channels_before, fitting_transforms
 from .style import STATUS_STYLE
 
 
@@ -104,7 +104,8 @@ class Inspector(QWidget):
         self.fits.clear()
         self.fits.addItem("plain copy (no transform)", None)
         if sinfo is not None:
-            for t in fitting_transforms(sinfo.shape, tinfo.shape):
+            for t in fitting_transforms(sinfo.shape, tinfo.shape,
+                                            channels_before(self.doc.source.side.table, entry.source)):
                 self.fits.addItem(describe_transform(t), t)
 
     def _pick_fit(self, row: int) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import transforms
-from ..core.tensors import format_shape
+from ..core.tensors import KeyTable, format_shape
 from ..core.tree import Node
 
 
@@ -56,21 +56,36 @@ def pair_modules(source: Node, target: Node) -> ModulePairing:
     return out
 
 
-def _proposals(src: tuple[int, ...], tgt: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Ask the core for transform proposals if it offers a function for it, else try bare ops."""
-    for name in ("propose_transforms", "suggest_transforms", "fitting_transforms"):
-        fn = getattr(transforms, name, None)
-        if callable(fn):
-            try:
-                return list(fn(src, tgt))
-            except Exception:  # a helper of another module; never fatal to the editor
-                break
-    return [{"op": op} for op in transforms.TRANSFORMS]
+def channels_before(table: KeyTable, key: str) -> int | None:
+    """Output channels of the last conv weight before ``key``: what an SPP or flatten stage reads."""
+    channels = None
+    for name, info in table.items():
+        if name == key:
+            return channels
+        if len(info.shape) == 4:
+            channels = info.shape[0]
+    return None
 
 
-def fitting_transforms(src_shape: tuple[int, ...], tgt_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+def _proposals(src: tuple[int, ...], tgt: tuple[int, ...], channels: int | None = None) -> list[dict[str, Any]]:
+    """The auto strategy's proposal first (it knows parameters such as spp_grid's levels), then bare ops."""
+    out: list[dict[str, Any]] = []
+    try:
+        from ..core.auto import propose_transform
+    except ImportError:
+        propose_transform = None
+    if propose_transform is not None:
+        proposed, _confidence, _why = propose_transform(src, tgt, channels)
+        if proposed is not None:
+            out.append(proposed)
+    out += [{"op": op} for op in transforms.TRANSFORMS if {"op": op} not in out]
+    return out
+
+
+def fitting_transforms(src_shape: tuple[int, ...], tgt_shape: tuple[int, ...],
+                       channels: int | None = None) -> list[dict[str, Any]]:
     """Transforms that turn ``src_shape`` into ``tgt_shape`` (checked with the core's validator)."""
-    return [t for t in _proposals(tuple(src_shape), tuple(tgt_shape))
+    return [t for t in _proposals(tuple(src_shape), tuple(tgt_shape), channels)
             if transforms.check_transform(t, src_shape, tgt_shape) is None]
 
 

@@ -1,0 +1,70 @@
+"""GUI fixtures: a window on a small real session, and a guard that fails tests leaving threads running."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QThread
+
+from spp_gui.gui import workers
+
+SOURCE = "torchvision:alexnet"
+TARGET = "spp_gui:alexnet_spp?num_classes=20"
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads(monkeypatch):
+    """Every worker thread a test starts must have finished when it ends (close/stop, then wait)."""
+    started: list[QThread] = []
+    original = workers.WorkerPool.start
+
+    def start(self, worker):
+        thread = original(self, worker)
+        started.append(thread)
+        return thread
+
+    monkeypatch.setattr(workers.WorkerPool, "start", start)
+    yield
+    running = []
+    for thread in started:
+        try:
+            if thread.isRunning() and not thread.wait(10000):
+                running.append(thread)
+        except RuntimeError:  # already finished and deleted
+            pass
+    assert not running, f"{len(running)} worker thread(s) still running after the test"
+
+
+def _wait_idle(qtbot, window, timeout: int = 30000) -> None:
+    qtbot.waitUntil(lambda: not window.progress.busy and not window.pool.busy and window.files.plan is None,
+                    timeout=timeout)
+
+
+@pytest.fixture
+def wait_idle(qtbot):
+    """Wait until every load/suggest/export job of a window has ended."""
+    return lambda window, timeout=30000: _wait_idle(qtbot, window, timeout)
+
+
+@pytest.fixture
+def open_window(qtbot):
+    """Open a window on given args, wait for its session, close it (discarding changes) after the test."""
+    from spp_gui.gui.app import open_window as _open
+
+    windows = []
+
+    def opener(argv: list[str] | None = None, wait: bool = True):
+        window = _open([SOURCE, TARGET, "--strategy", "order"] if argv is None else argv)
+        window.resize(1100, 700)
+        window.show()
+        windows.append(window)
+        if wait:
+            _wait_idle(qtbot, window)
+        return window
+
+    yield opener
+    for window in windows:  # closed here, not by qtbot, so no save prompt blocks the teardown
+        window.stack.setClean()
+        window._sides_changed = False
+        window.close()
+        window.pool.stop_all()
+        window.deleteLater()

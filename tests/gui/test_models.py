@@ -1,0 +1,93 @@
+"""The item models: QAbstractItemModelTester, filtering once over the key list, mime data."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtTest import QAbstractItemModelTester
+
+from spp_gui.core.mapping import Entry, Mapping
+from spp_gui.core.strategies import source_side, suggest, target_side
+from spp_gui.core.tree import ParamTree
+from spp_gui.gui.document import Loaded, MappingDocument
+from spp_gui.gui.suggest_panel import SuggestionsModel
+from spp_gui.gui.tree_model import MIME_KEYS, PATH_ROLE, STATUS_ROLE, ParamTreeModel
+
+FATAL = QAbstractItemModelTester.FailureReportingMode.Fatal
+
+
+@pytest.fixture
+def doc(qtbot):
+    src, tgt = source_side("torchvision:resnet18"), target_side("torchvision:resnet18?num_classes=7")
+    doc = MappingDocument()
+    doc.set_sides(Loaded(src, ParamTree(src.table, src.classes), "torchvision:resnet18"),
+                  Loaded(tgt, ParamTree(tgt.table, tgt.classes), "torchvision:resnet18?num_classes=7"),
+                  Mapping.from_pairs({"conv1.weight": "conv1.weight", "fc.bias": "fc.bias"}))
+    return doc
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_tree_model_passes_the_tester_through_filters_and_edits(doc, side):
+    model = ParamTreeModel(doc, side)
+    QAbstractItemModelTester(model, FATAL)
+    model.set_tree((doc.source if side == "source" else doc.target).tree)
+    assert model.set_filter("layer1.0.") == 12
+    assert model.set_filter(r"^layer\d\.0\.conv1\.weight$", regex=True) == 4
+    doc.replace({"layer1.0.conv1.weight": Entry("layer1.0.conv1.weight", "layer1.0.conv1.weight")})
+    model.set_filter("")
+    assert model.rowCount() == len(doc.target.tree.root.children)
+
+
+def test_filtered_tree_keeps_modules_of_matches_only(doc):
+    model = ParamTreeModel(doc, "target")
+    model.set_tree(doc.target.tree)
+    model.set_filter("bn2.running_var")
+    top = [model.index(r, 0).data(PATH_ROLE) for r in range(model.rowCount())]
+    assert top == ["layer1", "layer2", "layer3", "layer4"]
+    block = model.index(0, 0, model.index(0, 0))
+    leaf = model.index(0, 0, model.index(0, 0, block))
+    assert leaf.data(PATH_ROLE) == "layer1.0.bn2.running_var"
+    assert model.parent(leaf) == model.index(0, 0, block)
+
+
+def test_statuses_and_columns(doc):
+    model = ParamTreeModel(doc, "target")
+    model.set_tree(doc.target.tree)
+    conv = model.index_of_path("conv1.weight")
+    assert conv.siblingAtColumn(1).data() == "(64, 3, 7, 7)"
+    assert conv.siblingAtColumn(2).data() == "float32"
+    assert conv.siblingAtColumn(3).data() == "9,408"
+    assert model.index_of_path("conv1").siblingAtColumn(4).data() == "Conv2d"
+    assert conv.data(STATUS_ROLE) == "exact"
+    assert model.index_of_path("fc.bias").data(STATUS_ROLE) == "invalid"  # 1000 vs 7 classes
+    assert "shapes" in model.index_of_path("fc.bias").data(Qt.ItemDataRole.ToolTipRole)
+    assert model.index_of_path("fc.weight").data(STATUS_ROLE) == "unmapped"
+    assert model.index_of_path("conv1.weight").data(Qt.ItemDataRole.DecorationRole) is not None
+    source = ParamTreeModel(doc, "source")
+    source.set_tree(doc.source.tree)
+    assert source.index_of_path("layer1.0.bn1.bias").data(STATUS_ROLE) == "unused"
+
+
+def test_source_mime_data_drops_on_target_rows_only(doc):
+    source, target = ParamTreeModel(doc, "source"), ParamTreeModel(doc, "target")
+    source.set_tree(doc.source.tree)
+    target.set_tree(doc.target.tree)
+    dropped = []
+    target.on_drop_keys = lambda paths, onto: dropped.append((paths, onto)) or True
+    mime = source.mimeData([source.index_of_path("layer1.0.conv1.weight")])
+    assert mime.hasFormat(MIME_KEYS)
+    assert not source.canDropMimeData(mime, Qt.DropAction.CopyAction, -1, -1, source.index_of_path("conv1"))
+    assert not target.canDropMimeData(mime, Qt.DropAction.CopyAction, -1, -1, QModelIndex())
+    onto = target.index_of_path("layer1.0.conv2.weight")
+    assert target.dropMimeData(mime, Qt.DropAction.CopyAction, -1, -1, onto)
+    assert dropped == [(["layer1.0.conv1.weight"], "layer1.0.conv2.weight")]
+
+
+def test_suggestions_model_passes_the_tester(qtbot):
+    model = SuggestionsModel()
+    QAbstractItemModelTester(model, FATAL)
+    result = suggest("torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "order")
+    model.set_items(result.items)
+    assert model.rowCount() == len(result.items)
+    assert model.index(0, 0).data() == "accepted"
+    assert model.index(model.rowCount() - 1, 0).data() == "candidate"
