@@ -56,11 +56,11 @@ from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-SMOOTHING = 0.9
+SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
 PLOT_ORDER = ("iter", "loss", "acc", "lr")
 # A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
 # training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
-PLOT_MIN_GAP_S = 0.1  # exponential moving average of the per-iteration loss
+PLOT_MIN_GAP_S = 0.1
 
 
 @dataclass
