@@ -1,0 +1,114 @@
+"""Files and long jobs: save/reopen, export, cancel a load, bad files, closing with unsaved changes."""
+
+from __future__ import annotations
+
+import torch
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+from safetensors.torch import load_file
+
+from spp_gui.core.specs import build_model
+from spp_gui.gui.app import open_window as build_window
+
+EMPTY = ["torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "--strategy", "none"]
+
+
+def message_boxes(window) -> list[QMessageBox]:
+    return [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+
+
+def test_save_then_reopen_gives_the_same_mapping(open_window, tmp_path, wait_idle):
+    window = open_window()
+    window.edits.map_paths(["features.8.bias"], "features.10.bias")  # a renamed, manual entry
+    path = tmp_path / "m.json"
+    assert window.files.save_mapping(str(path))
+    assert not window.modified and not window.isWindowModified()
+    again = open_window(["--mapping", str(path)])
+    assert again.doc.mapping == window.doc.mapping
+    assert again.doc.mapping.get("features.10.bias").source == "features.8.bias"
+    assert again.doc.target_status("features.10.bias") == "renamed"
+    assert again.files.mapping_path == str(path)
+
+
+def test_export_writes_weights_that_load(open_window, qtbot, tmp_path):
+    window = open_window()
+    out = tmp_path / "out.safetensors"
+    job = window.files.export(str(out))
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    state = load_file(str(out))
+    model = build_model("spp_gui:alexnet_spp?num_classes=20", device="cpu")
+    model.load_state_dict(state)
+    source = build_model("torchvision:alexnet", device="cpu", seed=0).state_dict()
+    assert torch.equal(state["features.0.weight"], source["features.0.weight"])
+    assert window.files.last_report.share > 0.2
+    assert "Exported" in window.statusBar().currentMessage()
+
+
+def test_cancelling_a_long_load_keeps_the_session(open_window, qtbot):
+    window = open_window()
+    before = (window.doc.source, window.doc.target, window.doc.mapping.copy())
+    window.files.open_session("torchvision:vit_h_14", "torchvision:vit_h_14?num_classes=3")
+    assert window.progress.isVisibleTo(window) and window.progress.busy
+    window.progress.cancel_button.click()
+    qtbot.waitUntil(lambda: not window.pool.busy and not window.progress.busy, timeout=60000)
+    assert (window.doc.source, window.doc.target) == before[:2]
+    assert window.doc.mapping == before[2]
+    assert window.source_model.tree is before[0].tree
+
+
+def test_a_bad_file_shows_an_error_and_the_session_stays(open_window, qtbot, tmp_path):
+    window = open_window()
+    before = (window.doc.source, window.doc.mapping.copy())
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    window.files.open_file("source", str(bad))
+    qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=30000)
+    box = message_boxes(window)[0]
+    assert "broken.pth" in box.text() and "unchanged" in box.text()
+    box.accept()
+    assert window.doc.source is before[0] and window.doc.mapping == before[1]
+    assert window.source_model.tree is before[0].tree
+
+
+class Custom(torch.nn.Module):  # pickled whole: needs full unpickling to load
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+
+def test_an_unsafe_pickle_offers_to_trust_the_file(open_window, qtbot, tmp_path):
+    window = open_window()
+    path = tmp_path / "whole_model.pth"
+    torch.save(Custom(), path)
+    window.files.open_file("source", str(path))
+    qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=30000)
+    box = message_boxes(window)[0]
+    trust = [b for b in box.buttons() if b.text() == "Trust this file"]
+    assert trust, "the dialog offers to trust the file"
+    trust[0].click()
+    qtbot.waitUntil(lambda: window.doc.source.spec == str(path), timeout=30000)
+    assert set(window.doc.source.side.table) == {"conv.weight", "conv.bias"}
+    assert window.doc.source.trust_pickle
+
+
+def test_closing_with_unsaved_changes_asks_to_save(qtbot, tmp_path, wait_idle):
+    window = build_window(EMPTY)
+    window.show()
+    wait_idle(window)
+    window.edits.map_paths(["features.0.weight"], "features.0.weight")
+    assert window.modified
+
+    def answer(button):
+        def click():
+            box = QApplication.activeModalWidget()
+            assert isinstance(box, QMessageBox) and "unsaved" in box.text()
+            box.button(button).click()
+        return click
+
+    QTimer.singleShot(0, answer(QMessageBox.StandardButton.Cancel))
+    assert not window.close()
+    assert window.isVisible()
+    QTimer.singleShot(0, answer(QMessageBox.StandardButton.Discard))
+    assert window.close()
+    window.deleteLater()
