@@ -68,16 +68,40 @@ class LinkCanvas(QWidget):
         self.update()
 
     # -- grouping -----------------------------------------------------------------------------
-    def _anchor_fn(self, view: QTreeView):
-        """Node -> the row that shows it: itself, or its outermost collapsed ancestor."""
+    @staticmethod
+    def leaf_anchors(view: QTreeView) -> dict[str, Node]:
+        """Key -> the row that shows it (itself, or its collapsed module), for keys the filter keeps."""
+        model: ParamTreeModel = view.model()
+        out: dict[str, Node] = {}
+        stack = list(model.children(model.tree.root))
+        while stack:
+            node = stack.pop()
+            if node.tensor is not None:
+                out[node.path] = node
+            elif view.isExpanded(model.index_of(node)):
+                stack.extend(model.children(node))
+            else:  # collapsed: every key below gathers here
+                below = list(model.children(node))
+                while below:
+                    n = below.pop()
+                    if n.tensor is not None:
+                        out[n.path] = node
+                    else:
+                        below.extend(model.children(n))
+        return out
+
+    @staticmethod
+    def anchor_lookup(view: QTreeView):
+        """Key -> its row (or None when filtered out), walking up with memo: for a few keys of a big tree."""
         model: ParamTreeModel = view.model()
         root = model.tree.root
         memo: dict[Node, Node | None] = {root: root}
 
-        def anchor(node: Node) -> Node | None:
-            found = memo.get(node, False)
-            if found is not False:
-                return found
+        def anchor(key: str) -> Node | None:
+            try:
+                node = model.tree.leaf(key)
+            except KeyError:
+                return None
             chain = []
             while node not in memo:
                 chain.append(node)
@@ -90,7 +114,7 @@ class LinkCanvas(QWidget):
                 elif result is parent and (parent is root or view.isExpanded(model.index_of(parent))):
                     result = n
                 memo[n] = result
-            return memo[chain[0]] if chain else result
+            return result
 
         return anchor
 
@@ -101,17 +125,23 @@ class LinkCanvas(QWidget):
         smodel: ParamTreeModel = self.source_view.model()
         if tmodel.tree is None or smodel.tree is None or not self.doc.ready:
             return
-        t_anchor, s_anchor = self._anchor_fn(self.target_view), self._anchor_fn(self.source_view)
         groups: dict[tuple[Node, Node], Counter] = defaultdict(Counter)
         statuses = self.doc.status.target
-        for target, entry in self.doc.mapping.entries.items():
-            try:
-                t_node, s_node = tmodel.tree.leaf(target), smodel.tree.leaf(entry.source)
-            except KeyError:
-                continue
-            ta, sa = t_anchor(t_node), s_anchor(s_node)
-            if ta is not None and sa is not None:
-                groups[(ta, sa)][statuses.get(target, UNMAPPED)] += 1
+        entries = self.doc.mapping.entries
+        # walk the side showing fewer keys; look the partners up on the other side
+        if tmodel.match_count <= smodel.match_count:
+            s_anchor = self.anchor_lookup(self.source_view)
+            for target, ta in self.leaf_anchors(self.target_view).items():
+                entry = entries.get(target)
+                if entry is not None and (sa := s_anchor(entry.source)) is not None:
+                    groups[(ta, sa)][statuses.get(target, UNMAPPED)] += 1
+        else:
+            t_anchor = self.anchor_lookup(self.target_view)
+            used_by = self.doc.status.source_used_by
+            for source, sa in self.leaf_anchors(self.source_view).items():
+                for target in used_by.get(source, ()):
+                    if (ta := t_anchor(target)) is not None:
+                        groups[(ta, sa)][statuses.get(target, UNMAPPED)] += 1
         by_t: dict[Node, list] = defaultdict(list)
         by_s: dict[Node, list] = defaultdict(list)
         for (ta, sa), counts in groups.items():

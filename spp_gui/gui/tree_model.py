@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Callable
 
 from PySide6.QtCore import QAbstractItemModel, QByteArray, QMimeData, QModelIndex, QPersistentModelIndex, Qt
@@ -50,7 +49,7 @@ class ParamTreeModel(QAbstractItemModel):
         self._ids: dict[Node, int] = {}
         self._kids: dict[Node, list[Node]] | None = None  # filtered child lists; None: unfiltered
         self._rows: dict[Node, int] = {}
-        self._agg: dict[Node, Counter] = {}
+        self._agg: dict[Node, dict[str, int]] = {}
         self.highlight_shape: tuple[int, ...] | None = None
         self.match_count = 0
         #: called with (source keys, target path) when keys are dropped here; set by the window
@@ -104,7 +103,8 @@ class ParamTreeModel(QAbstractItemModel):
     def filtered(self) -> bool:
         return self._kids is not None
 
-    def _children(self, node: Node) -> list[Node]:
+    def children(self, node: Node) -> list[Node]:
+        """The children shown under ``node`` (all of them, or those the filter keeps)."""
         if self._kids is None:
             return node.children
         return self._kids.get(node, [])
@@ -140,14 +140,24 @@ class ParamTreeModel(QAbstractItemModel):
         counts = self.aggregate(node)
         return next(iter(counts)) if len(counts) == 1 else ""
 
-    def aggregate(self, node: Node) -> Counter:
-        """Leaf statuses below a module, cached until the mapping changes."""
-        counts = self._agg.get(node)
-        if counts is None:
+    def aggregate(self, node: Node) -> dict[str, int]:
+        """Leaf statuses below a module: one linear pass over all nodes, cached until the mapping changes."""
+        if not self._agg and self.tree is not None:
             status = self.doc.target_status if self.side == "target" else self.doc.source_status
-            counts = Counter(status(leaf.path) for leaf in node.leaves())
-            self._agg[node] = counts
-        return counts
+            agg: dict[Node, dict[str, int]] = {n: {} for n in self._nodes if n.tensor is None}
+            for n in reversed(self._nodes):  # pre-order reversed: children before their parent
+                parent = n.parent
+                if parent is None:
+                    continue
+                into = agg[parent]
+                if n.tensor is not None:
+                    st = status(n.path)
+                    into[st] = into.get(st, 0) + 1
+                else:
+                    for st, k in agg[n].items():
+                        into[st] = into.get(st, 0) + k
+            self._agg = agg
+        return self._agg.get(node, {})
 
     def set_highlight(self, shape: tuple[int, ...] | None) -> None:
         """Mark keys of this shape (the views repaint; no per-row signals over a huge tree)."""
@@ -163,7 +173,7 @@ class ParamTreeModel(QAbstractItemModel):
         if self.tree is None or column < 0 or column >= len(COLUMNS) or row < 0:
             return QModelIndex()
         node = self.node(parent)
-        kids = self._children(node)
+        kids = self.children(node)
         if row >= len(kids):
             return QModelIndex()
         return self.createIndex(row, column, self._ids[kids[row]])
@@ -179,7 +189,7 @@ class ParamTreeModel(QAbstractItemModel):
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         if self.tree is None or (parent.isValid() and parent.column() != 0):
             return 0
-        return len(self._children(self.node(parent)))
+        return len(self.children(self.node(parent)))
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return len(COLUMNS)
@@ -230,7 +240,7 @@ class ParamTreeModel(QAbstractItemModel):
     def _tooltip(self, node: Node) -> str:
         if node.tensor is None:
             counts = self.aggregate(node)
-            parts = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+            parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
             return f"{node.path or '(root)'}: {node.count} tensors, {node.numel:,} parameters\n{parts}"
         status = self.status_of(node)
         lines = [node.path, STATUS_STYLE.get(status, STATUS_STYLE[UNUSED])[2]]

@@ -6,7 +6,7 @@ Behaviour lives in small collaborators: :class:`EditController` (edits), :class:
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt
+from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -66,6 +66,8 @@ class MainWindow(QMainWindow):
         self.stack = QUndoStack(self)
         self.pool = WorkerPool(self)
         self._sides_changed = False  # a new side since the last save is a change too
+        self._train_stale = True  # the training tab has not seen the current session yet
+        self._train_shown = False
         self.source_model = ParamTreeModel(self.doc, "source", self)
         self.target_model = ParamTreeModel(self.doc, "target", self)
         self.source_panel = TreePanel(self.source_model, "Source")
@@ -101,6 +103,10 @@ class MainWindow(QMainWindow):
         self.inspector_dock = self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
         self.train_panel = self._train_panel()
 
+        self._train_sync_timer = QTimer(self)  # edits while training is shown: sync once they pause
+        self._train_sync_timer.setSingleShot(True)
+        self._train_sync_timer.setInterval(500)
+        self._train_sync_timer.timeout.connect(self._sync_train_panel)
         self._wire()
         self._menus()
         self.resize(1400, 900)
@@ -127,6 +133,7 @@ class MainWindow(QMainWindow):
             self.message(f"Training panel unavailable: {exc}")
             return None
         dock = self._dock("Training", panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        dock.visibilityChanged.connect(self._train_visibility)
         self.tabifyDockWidget(self.suggest_dock, dock)
         self.suggest_dock.raise_()
         return panel
@@ -234,12 +241,28 @@ class MainWindow(QMainWindow):
                 panel.reset()
                 panel.set_heading(side.spec, self._note(side))
         self.inspector.show_target(None)
-        if self.train_panel is not None and self.doc.target is not None:
-            try:
-                self.train_panel.set_session(self.doc.target.spec, self.doc.mapping,
-                                             self.doc.source.spec if self.doc.source else None)
-            except Exception as exc:  # the training tab must not break the editor
-                self.message(f"Training panel: {exc}")
+        self._train_stale = True
+        self._sync_train_panel()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.suggest_dock.raise_()  # the editor's own tab in front; training when asked for
+
+    def _train_visibility(self, visible: bool) -> None:
+        self._train_shown = visible
+        if visible and self._train_stale:
+            self._train_sync_timer.start()
+
+    def _sync_train_panel(self) -> None:
+        """Hand the session to the training tab only while it is shown: it copies the whole mapping."""
+        if self.train_panel is None or self.doc.target is None or not self._train_stale or not self._train_shown:
+            return
+        self._train_stale = False
+        try:
+            self.train_panel.set_session(self.doc.target.spec, self.doc.mapping,
+                                         self.doc.source.spec if self.doc.source else None)
+        except Exception as exc:  # the training tab must not break the editor
+            self.message(f"Training panel: {exc}")
 
     @staticmethod
     def _note(side: Loaded) -> str:
@@ -249,6 +272,9 @@ class MainWindow(QMainWindow):
         return "; ".join(notes)
 
     def _doc_changed(self) -> None:
+        self._train_stale = True
+        if self._train_shown:
+            self._train_sync_timer.start()
         s = self.doc.summary()
         text = (f"{s['mapped']} of {s['targets']} target tensors mapped \u00b7 {s['share']:.1%} of target "
                 f"parameters from the source \u00b7 {s['unused']} source tensors unused")
