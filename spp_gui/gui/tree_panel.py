@@ -43,9 +43,9 @@ class ParamTreeView(QTreeView):
     def setModel(self, model: QAbstractItemModel) -> None:
         super().setModel(model)
         header = self.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((1, 96), (2, 64), (3, 80), (4, 90)):
+        # names first and never squeezed away: fixed start width, the last column takes the slack
+        header.setStretchLastSection(True)
+        for col, width in ((0, 200), (1, 100), (2, 64), (3, 84)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, width)
         header.setMinimumSectionSize(36)

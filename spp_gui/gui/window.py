@@ -242,7 +242,8 @@ class MainWindow(QMainWindow):
                 panel.set_heading(side.spec, self._note(side))
         self.inspector.show_target(None)
         self._train_stale = True
-        self._sync_train_panel()
+        if self._train_shown:
+            self._train_sync_timer.start()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
