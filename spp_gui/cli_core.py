@@ -65,9 +65,7 @@ def print_status_table(mapping: Mapping, source_table, target_table, limit: int 
             extra = "  " + status.problems[key]
         print(f"{paint(f'{st:<9}', STATUS_COLOURS[st], colour)} {key:<{width}} {format_shape(target_table[key].shape):<18} {src}{extra}")
     counts = {s: status.count(s) for s in STATUS_COLOURS}
-    numel_total = sum(t.numel for t in target_table.values())
-    numel_loaded = sum(target_table[k].numel for k, s in status.target.items() if s not in (UNMAPPED, INVALID))
-    share = numel_loaded / numel_total if numel_total else 0.0
+    share = mapping.share(source_table, target_table, status)
     print(f"{len(target_table) - counts[UNMAPPED] - counts[INVALID]} of {len(target_table)} target tensors mapped "
           f"({counts[EXACT]} exact, {counts[RENAMED]} renamed, {counts[ADAPTED]} adapted, {counts[INVALID]} invalid); "
           f"{share:.1%} of target parameters from the source; {len(status.unused_sources)} source tensors unused")

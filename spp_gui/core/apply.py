@@ -22,7 +22,7 @@ from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Mapping
 from .sources import Source, load_source
 from .specs import build_model
 from .tensors import dtype_name, table_of
-from .transforms import apply_transform
+from .transforms import apply_transform, carried_numel
 
 Progress = Callable[[int, int, str], None]
 
@@ -35,6 +35,8 @@ class LoadReport:
     sources: dict[str, str]  # target key -> source key it came from
     numel: dict[str, int]  # target key -> element count
     unused_source: list[str]
+    #: target key -> elements that came from the source (less than numel when a transform fills part)
+    carried: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -54,7 +56,7 @@ class LoadReport:
 
     @property
     def loaded_numel(self) -> int:
-        return sum(self.numel[k] for k in self.loaded)
+        return sum(self.carried.get(k, self.numel[k]) for k in self.loaded)
 
     @property
     def share(self) -> float:
@@ -141,6 +143,8 @@ def apply_mapping(
         numel={k: v.numel for k, v in target_table.items()},
         unused_source=status.unused_sources,
         warnings=warnings,
+        carried={e.target: carried_numel(e.transform, src.tensors[e.source].shape, target_table[e.target].shape)
+                 for e in mapping},
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from .atomic import atomic_write_text
 from .errors import MappingError
 from .tensors import KeyTable, format_shape
-from .transforms import Transform, check_transform
+from .transforms import Transform, carried_numel, check_transform
 
 FORMAT = "spp-gui-mapping"
 VERSION = 1
@@ -147,6 +147,15 @@ class Mapping:
             if key not in target:
                 problems[key] = f"target has no key {key!r}"
         return MappingStatus(statuses, problems, used)
+
+    def share(self, source: KeyTable, target: KeyTable, status: MappingStatus | None = None) -> float:
+        """Share of the target's elements that valid entries fill from the source (transforms count
+        only what they carry: an ``spp_grid`` fills one pyramid level, not the whole weight)."""
+        status = status or self.status(source, target)
+        total = sum(i.numel for i in target.values())
+        carried = sum(carried_numel(self.entries[k].transform, source[self.entries[k].source].shape, target[k].shape)
+                      for k, s in status.target.items() if s not in (UNMAPPED, INVALID))
+        return carried / total if total else 0.0
 
     def validate(self, source: KeyTable, target: KeyTable) -> None:
         """Raise MappingError naming each entry that does not fit (key missing, shapes)."""

@@ -103,7 +103,6 @@ class MappingDocument(QObject):
             return {"mapped": 0, "targets": 0, "share": 0.0, "unused": 0, "invalid": 0}
         table = self.target.side.table
         ok = [k for k, s in self.status.target.items() if s not in ("unmapped", "invalid")]
-        total = sum(i.numel for i in table.values())
-        share = sum(table[k].numel for k in ok) / total if total else 0.0
+        share = self.mapping.share(self.source.side.table, table, self.status)
         return {"mapped": len(ok), "targets": len(table), "share": share,
                 "unused": len(self.status.unused_sources), "invalid": self.status.count("invalid")}

@@ -103,3 +103,11 @@ def test_mapping_pairs_match_the_api_contract():
     mapping = suggest_mapping("torchvision:alexnet", "torchvision:alexnet", strategy="exact")
     assert isinstance(mapping, Mapping)
     assert mapping.pairs() == {k: k for k in torchvision.models.alexnet().state_dict()}
+
+
+def test_load_report_counts_only_what_a_transform_carries():
+    mapping = suggest_mapping("torchvision:alexnet", SPP20, strategy="auto", adapt=True)
+    assert mapping.entries["classifier.1.weight"].transform["op"] == "spp_grid"
+    report = apply_mapping(build_model(SPP20), "torchvision:alexnet", mapping)
+    assert len(report.loaded) == 14
+    assert report.share == pytest.approx(0.794, abs=5e-4)  # not 99.9%: spp_grid fills one pyramid level
