@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 
 class Worker(QObject):
@@ -75,10 +75,11 @@ class WorkerPool(QObject):
         thread = QThread()
         worker.moveToThread(thread)
         thread.started.connect(worker.work)
-        worker.finished.connect(thread.quit)
+        # QThread.quit is thread-safe: a direct call lets stop_all() wait() without a GUI event loop
+        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         worker.finished.connect(worker.deleteLater)
+        thread.finished.connect(self._forget)  # before deleteLater, so sender() is still alive
         thread.finished.connect(thread.deleteLater)
-        thread.finished.connect(self._forget)
         self._running[thread] = worker
         thread.start()
         return thread
@@ -99,4 +100,5 @@ class WorkerPool(QObject):
         ok = True
         for thread in list(self._running):
             ok = thread.wait(timeout_ms) and ok
+            self._running.pop(thread, None)
         return ok
