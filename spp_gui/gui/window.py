@@ -6,7 +6,7 @@ Behaviour lives in small collaborators: :class:`EditController` (edits), :class:
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt, QTimer
+from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -433,6 +433,13 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        else:  # first start: the trees get most of the height, the docks what they need
+            QTimer.singleShot(0, self._default_dock_sizes)
+
+    @Slot()
+    def _default_dock_sizes(self) -> None:
+        self.resizeDocks([self.suggest_dock], [max(200, self.height() // 3)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.inspector_dock], [max(260, self.width() // 5)], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.confirm_discard():
