@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -38,7 +39,10 @@ class Inspector(QWidget):
         form = QFormLayout()
         for name in ("Target", "Source", "Status", "Origin", "Confidence", "Reason", "Problem"):
             label = QLabel("")
-            label.setWordWrap(True)
+            # one line each, clipped at the dock's edge (full text in the tooltip): wrapped labels in a
+            # form overlap when the dock is short
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             label.setObjectName(f"inspector{name}")
             self.labels[name] = label
             form.addRow(f"{name}:", label)
@@ -71,6 +75,11 @@ class Inspector(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
+        self._fill()
+        for label in self.labels.values():  # labels are clipped to one line: the tooltip has it all
+            label.setToolTip(label.text())
+
+    def _fill(self) -> None:
         entry = self.doc.mapping.get(self.target) if self.target else None
         ready = self.doc.ready and self.target is not None and self.target in self.doc.target.side.table
         for widget in (self.fits, self.transform, self.apply_button, self.remove_button):

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -116,7 +117,6 @@ class SuggestPanel(QWidget):
         self.accept_above = QPushButton("Accept \u2265")
         self.accept_selected = QPushButton("Accept selected")
         self.alternatives = QListWidget()
-        self.alternatives.setMaximumHeight(80)
         self.alternatives.setToolTip("Other plausible sources for the selected target; double-click to use one")
         self.counts = QLabel("")
 
@@ -137,10 +137,20 @@ class SuggestPanel(QWidget):
         layout.addWidget(self.description)
         layout.addWidget(self.rules_label)
         layout.addWidget(self.rules)
-        layout.addWidget(self.table, 1)
+        # alternatives beside the table, not below it: the dock stays short in small windows
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(QLabel("Alternatives for the selected target:"))
+        side_layout.addWidget(self.alternatives, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.table)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        self.table.setMinimumHeight(80)
+        layout.addWidget(split, 1)
         layout.addLayout(buttons)
-        layout.addWidget(QLabel("Alternatives for the selected target:"))
-        layout.addWidget(self.alternatives)
 
         self.strategy.currentTextChanged.connect(self._strategy_changed)
         self.run_button.clicked.connect(self.request_run)

@@ -10,11 +10,13 @@ from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt, QTi
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMenu,
     QMessageBox,
+    QScrollArea,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -100,7 +102,11 @@ class MainWindow(QMainWindow):
         self.suggest = SuggestPanel()
         self.inspector = Inspector(self.doc)
         self.suggest_dock = self._dock("Auto-suggest", self.suggest, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.inspector_dock = self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
+        inspector_scroll = QScrollArea()  # wrapped labels need their height: scroll rather than overlap
+        inspector_scroll.setWidgetResizable(True)
+        inspector_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        inspector_scroll.setWidget(self.inspector)
+        self.inspector_dock = self._dock("Inspector", inspector_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.train_panel = self._train_panel()
 
         self._train_sync_timer = QTimer(self)  # edits while training is shown: sync once they pause
@@ -132,7 +138,11 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # its bugs must not keep the editor from opening
             self.message(f"Training panel unavailable: {exc}")
             return None
-        dock = self._dock("Training", panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        scroll = QScrollArea()  # the panel's full form would otherwise set the tabbed docks' minimum height
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(panel)
+        dock = self._dock("Training", scroll, Qt.DockWidgetArea.BottomDockWidgetArea)
         dock.visibilityChanged.connect(self._train_visibility)
         self.tabifyDockWidget(self.suggest_dock, dock)
         self.suggest_dock.raise_()
@@ -248,6 +258,9 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self.suggest_dock.raise_()  # the editor's own tab in front; training when asked for
+        if getattr(self, "_needs_dock_sizes", False):
+            self._needs_dock_sizes = False
+            QTimer.singleShot(0, self._default_dock_sizes)
 
     def _train_visibility(self, visible: bool) -> None:
         self._train_shown = visible
@@ -434,7 +447,7 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray):
             self.restoreState(state)
         else:  # first start: the trees get most of the height, the docks what they need
-            QTimer.singleShot(0, self._default_dock_sizes)
+            self._needs_dock_sizes = True
 
     @Slot()
     def _default_dock_sizes(self) -> None:
