@@ -15,6 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "core"))
 from evalsuite import build_cases, run_strategy, score  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import bench_row  # noqa: E402
+
 STRATEGIES = ("auto", "exact", "order", "suffix")
 
 
@@ -47,6 +50,12 @@ def main() -> int:
         print(f"overall {s:<7} precision {p:.4f}  recall {right / truth:.4f}  ({accepted - right} wrong of {accepted})")
     right, accepted, truth = totals["auto"]
     goals = right / max(accepted, 1) >= 0.995 and right / truth >= 0.98 and all_ok
+    best = max((t for n, t in totals.items() if n != "auto"), key=lambda t: t[0] / t[2])
+    bench_row(f"auto precision ({len(cases)} cases)", f"{right / max(accepted, 1):.4f}",
+              f"{best[0] / max(best[1], 1):.4f}", None, ">= 0.995", right / max(accepted, 1) >= 0.995)
+    bench_row(f"auto recall ({len(cases)} cases)", f"{right / truth:.4f}", f"{best[0] / best[2]:.4f}",
+              (right / truth) / max(best[0] / best[2], 1e-9), ">= 0.98, >= best baseline per case",
+              right / truth >= 0.98 and all_ok)
     print(f"\ngoals (P >= 0.995, R >= 0.98, auto >= every baseline on every case): {'met' if goals else 'NOT met'}")
     print("('!' marks a strategy that accepted wrong pairs on that case)")
     return 0 if goals else 1

@@ -26,6 +26,9 @@ from evalsuite import moe_tables, score, with_query_bias  # noqa: E402
 from spp_gui.core.strategies import Side, suggest  # noqa: E402
 from spp_gui.core.tensors import table_of  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import bench_row  # noqa: E402
+
 
 def peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -118,6 +121,10 @@ def main() -> None:
     print(f"naive all-pairs: {t_naive_sub:.2f} s on {len(keys)} x {len(keys)} keys -> ~{t_naive:,.0f} s extrapolated "
           f"to {n:,} x {n:,}")
     print(f"ratios: auto/exact {t_auto / t_exact:.1f}x, auto/naive {t_auto / t_naive:.5f}x")
+    bench_row(f"auto time, {n:,}-key MoE pair", f"{t_auto:.3f} s", f"{t_naive:,.0f} s (all-pairs, extrapolated)",
+              t_auto / t_naive, "< 2 s", t_auto < 2.0)
+    bench_row("auto peak memory (traced)", f"{mem_auto:.0f} MiB", f"{mem_exact:.0f} MiB (exact)", mem_auto / mem_exact,
+              "< 1 GB", mem_auto < 1024)
     print(f"memory: process peak RSS {rss_before:.0f} MiB before auto (torch, torchvision, the two meta state "
           f"dicts), {rss_auto:.0f} MiB after: auto adds {rss_auto - rss_before:.0f} MiB (goal < 1024)")
 
