@@ -86,11 +86,32 @@ def open_window(argv: list[str]):
     return window
 
 
+def offer_restore(window) -> bool:
+    """After a crash: offer the autosaved session; True when it is being restored."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from . import autosave
+
+    found = autosave.pending()
+    if found is None:
+        return False
+    answer = QMessageBox.question(
+        window, "Restore unsaved session?",
+        f"spp_gui did not close normally last time. Restore the unsaved session?\n\n{found.describe()}",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+    if answer != QMessageBox.StandardButton.Yes:
+        autosave.forget()
+        return False
+    window.files.open_session(found.source, found.target, mapping_path=found.mapping_path, recovered=found.mapping)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     app = make_app([sys.argv[0]])
     window = open_window(argv)
     window.show()
+    offer_restore(window)
     return app.exec()
 
 

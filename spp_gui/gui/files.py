@@ -38,6 +38,7 @@ class LoadPlan:
     done: dict[str, Loaded] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     failed: bool = False
+    recovered: bool = False  # a session restored from the autosave: unsaved until saved
 
 
 class FileController(QObject):
@@ -54,10 +55,14 @@ class FileController(QObject):
 
     # -- loading ------------------------------------------------------------------------------
     def open_session(self, source: str | None, target: str | None, mapping_path: str | None = None,
-                     strategy: str | None = None) -> None:
-        """Load the named sides (and mapping); apply them together once all have loaded."""
-        mapping = None
-        if mapping_path:
+                     strategy: str | None = None, recovered: Mapping | None = None) -> None:
+        """Load the named sides (and mapping); apply them together once all have loaded.
+
+        ``recovered`` is a mapping from the autosave: it is applied like an opened file, but the
+        session stays marked unsaved, and saving goes to ``mapping_path`` (its original file).
+        """
+        mapping = recovered
+        if mapping_path and recovered is None:
             try:
                 mapping = Mapping.load(mapping_path)
             except SppError as exc:
@@ -68,7 +73,7 @@ class FileController(QObject):
         specs = {role: spec for role, spec in (("source", source), ("target", target)) if spec}
         if self.plan is not None:
             self.cancel_plan()
-        self.plan = LoadPlan(specs, mapping, mapping_path, strategy)
+        self.plan = LoadPlan(specs, mapping, mapping_path, strategy, recovered=recovered is not None)
         if not specs:
             self._finish_plan(self.plan)
             return
@@ -144,7 +149,10 @@ class FileController(QObject):
         if mapping is None and fresh:
             mapping = Mapping()
         self.w.apply_sides(plan.done.get("source"), plan.done.get("target"), mapping)
-        if plan.mapping_path:
+        if plan.recovered:
+            self.mapping_path = plan.mapping_path
+            self.w.mark_recovered()
+        elif plan.mapping_path:
             self.mapping_path = plan.mapping_path
             settings.add_recent("mappings", plan.mapping_path)
         elif fresh:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from ..core.mapping import Mapping
 from ..core.strategies import Suggestion
 from . import settings
+from .autosave import Autosaver
 from .dialogs import show_about
 from .document import Loaded, MappingDocument
 from .editing import EditController
@@ -78,6 +79,7 @@ class MainWindow(QMainWindow):
         self.canvas.setObjectName("linkCanvas")
         self.edits = EditController(self.doc, self.stack, self.message, self)
         self.files = FileController(self)
+        self.autosave = Autosaver(self)
         self.progress = ProgressArea()
         self.summary = QLabel("")
         self.summary.setObjectName("summary")
@@ -303,6 +305,11 @@ class MainWindow(QMainWindow):
     def modified(self) -> bool:
         return not self.stack.isClean() or self._sides_changed
 
+    def mark_recovered(self) -> None:
+        """A session restored from the autosave holds work that was never saved."""
+        self._sides_changed = True
+        self.update_title()
+
     def mark_saved(self) -> None:
         self.stack.setClean()
         self._sides_changed = False
@@ -458,6 +465,7 @@ class MainWindow(QMainWindow):
         if not self.confirm_discard():
             event.ignore()
             return
+        self.autosave.discard()  # saved or knowingly discarded: nothing to restore next time
         if self.train_panel is not None:
             try:
                 self.train_panel.shutdown()
