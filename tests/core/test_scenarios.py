@@ -111,3 +111,17 @@ def test_load_report_counts_only_what_a_transform_carries():
     report = apply_mapping(build_model(SPP20), "torchvision:alexnet", mapping)
     assert len(report.loaded) == 14
     assert report.share == pytest.approx(0.794, abs=5e-4)  # not 99.9%: spp_grid fills one pyramid level
+
+
+def test_shipped_sample_mapping_fits_its_models():
+    from pathlib import Path
+
+    from spp_gui.core.strategies import source_side, target_side
+
+    path = Path(__file__).resolve().parents[2] / "resources" / "mappings" / "alexnet_to_alexnet_spp.json"
+    mapping = Mapping.load(path)
+    assert mapping.source_spec == "torchvision:alexnet:IMAGENET1K_V1"
+    src, tgt = source_side("torchvision:alexnet"), target_side(mapping.target_spec)
+    status = mapping.status(src.table, tgt.table)
+    assert status.count("invalid") == 0 and status.count("adapted") == 1 and len(mapping) == 14
+    assert mapping.share(src.table, tgt.table) == pytest.approx(0.794, abs=5e-4)
