@@ -159,8 +159,13 @@ class Mapping:
         only what they carry: an ``spp_grid`` fills one pyramid level, not the whole weight)."""
         status = status or self.status(source, target)
         total = sum(i.numel for i in target.values())
-        carried = sum(carried_numel(self.entries[k].transform, source[self.entries[k].source].shape, target[k].shape)
-                      for k, s in status.target.items() if s not in (UNMAPPED, INVALID))
+        carried = 0
+        for key, st in status.target.items():
+            if st in (EXACT, RENAMED):
+                carried += target[key].numel
+            elif st == ADAPTED:
+                entry = self.entries[key]
+                carried += carried_numel(entry.transform, source[entry.source].shape, target[key].shape)
         return carried / total if total else 0.0
 
     def validate(self, source: KeyTable, target: KeyTable) -> None:

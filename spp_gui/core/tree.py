@@ -25,9 +25,12 @@ class Node:
         return self.tensor is not None
 
     def walk(self) -> Iterator[Node]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """Pre-order, without recursion (deep trees, 47k-key models: nested generators are slow)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
 
     def leaves(self) -> Iterator[Node]:
         stack = [self]

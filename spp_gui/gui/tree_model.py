@@ -143,7 +143,14 @@ class ParamTreeModel(QAbstractItemModel):
     def aggregate(self, node: Node) -> dict[str, int]:
         """Leaf statuses below a module: one linear pass over all nodes, cached until the mapping changes."""
         if not self._agg and self.tree is not None:
-            status = self.doc.target_status if self.side == "target" else self.doc.source_status
+            # leaf statuses for the whole side in one comprehension: no per-leaf method calls
+            target_status = self.doc.status.target
+            if self.side == "target":
+                leaf_status = {n.path: target_status.get(n.path, "unmapped") for n in self._leaves}
+            else:
+                used_by = self.doc.status.source_used_by
+                leaf_status = {n.path: (target_status.get(u[0], "unmapped") if (u := used_by.get(n.path)) else "unused")
+                               for n in self._leaves}
             agg: dict[Node, dict[str, int]] = {n: {} for n in self._nodes if n.tensor is None}
             for n in reversed(self._nodes):  # pre-order reversed: children before their parent
                 parent = n.parent
@@ -151,7 +158,7 @@ class ParamTreeModel(QAbstractItemModel):
                     continue
                 into = agg[parent]
                 if n.tensor is not None:
-                    st = status(n.path)
+                    st = leaf_status[n.path]
                     into[st] = into.get(st, 0) + 1
                 else:
                     for st, k in agg[n].items():
