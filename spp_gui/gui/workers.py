@@ -11,7 +11,8 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from shiboken6 import isValid
 
 
 class Worker(QObject):
@@ -75,30 +76,42 @@ class WorkerPool(QObject):
         thread = QThread()
         worker.moveToThread(thread)
         thread.started.connect(worker.work)
-        # QThread.quit is thread-safe: a direct call lets stop_all() wait() without a GUI event loop
-        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        worker.finished.connect(thread.quit)
         worker.finished.connect(worker.deleteLater)
-        thread.finished.connect(self._forget)  # before deleteLater, so sender() is still alive
         thread.finished.connect(thread.deleteLater)
+        thread.finished.connect(self._forget)
         self._running[thread] = worker
         thread.start()
         return thread
 
     @Slot()
     def _forget(self) -> None:
-        thread = self.sender()
-        self._running.pop(thread, None)
+        # Drop only threads that have really ended (``finished`` is emitted just before the end,
+        # and dropping our reference to a running QThread would destroy it); sender() is not used
+        # because deleteLater may already have run.
+        for thread in list(self._running):
+            if not isValid(thread) or thread.isFinished():
+                del self._running[thread]
 
     @property
     def busy(self) -> bool:
+        self._forget()
         return bool(self._running)
 
     def stop_all(self, timeout_ms: int = 10000) -> bool:
-        """Request every worker to stop, then wait for the threads; True if all ended."""
-        for worker in list(self._running.values()):
-            worker.quit()
+        """Request every worker to stop, then wait for the threads; True if all ended.
+
+        ``thread.quit()`` is called here too: the worker's own ``finished -> quit`` is queued to
+        this (GUI) thread, which is blocked in ``wait()`` and could not deliver it.
+        """
+        for thread, worker in list(self._running.items()):
+            if isValid(worker):
+                worker.quit()
+            if isValid(thread):
+                thread.quit()  # takes effect when work() returns; thread-safe
         ok = True
         for thread in list(self._running):
-            ok = thread.wait(timeout_ms) and ok
-            self._running.pop(thread, None)
+            if isValid(thread) and not thread.wait(timeout_ms):
+                ok = False  # still running: keep the reference
+        self._forget()
         return ok
