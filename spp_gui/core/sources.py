@@ -156,7 +156,21 @@ def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor]) -> None:
             _flatten(value, name + ".", out)
 
 
-class TorchFileSource(Source):
+class FileSource(Source):
+    """A source backed by one open file."""
+
+    _fh = None
+
+    def sha256(self, progress=None) -> str:
+        return _file_sha256([self.path], progress)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class TorchFileSource(FileSource):
     """A ``torch.save`` checkpoint, listed from its pickle alone (meta device)."""
 
     kind = "torch"
@@ -264,14 +278,6 @@ class TorchFileSource(Source):
             tensor = tensor.contiguous()
         return tensor
 
-    def sha256(self, progress=None) -> str:
-        return _file_sha256([self.path], progress)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
 
 # ---------------------------------------------------------------------------------------------
 # safetensors
@@ -329,7 +335,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[TensorInfo, int
     return ordered, meta, data_start
 
 
-class SafetensorsSource(Source):
+class SafetensorsSource(FileSource):
     kind = "safetensors"
 
     def __init__(self, path: Path, spec: str | None = None) -> None:
@@ -344,14 +350,6 @@ class SafetensorsSource(Source):
         _, begin, end = self._entries[name]
         raw = _pread_into(self._fh, self._data_start + begin, end - begin, repr(name), self.path)
         return raw.view(torch_dtype(info.dtype)).reshape(info.shape) if info.numel else torch.empty(info.shape, dtype=torch_dtype(info.dtype))
-
-    def sha256(self, progress=None) -> str:
-        return _file_sha256([self.path], progress)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # ---------------------------------------------------------------------------------------------

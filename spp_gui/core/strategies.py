@@ -137,9 +137,12 @@ class ExactStrategy:
             if src.shape == info.shape:
                 out.append(Suggestion(key, key, 1.0, "same name and shape", self.name))
             else:
-                out.append(Suggestion(key, key, 0.0, f"same name, shapes differ: {format_shape(src.shape)} vs "
-                                      f"{format_shape(info.shape)}", self.name, accepted=False))
+                out.append(Suggestion(key, key, 0.0, self.mismatch_reason(src.shape, info.shape), self.name,
+                                      accepted=False))
         return out
+
+    def mismatch_reason(self, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> str:
+        return f"same name, shapes differ: {format_shape(source_shape)} vs {format_shape(target_shape)}"
 
 
 class OrderStrategy:
@@ -212,20 +215,12 @@ class RenameStrategy:
         return list(out.values())
 
 
-class HeadStrategy:
+class HeadStrategy(ExactStrategy):
     name = "head"
     description = "new class count or head: everything by name except the mismatched head, which keeps its init"
 
-    def suggest(self, source: Side, target: Side, **options: Any) -> list[Suggestion]:
-        out = []
-        for key, info in target.table.items():
-            src = source.table.get(key)
-            if src is not None and src.shape == info.shape:
-                out.append(Suggestion(key, key, 1.0, "same name and shape", self.name))
-            elif src is not None:
-                out.append(Suggestion(key, key, 0.0, f"new head: {format_shape(src.shape)} -> "
-                                      f"{format_shape(info.shape)}, keeps its initialisation", self.name, accepted=False))
-        return out
+    def mismatch_reason(self, source_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> str:
+        return f"new head: {format_shape(source_shape)} -> {format_shape(target_shape)}, keeps its initialisation"
 
 
 for _s in (ExactStrategy(), OrderStrategy(), RenameStrategy(), HeadStrategy()):
