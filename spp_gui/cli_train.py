@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .training.config import RunConfig
+from .training.config import ConfigError, RunConfig
+from .training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
 from .training.engine import Cancelled, Epoch, Event, Failed, Finished, RunResult, Started, Step, train
 from .training.plot import render_curves
 
@@ -60,24 +62,54 @@ def drive(gen, on_event) -> RunResult | None:
             return stop.value
 
 
+def launch(args: argparse.Namespace) -> int:
+    """``--nproc N``: this same command under torchrun on this machine; its output streams through."""
+    extra = [*(["--compare"] if args.compare else []), *(["--figure", args.figure] if args.figure else [])]
+    command = launch_command(args.configs, args.nproc, extra)
+    print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
+          + " ".join(args.configs), file=sys.stderr)
+    with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the children got the same Ctrl-C; let torchrun shut them down
+            return proc.wait()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     configs = [RunConfig.load(p) for p in args.configs]  # all read first: a typo fails before hours of training
+    if args.print_torchrun or args.nproc is not None:
+        world = max(1, args.nproc or 1) * (max(1, args.nnodes) if args.print_torchrun else 1)
+        for path, cfg in zip(args.configs, configs, strict=True):
+            try:  # caught here once, rather than by every rank after startup
+                per_rank_batch(cfg.run.batch_size, world)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+    if args.print_torchrun:
+        print(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
+        return 0
+    if args.nproc is not None:
+        return launch(args)
+    rank, world, _ = env_rank()
+    main = rank == 0
     results: dict[str, RunResult] = {}
-    printer = ProgressPrinter()
+    printer = ProgressPrinter() if main else (lambda event: None)  # under torchrun only rank 0 prints
     status = 0
     for path, cfg in zip(args.configs, configs, strict=True):
         while True:
             result = drive(train(cfg), printer)
-            if result.status == "failed" and result.retry_batch_size and args.retry_half:
+            # a retry on one rank alone would leave the others waiting, so not under torchrun
+            if result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
                 print(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
                 cfg.run.batch_size = result.retry_batch_size
                 continue
             break
-        if result.status == "failed" and result.retry_batch_size and not args.retry_half:
+        if result.status == "failed" and result.retry_batch_size and not args.retry_half and main:
             print(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
         if result.status != "finished":
             status = 1
         results[cfg.run.name or Path(result.run_dir).name] = result
+    if not main:
+        return status
     for name, result in results.items():
         print(f"{name}: {result.status}, best val acc {result.best_val_acc:.3f}, final val acc "
               f"{result.final_val_acc:.3f}, {result.run_dir}")
@@ -119,6 +151,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true", help="draw all runs in one figure, like the seed's")
     p.add_argument("--figure", help="where --compare writes its PNG (default: beside the run folders)")
     p.add_argument("--retry-half", action="store_true", help="on out-of-memory, retry at half the batch size")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="run on N processes of this machine under torchrun (one per GPU; gloo on CPU); "
+                        "run.batch_size is the global batch, split across them")
+    p.add_argument("--print-torchrun", action="store_true",
+                   help="print the torchrun line to run on each node of a cluster, and exit")
+    p.add_argument("--nnodes", type=int, default=1, help="with --print-torchrun: number of machines (default 1)")
+    p.add_argument("--rdzv-endpoint", default="HOST:29500", metavar="HOST:PORT",
+                   help="with --print-torchrun: address of the first machine (default HOST:29500)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the seed's experiment offline: scratch vs mapped-pretrained on drawn images")

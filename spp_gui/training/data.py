@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..core.errors import SppError
+from .distributed import shard_order
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CACHE_AUTO_BYTES = 1 << 30  # decoded images kept in memory when they fit in this much
@@ -138,38 +139,62 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
 
 def make_loader(split: SplitInfo, size: int, batch_size: int, *, shuffle: bool, workers: int, pin: bool,
-                seed: int) -> DataLoader:
+                seed: int, sampler=None) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     extra = {}
     if workers > 0:
         extra = {"multiprocessing_context": worker_context(), "persistent_workers": True, "prefetch_factor": 4}
+    if sampler is not None:
+        shuffle = False  # the sampler orders the items
     return DataLoader(ImageFiles(split.samples, size), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      collate_fn=collate, pin_memory=pin, drop_last=False, generator=generator, **extra)
+                      collate_fn=collate, pin_memory=pin, drop_last=False, generator=generator, sampler=sampler,
+                      **extra)
 
 
 class BatchSource:
     """Batches of one split, for every epoch: from the loader, or from memory once decoded.
 
     With the cache on, the first epoch decodes through the loader and fills one uint8 tensor;
-    later epochs index it with a seeded permutation, no decoding at all.
+    later epochs index it with the same per-epoch permutation, no decoding at all.
+
+    ``world > 1`` (torchrun) shards the split: training takes ``DistributedSampler``'s share for
+    the epoch set by ``set_epoch``, validation every ``world``-th image. A shuffled shard changes
+    every epoch, so there the cache is filled with the whole split up front.
     """
 
     def __init__(self, split: SplitInfo, size: int, batch_size: int, *, shuffle: bool, workers: int, pin: bool,
-                 seed: int, cache: str = "auto") -> None:
+                 seed: int, cache: str = "auto", rank: int = 0, world: int = 1) -> None:
         self.split, self.size, self.batch_size, self.shuffle = split, size, batch_size, shuffle
-        self.loader = make_loader(split, size, batch_size, shuffle=shuffle, workers=workers, pin=pin, seed=seed)
+        self.rank, self.world, self.seed, self.epoch = rank, world, seed, 0
+        self.workers = workers
+        # shuffled: one permutation per epoch (``set_epoch``), the same however many processes share it
+        self.sampler: DistributedSampler | list[int] | None = None
+        if shuffle:
+            self.sampler = DistributedSampler(ImageFiles(split.samples, size), num_replicas=world, rank=rank,
+                                              shuffle=True, seed=seed)
+        elif world > 1:
+            self.sampler = shard_order(len(split), 0, seed, rank, world, False).tolist()
+        self.loader = make_loader(split, size, batch_size, shuffle=shuffle, workers=workers, pin=pin, seed=seed,
+                                  sampler=self.sampler)
         nbytes = len(split) * 3 * size * size
         self.use_cache = cache == "yes" or (cache == "auto" and nbytes <= CACHE_AUTO_BYTES)
         self.pin = pin
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
-        self._generator = torch.Generator().manual_seed(seed + 1)
         self.unreadable = 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Which shard a distributed training split takes (the same permutation on every rank)."""
+        self.epoch = epoch
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+
     def __iter__(self) -> Iterator[Batch]:
+        if self._images is None and self.use_cache and self.world > 1 and self.shuffle:
+            self._fill_all()
         if self._images is not None:
             yield from self._from_cache()
             return
@@ -191,11 +216,27 @@ class BatchSource:
             if self.pin:
                 self._images = self._images.pin_memory()
 
+    def _fill_all(self) -> None:
+        """Decode the whole split once (this rank's share of later epochs is not known yet)."""
+        loader = make_loader(self.split, self.size, self.batch_size, shuffle=False, workers=self.workers, pin=False,
+                             seed=self.seed)
+        images = torch.empty(len(self.split), 3, self.size, self.size, dtype=torch.uint8)
+        valid = torch.zeros(len(self.split), dtype=torch.bool)
+        for batch in loader:
+            images[batch.indices] = batch.images
+            valid[batch.indices] = True
+        # each rank counts the unreadable images of its own stride, so the ranks' counts sum to the total
+        self.unreadable = int((~valid[self.rank::self.world]).sum())
+        self._images = images[valid]
+        self._labels = torch.tensor([lab for _, lab in self.split.samples])[valid]
+        if self.pin:
+            self._images = self._images.pin_memory()
+
     def _from_cache(self) -> Iterator[Batch]:
         assert self._images is not None and self._labels is not None
         n = len(self._images)
-        order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        order = shard_order(n, self.epoch, self.seed, self.rank, self.world, True) if self.shuffle else torch.arange(n)
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             images = self._images[idx]
             yield Batch(images.pin_memory() if self.pin else images, self._labels[idx], idx, 0)

@@ -6,6 +6,10 @@ is a ``RunResult``. Losses and accuracy counts stay on the device between log po
 costs no host sync. Errors a user causes before the run starts (bad dataset, bad spec, mapping
 that does not fit) raise SppError; failures during the run (NaN loss, out of memory) end it with a
 ``Failed`` event and keep the last good checkpoint.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs once per process with
+DistributedDataParallel: ``run.batch_size`` is the global batch, split across the processes;
+every figure in an event is summed over all ranks; only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..core.apply import LoadReport, apply_mapping, save_weights
 from ..core.atomic import atomic_write_text
@@ -29,6 +34,7 @@ from ..core.mapping import Mapping
 from ..core.specs import build_model
 from .config import RunConfig
 from .data import BatchSource, DatasetError, scan_dataset
+from .distributed import DistContext, per_rank_batch, setup
 from .metrics import MetricsLog
 from .plot import render_curves
 
@@ -272,21 +278,29 @@ def _frozen_config(cfg: RunConfig) -> RunConfig:
 
 
 class _Prepare:
-    """uint8 batch -> normalised float on the device, with per-image random flips (seeded)."""
+    """uint8 batch -> normalised float on the device, with random flips.
 
-    def __init__(self, cfg: RunConfig, device: torch.device, channels_last: bool) -> None:
+    Whether an image flips depends on the seed, the epoch and its index in the split, not on the
+    order of batches, so a run sharded over several processes flips exactly what one process would.
+    """
+
+    def __init__(self, cfg: RunConfig, device: torch.device, channels_last: bool, n_train: int) -> None:
         std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1)
         mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std
         self.hflip = cfg.data.hflip
-        self.generator = torch.Generator(device=device).manual_seed(cfg.run.seed + 7)
+        self.seed, self.n_train = cfg.run.seed + 7, max(n_train, 1)
+        self.flips = torch.zeros(self.n_train, dtype=torch.bool)
         self.memory = torch.channels_last if channels_last else torch.contiguous_format
         self.device = device
 
-    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+    def set_epoch(self, epoch: int) -> None:
+        self.flips = torch.rand(self.n_train, generator=torch.Generator().manual_seed(self.seed + epoch)) < 0.5
+
+    def __call__(self, images: torch.Tensor, train: bool, indices: torch.Tensor | None = None) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True)
-        if train and self.hflip:
-            flip = torch.rand(x.shape[0], device=self.device, generator=self.generator) < 0.5
+        if train and self.hflip and indices is not None:
+            flip = self.flips[indices % self.n_train].to(self.device, non_blocking=True)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         x = x.float().mul_(self.scale).sub_(self.shift)
         return x.contiguous(memory_format=self.memory)
@@ -304,8 +318,17 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
     """Run one training as a generator of events; see the module docstring."""
     control = control or RunControl()
     train_split, val_split = scan_dataset(cfg.resolve(cfg.data.train), cfg.resolve(cfg.data.val))
-    device = pick_device(cfg.run.device)
+    ctx, device = setup(pick_device(cfg.run.device))
+    try:  # the process group ends with the run, whichever way it ends (also when the generator is closed)
+        return (yield from _train(cfg, control, ctx, device, train_split, val_split))
+    finally:
+        ctx.close()
+
+
+def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.device, train_split, val_split
+           ) -> Generator[Event, None, RunResult]:
     cuda = device.type == "cuda"
+    local_bs = per_rank_batch(cfg.run.batch_size, ctx.world)
     torch.manual_seed(cfg.run.seed)
     model, report, mapping, source = _build(cfg)
     with torch.no_grad():
@@ -318,24 +341,29 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
     optimizer = make_optimizer(param_groups(model, cfg, report), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.run.bf16 and cuda)
-    prepare = _Prepare(cfg, device, channels_last)
+    prepare = _Prepare(cfg, device, channels_last, len(train_split))
+    # gradients are averaged over ranks; the bare ``model`` is what is evaluated and saved
+    net = DistributedDataParallel(model, device_ids=[device] if cuda else None) if ctx.distributed else model
 
-    run_dir = new_run_dir(cfg)
+    run_dir = Path(ctx.share(str(new_run_dir(cfg)) if ctx.main else ""))
     name = cfg.run.name or run_dir.name
-    frozen = _frozen_config(cfg)
-    if mapping is not None:  # the run folder keeps the mapping it used, even if the original changes later
-        mapping.save(run_dir / "mapping.json")
-        frozen.model.mapping = str((run_dir / "mapping.json").resolve())
-        frozen.model.source = str(Path(source).resolve()) if Path(source).exists() else source
-    frozen.save(run_dir / "config.toml")
-    if report is not None:
-        atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    if ctx.main:
+        frozen = _frozen_config(cfg)
+        if mapping is not None:  # the run folder keeps the mapping it used, even if the original changes later
+            mapping.save(run_dir / "mapping.json")
+            frozen.model.mapping = str((run_dir / "mapping.json").resolve())
+            frozen.model.source = str(Path(source).resolve()) if Path(source).exists() else source
+        frozen.save(run_dir / "config.toml")
+        if report is not None:
+            atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
     log = MetricsLog(run_dir, name)
     bs, epochs = cfg.run.batch_size, cfg.run.epochs
-    train_data = BatchSource(train_split, cfg.data.image_size, bs, shuffle=True, workers=cfg.data.workers, pin=cuda,
-                             seed=cfg.run.seed, cache=cfg.data.cache)
-    val_data = BatchSource(val_split, cfg.data.image_size, bs, shuffle=False, workers=cfg.data.workers, pin=cuda,
-                           seed=cfg.run.seed, cache=cfg.data.cache)
+    shard = {"rank": ctx.rank, "world": ctx.world}
+    train_data = BatchSource(train_split, cfg.data.image_size, local_bs, shuffle=True, workers=cfg.data.workers,
+                             pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
+    val_data = BatchSource(val_split, cfg.data.image_size, local_bs, shuffle=False, workers=cfg.data.workers,
+                           pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
     steps_per_epoch = len(train_data)
     total_steps = steps_per_epoch * epochs
     result = RunResult("finished", str(run_dir))
@@ -344,11 +372,14 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
 
     log_every = cfg.run.log_every
     loss_buf = torch.zeros(log_every, device=device)
+    count_buf = torch.zeros(log_every, device=device)
     step = 0
     best_acc, best_epoch, last_good_epoch = -1.0, 0, 0
     try:
         for epoch in range(1, epochs + 1):
-            model.train()
+            net.train()
+            train_data.set_epoch(epoch)
+            prepare.set_epoch(epoch)
             t_epoch = time.perf_counter()
             paused = 0.0
             loss_sum = torch.zeros((), device=device)
@@ -358,64 +389,85 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
             lr = optimizer.param_groups[0]["lr"]
             for i, batch in enumerate(train_data, 1):
                 paused += control.wait_if_paused()
-                if control.stop_requested:
+                if not ctx.distributed and control.stop_requested:
                     yield Cancelled(name, str(run_dir), epoch, step)
                     result.status = "cancelled"
                     return result
                 n = len(batch.labels)
-                if n == 0:
+                if n == 0 and not ctx.distributed:
                     continue
-                x = prepare(batch.images, train=True)
+                if n:
+                    x = prepare(batch.images, train=True, indices=batch.indices)
+                else:  # all unreadable: every rank must still join the gradient all-reduce, adding zeros
+                    x = prepare(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8), False)
                 y = batch.labels.to(device, non_blocking=True)
                 with autocast:
-                    out = model(x)
-                    loss = F.cross_entropy(out.float(), y)
+                    out = net(x)
+                    loss = F.cross_entropy(out.float(), y) if n else out.float().sum() * 0.0
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
                 d = loss.detach()
-                loss_buf[filled] = d
+                loss_buf[filled] = d * n if ctx.distributed else d  # distributed: summed, then divided by count_buf
+                count_buf[filled] = n
                 filled += 1
                 loss_sum += d * n
-                correct += (out.detach().argmax(1) == y).sum()
+                if n:
+                    correct += (out.detach().argmax(1) == y).sum()
                 seen += n
                 since_images += n
                 if filled == log_every or i == steps_per_epoch:
-                    losses = loss_buf[:filled].tolist()  # the one host sync per log interval
+                    if ctx.distributed:  # each step's loss over the global batch
+                        sums, counts = ctx.sum(torch.stack([loss_buf[:filled], count_buf[:filled]]))
+                        losses = [v / max(c, 1) for v, c in zip(sums, counts, strict=True)]
+                    else:
+                        losses = loss_buf[:filled].tolist()  # the one host sync per log interval
                     if not all(math.isfinite(v) for v in losses):
                         yield from _fail_nonfinite(name, run_dir, epoch, step, losses, lr, last_good_epoch, result)
                         return result
+                    if ctx.distributed and ctx.any(control.stop_requested, device):  # all ranks stop together
+                        yield Cancelled(name, str(run_dir), epoch, step)
+                        result.status = "cancelled"
+                        return result
                     now = time.perf_counter()
-                    rate = since_images / max(now - t_log - paused, 1e-9)
-                    log.add_steps(step - filled + 1, losses, lr)
+                    rate = since_images * ctx.world / max(now - t_log - paused, 1e-9)
+                    if ctx.main:
+                        log.add_steps(step - filled + 1, losses, lr)
                     yield Step(name, epoch, step, total_steps, losses, lr, rate, i / steps_per_epoch)
                     t_log, filled, since_images, paused = time.perf_counter(), 0, 0, 0.0
-            train_loss = (loss_sum / max(seen, 1)).item()
-            train_acc = correct.item() / max(seen, 1)
+            # sums over all ranks (a padded shard repeats at most world - 1 training images)
+            v_loss, v_correct, v_seen = evaluate_sums(model, val_data, prepare, autocast, device)
+            t_loss, t_correct, t_seen, vl, vc, vn, unreadable = ctx.sum(torch.stack([
+                loss_sum.to(sum_dtype), correct.to(sum_dtype), torch.tensor(seen, dtype=sum_dtype, device=device),
+                v_loss.to(sum_dtype), v_correct.to(sum_dtype), torch.tensor(v_seen, dtype=sum_dtype, device=device),
+                torch.tensor(train_data.unreadable + val_data.unreadable, dtype=sum_dtype, device=device)]))
+            train_loss, train_acc = t_loss / max(t_seen, 1), t_correct / max(t_seen, 1)
             if not math.isfinite(train_loss):
                 yield from _fail_nonfinite(name, run_dir, epoch, step, [train_loss], lr, last_good_epoch, result)
                 return result
-            val_loss, val_acc = evaluate(model, val_data, prepare, autocast, device)
+            val_loss, val_acc = vl / max(vn, 1), vc / max(vn, 1)
             seconds = time.perf_counter() - t_epoch
             if scheduler is not None:
                 scheduler.step()
             is_best = val_acc > best_acc
-            skipped = train_data.unreadable + val_data.unreadable
             event = Epoch(name, epoch, epochs, train_loss, train_acc, val_loss, val_acc, lr, seconds,
-                          seen / max(seconds, 1e-9), skipped, is_best)
-            log.add_epoch(event.row())
+                          t_seen / max(seconds, 1e-9), int(unreadable), is_best)
             result.epochs.append(event.row())
+            if ctx.main:
+                log.add_epoch(event.row())
             yield event
-            save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
             last_good_epoch = epoch
-            yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
             if is_best:
                 best_acc, best_epoch = val_acc, epoch
-                save_weights(model, run_dir / "best.safetensors", metadata={"epoch": str(epoch), "val_acc": str(val_acc),
-                                                                           "spec": cfg.model.spec})
-                yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
-            render_curves({name: log.epochs}, run_dir / "curves.png")
+            if ctx.main:
+                save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
+                yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
+                if is_best:
+                    save_weights(model, run_dir / "best.safetensors",
+                                 metadata={"epoch": str(epoch), "val_acc": str(val_acc), "spec": cfg.model.spec})
+                    yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
+                render_curves({name: log.epochs}, run_dir / "curves.png")
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not _is_oom(exc):
             raise
@@ -446,6 +498,13 @@ def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: lis
 
 def evaluate(model: nn.Module, data: BatchSource, prepare: Callable, autocast, device: torch.device) -> tuple[float, float]:
     """Validation loss and accuracy, summed on the device and read once."""
+    loss_sum, correct, seen = evaluate_sums(model, data, prepare, autocast, device)
+    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+
+
+def evaluate_sums(model: nn.Module, data: BatchSource, prepare: Callable, autocast, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Summed validation loss and correct count (on the device) and the image count: sums add across ranks."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -459,7 +518,7 @@ def evaluate(model: nn.Module, data: BatchSource, prepare: Callable, autocast, d
             loss_sum += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
-    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+    return loss_sum, correct, seen
 
 
 def run(cfg: RunConfig, on_event: Callable[[Event], None] | None = None,
