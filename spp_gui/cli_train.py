@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +13,19 @@ from pathlib import Path
 
 from .training.config import ConfigError, RunConfig
 from .training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
-from .training.engine import Cancelled, Epoch, Event, Failed, Finished, RunResult, Started, Step, train
+from .training.engine import (
+    Cancelled,
+    Epoch,
+    Event,
+    Failed,
+    Finished,
+    RunControl,
+    RunResult,
+    Started,
+    Step,
+    train,
+)
+from .training.event_stream import JsonLinesEmitter
 from .training.plot import render_curves
 
 
@@ -64,7 +79,8 @@ def drive(gen, on_event) -> RunResult | None:
 
 def launch(args: argparse.Namespace) -> int:
     """``--nproc N``: this same command under torchrun on this machine; its output streams through."""
-    extra = [*(["--compare"] if args.compare else []), *(["--figure", args.figure] if args.figure else [])]
+    extra = [*(["--compare"] if args.compare else []), *(["--figure", args.figure] if args.figure else []),
+             *(["--events-jsonl"] if args.events_jsonl else [])]
     command = launch_command(args.configs, args.nproc, extra)
     print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
@@ -73,6 +89,29 @@ def launch(args: argparse.Namespace) -> int:
             return proc.wait()
         except KeyboardInterrupt:  # the children got the same Ctrl-C; let torchrun shut them down
             return proc.wait()
+
+
+def stop_on_sigterm(control: RunControl) -> None:
+    """SIGTERM (the GUI's Stop, torchrun shutting its ranks down, a cluster's scheduler) ends the run
+    after its current step, like Stop in the GUI: checkpoints and metrics so far are kept."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: control.stop())
+
+
+def die_with_parent() -> None:
+    """Under torchrun on Linux: end this rank when its launcher dies, even by SIGKILL.
+
+    torchrun starts each rank in a session of its own, so killing the launcher would otherwise
+    leave the ranks running (holding GPUs) with no one to report to.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher was already gone before prctl took effect
+        os._exit(1)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -91,12 +130,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch(args)
     rank, world, _ = env_rank()
     main = rank == 0
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent()
+    control = RunControl()
+    stop_on_sigterm(control)
     results: dict[str, RunResult] = {}
-    printer = ProgressPrinter() if main else (lambda event: None)  # under torchrun only rank 0 prints
+    # under torchrun only rank 0 prints; with --events-jsonl it also writes each event to stdout
+    listeners = (([JsonLinesEmitter(sys.stdout)] if args.events_jsonl else []) + [ProgressPrinter()]) if main else []
+
+    def printer(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
     status = 0
     for path, cfg in zip(args.configs, configs, strict=True):
+        if control.stop_requested:
+            break
         while True:
-            result = drive(train(cfg), printer)
+            result = drive(train(cfg, control), printer)
             # a retry on one rank alone would leave the others waiting, so not under torchrun
             if result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
                 print(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
@@ -110,13 +160,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         results[cfg.run.name or Path(result.run_dir).name] = result
     if not main:
         return status
+    out = sys.stderr if args.events_jsonl else sys.stdout  # stdout carries only events then
     for name, result in results.items():
         print(f"{name}: {result.status}, best val acc {result.best_val_acc:.3f}, final val acc "
-              f"{result.final_val_acc:.3f}, {result.run_dir}")
+              f"{result.final_val_acc:.3f}, {result.run_dir}", file=out)
     if args.compare:
         figure = Path(args.figure) if args.figure else Path(next(iter(results.values())).run_dir).parent / "compare.png"
         render_curves({name: r.epochs for name, r in results.items()}, figure)
-        print(f"comparison figure: {figure}")
+        print(f"comparison figure: {figure}", file=out)
     return status
 
 
@@ -156,6 +207,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "run.batch_size is the global batch, split across them")
     p.add_argument("--print-torchrun", action="store_true",
                    help="print the torchrun line to run on each node of a cluster, and exit")
+    p.add_argument("--events-jsonl", action="store_true",
+                   help="print every training event as one JSON line on stdout (progress text goes to stderr); "
+                        "what the GUI reads from a torchrun job")
     p.add_argument("--nnodes", type=int, default=1, help="with --print-torchrun: number of machines (default 1)")
     p.add_argument("--rdzv-endpoint", default="HOST:29500", metavar="HOST:PORT",
                    help="with --print-torchrun: address of the first machine (default HOST:29500)")

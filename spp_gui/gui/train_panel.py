@@ -3,6 +3,8 @@
 The engine (``spp_gui.training``) yields events in a worker thread; they arrive here through
 signals received by ``@Slot`` methods of this GUI-thread object. Events only append to per-run
 arrays; a timer (<= 30 Hz) pushes changed arrays into plot items that were created once per run.
+A run can instead go to torchrun as processes of its own (``ProcessRun``): its rank 0 prints the
+same events as JSON lines, which arrive in the same slot and the same curves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyqtgraph as pg
+import torch
 from PySide6.QtCore import (
     QBuffer,
     QByteArray,
@@ -50,8 +53,10 @@ from ..core.errors import SppError
 from ..core.mapping import Mapping
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
+from ..training.distributed import cluster_command, launch_command, per_rank_batch
 from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
 from ..training.metrics import epochs_to_csv
+from .process_run import ProcessRun
 from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
@@ -61,6 +66,7 @@ PLOT_ORDER = ("iter", "loss", "acc", "lr")
 # A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
 # training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
 PLOT_MIN_GAP_S = 0.1
+IN_APP, TORCHRUN = "this window", "torchrun processes"
 
 
 @dataclass
@@ -102,6 +108,7 @@ class TrainPanel(QWidget):
         self._next_plot = 0
         self._last_push = 0.0
         self._worker: Worker | None = None
+        self._process: ProcessRun | None = None
         self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
         self._build()
         self._timer = QTimer(self)
@@ -149,6 +156,17 @@ class TrainPanel(QWidget):
             hyper.addWidget(QLabel(label), i // 4, (i % 4) * 2)
             hyper.addWidget(widget, i // 4, (i % 4) * 2 + 1)
         hyper.addWidget(self.freeze_check, 2, 0, 1, 4)
+        self.launch_box = QComboBox()
+        self.launch_box.addItems([IN_APP, TORCHRUN])
+        self.launch_box.setToolTip("torchrun: the run goes to separate processes (one per GPU, gloo on the CPU) "
+                                   "with DistributedDataParallel; its curves still show here")
+        self.nproc_spin = self._int_spin(_default_nproc(), 1, 256)
+        self.nproc_spin.setToolTip("processes for torchrun; run.batch_size is the global batch, split across them")
+        self.launch_box.currentIndexChanged.connect(self._update_buttons)
+        hyper.addWidget(QLabel("run in"), 2, 4)
+        hyper.addWidget(self.launch_box, 2, 5)
+        hyper.addWidget(QLabel("processes"), 2, 6)
+        hyper.addWidget(self.nproc_spin, 2, 7)
 
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
@@ -159,8 +177,11 @@ class TrainPanel(QWidget):
         self.png_button = QPushButton("Export PNG")
         self.csv_button = QPushButton("Export CSV")
         self.clear_button = QPushButton("Clear plots")
+        self.cluster_button = QPushButton("Cluster command...")
+        self.cluster_button.setToolTip("Save this run's config and show the torchrun line to run on each machine")
         for button, slot in ((self.start_button, self.start), (self.pause_button, self.toggle_pause),
                              (self.stop_button, self.stop), (self.demo_button, self.start_demo),
+                             (self.cluster_button, self.show_cluster_command),
                              (self.png_button, self._ask_png), (self.csv_button, self._ask_csv),
                              (self.clear_button, self.clear_runs)):
             button.clicked.connect(slot)
@@ -246,25 +267,33 @@ class TrainPanel(QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a run is in progress or its thread has not ended yet."""
-        return self._running or self._thread is not None
+        """True while a run is in progress or its thread or process has not ended yet."""
+        return self._running or self._thread is not None or self._process is not None
+
+    @property
+    def external(self) -> bool:
+        """The form asks for torchrun processes rather than this window's worker thread."""
+        return self.launch_box.currentText() == TORCHRUN
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
-        """Stop any run and wait for its thread (for the window's closeEvent); never leaves a thread running."""
+        """Stop any run and wait for its thread or process (for the window's closeEvent); leaves nothing running."""
         if self._control is not None:
             self._control.stop()  # the engine notices within one step, even when paused
+        if self._process is not None:
+            self._process.stop()  # SIGTERM, then SIGKILL after its grace period
         if self._worker is not None:
             try:
                 self._worker.quit()
             except RuntimeError:  # already deleted: its work has ended
                 pass
-        if self._thread is not None:
-            # The thread ends through queued signals (worker.finished -> thread.quit) that need this
-            # thread's event loop, so wait in a local loop rather than blocking in QThread.wait().
+        if self._thread is not None or self._process is not None:
+            # The thread ends through queued signals (worker.finished -> thread.quit) and a process
+            # reports its end through QProcess's signals; both need this thread's event loop, so
+            # wait in a local loop rather than blocking in QThread.wait().
             loop = QEventLoop()
             self.thread_done.connect(loop.quit)
             QTimer.singleShot(timeout_ms, loop.quit)
-            if self._thread is not None:
+            if self._thread is not None or self._process is not None:
                 loop.exec()
         self._timer.stop()
 
@@ -341,10 +370,83 @@ class TrainPanel(QWidget):
         try:
             cfg = self.config()
             cfg.validate("the Train panel")
+            if self.external:
+                per_rank_batch(cfg.run.batch_size, self.nproc_spin.value())
+                path = self.write_job_config(cfg)
         except SppError as exc:
             self._error("Cannot start", str(exc))
             return
-        self._launch(train, cfg)
+        except OSError as exc:
+            self._error("Cannot start", f"cannot write the run's config in {cfg.run.out}: {exc}")
+            return
+        if self.external:
+            self.start_process(launch_command([str(path)], self.nproc_spin.value(), ["--events-jsonl"], tee=True))
+        else:
+            self._launch(train, cfg)
+
+    @staticmethod
+    def write_job_config(cfg: RunConfig) -> Path:
+        """The run's config as a file another process (or machine) can run: absolute paths, in the runs folder."""
+        job = cfg.copy()
+        for section, key in (("data", "train"), ("data", "val"), ("run", "out"), ("model", "mapping"),
+                             ("model", "source")):
+            value = getattr(getattr(job, section), key)
+            if value and Path(value).exists():
+                setattr(getattr(job, section), key, str(Path(value).resolve()))
+        out = Path(job.run.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{job.run.name or 'run'}.toml"
+        job.save(path)
+        return path
+
+    def start_process(self, command: list[str]) -> None:
+        """Run a job that prints events as JSON lines (``spp-gui train --events-jsonl``, under torchrun or not)."""
+        if self.busy:
+            return
+        process = ProcessRun(command, parent=self)
+        process.event.connect(self._on_event)
+        process.ended.connect(self._on_process_ended)
+        self._control, self._last_config = None, None
+        self.last_error, self.last_result = "", None
+        self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
+        self._running = True
+        self._process = process
+        process.start()
+        self.status_label.setText(f"starting {' '.join(command[2:6])} ...")
+        self._update_buttons()
+
+    @Slot(int, str)
+    def _on_process_ended(self, code: int, message: str) -> None:
+        if message:
+            self.status_label.setText(message.splitlines()[0])
+            if message.startswith("stopped"):
+                self.last_error = message
+            else:
+                self._error("The training processes failed", message)
+        self._process = None
+        self._on_finished()
+        self.thread_done.emit()
+
+    @Slot()
+    def show_cluster_command(self) -> None:
+        """Save the run's config beside the runs and show the torchrun line for each machine of a cluster."""
+        try:
+            cfg = self.config()
+            cfg.validate("the Train panel")
+            path = self.write_job_config(cfg)
+            line = cluster_command([str(path)], self.nproc_spin.value(), 2, "HOST:29500")
+        except (SppError, OSError) as exc:
+            self._error("Cannot write the run's config", str(exc))
+            return
+        self.cluster_line = line
+        box = QMessageBox(QMessageBox.Icon.Information, "Run on a cluster",
+                          f"Run this line on every machine (set --nnodes to their number, HOST to the first "
+                          f"machine's address; the config, data and weights must be at the same paths there):"
+                          f"\n\n{line}", parent=self)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._dialog = box
+        box.open()
 
     def start_run(self, cfg: RunConfig) -> None:
         """Start a run from a ready config (scripts, tests, the editor)."""
@@ -404,6 +506,10 @@ class TrainPanel(QWidget):
         if self._control is not None:
             self._control.stop()
             self.status_label.setText("stopping after this step...")
+        if self._process is not None:
+            self._process.stop()
+            self.status_label.setText(f"stopping: SIGTERM sent; killed if still running in "
+                                      f"{self._process.grace_s:g} s")
 
     # -- events from the worker (GUI thread) ------------------------------------------------
     @Slot(object)
@@ -507,7 +613,8 @@ class TrainPanel(QWidget):
         busy = self._running
         self.start_button.setEnabled(not busy)
         self.demo_button.setEnabled(not busy)
-        self.pause_button.setEnabled(busy)
+        self.pause_button.setEnabled(busy and self._process is None)  # a process cannot be paused from here
+        self.nproc_spin.setEnabled(self.external)
         self.stop_button.setEnabled(busy)
         self.pause_button.setText("Resume" if self.paused else "Pause")
 
@@ -632,6 +739,11 @@ class TrainPanel(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV files (*.csv)")
         if path:
             self.export_csv(path)
+
+
+def _default_nproc() -> int:
+    """One process per GPU; two on a machine without one (enough to show the split)."""
+    return torch.cuda.device_count() or 2
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,133 @@
+"""A training job as an external process (torchrun), followed through its console output.
+
+The Train panel's alternative to its in-process worker: the job runs in processes of its own (all
+GPUs of the machine, or a clean interpreter), rank 0 prints its events as JSON lines, and this
+object turns them back into the same events the in-process worker yields. Stop sends SIGTERM
+(each rank ends after its current step and keeps its checkpoints), then SIGKILL after a grace
+period. When the job dies without its last event, ``ended`` carries what went wrong: which rank
+failed and its last lines of output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
+
+from ..training.event_stream import ConsoleReader
+
+STOP_GRACE_S = 20.0  # torchrun itself gives its ranks 30 s before it kills them
+
+
+class ProcessRun(QObject):
+    """Runs one command, emitting each event it prints and, once, how it ended."""
+
+    event = Signal(object)
+    ended = Signal(int, str)  # exit code; "" when the job said its own last word (done, stopped, failed)
+
+    def __init__(self, command: Sequence[str], cwd: str | None = None, grace_s: float = STOP_GRACE_S,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.command = list(command)
+        self.grace_s = grace_s
+        self.reader = ConsoleReader()
+        self.stop_requested_at: float | None = None
+        self.killed = False
+        self._done = False
+        self._buffers = {"out": b"", "err": b""}
+        self._proc = QProcess(self)
+        self._proc.setProgram(self.command[0])
+        self._proc.setArguments(self.command[1:])
+        if cwd:
+            self._proc.setWorkingDirectory(cwd)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")  # lines arrive as they are printed, not per 8 KB block
+        self._proc.setProcessEnvironment(env)
+        params = QProcess.UnixProcessParameters()
+        params.flags = QProcess.UnixProcessFlag.CreateNewSession  # a terminal's Ctrl-C is not the job's business
+        self._proc.setUnixProcessParameters(params)
+        self._proc.readyReadStandardOutput.connect(self._read_out)
+        self._proc.readyReadStandardError.connect(self._read_err)
+        self._proc.finished.connect(self._on_finished)
+        self._proc.errorOccurred.connect(self._on_error)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
+
+    def start(self) -> None:
+        self._proc.start()
+
+    @property
+    def running(self) -> bool:
+        return not self._done
+
+    @property
+    def pid(self) -> int:
+        return int(self._proc.processId())
+
+    @Slot()
+    def stop(self) -> None:
+        """SIGTERM now; SIGKILL if the job has not ended after the grace period."""
+        if self._done or self.stop_requested_at is not None:
+            return
+        self.stop_requested_at = time.monotonic()
+        self._proc.terminate()
+        self._kill_timer.start(int(self.grace_s * 1000))
+
+    @Slot()
+    def _kill(self) -> None:
+        if not self._done:
+            self.killed = True
+            self._proc.kill()  # the ranks die with their launcher (they set PDEATHSIG)
+
+    @Slot()
+    def _read_out(self) -> None:
+        self._take("out", bytes(self._proc.readAllStandardOutput().data()))
+
+    @Slot()
+    def _read_err(self) -> None:
+        self._take("err", bytes(self._proc.readAllStandardError().data()))
+
+    def _take(self, stream: str, data: bytes, final: bool = False) -> None:
+        buffer = self._buffers[stream] + data
+        *lines, rest = buffer.split(b"\n")
+        if final and rest:
+            lines, rest = [*lines, rest], b""
+        self._buffers[stream] = rest
+        for raw in lines:
+            event = self.reader.feed(raw.decode("utf-8", "replace"))
+            if event is not None:
+                self.event.emit(event)
+
+    @Slot(int, QProcess.ExitStatus)
+    def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._read_out()
+        self._read_err()
+        for stream in self._buffers:
+            self._take(stream, b"", final=True)
+        if status == QProcess.ExitStatus.CrashExit:  # killed by a signal: Qt's exit code is its number
+            code = -(code or 9)
+        self._end(code, self._explain(code))
+
+    @Slot(QProcess.ProcessError)
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:  # no finished() follows
+            self._end(-1, f"could not start {self.command[0]}: {self._proc.errorString()}")
+
+    def _explain(self, code: int) -> str:
+        if self.reader.ending is not None:
+            return ""  # the run ended itself and said how (finished, stopped, NaN, out of memory)
+        if self.killed:
+            return (f"stopped: the job did not end within {self.grace_s:g} s of SIGTERM, so it was killed; "
+                    "its last checkpoint is kept")
+        if self.stop_requested_at is not None and code in (0, 1, -15, 143):
+            return ""  # stopped before its first step: nothing to report but the stop itself
+        return self.reader.failure(code)
+
+    def _end(self, code: int, message: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._kill_timer.stop()
+        self.ended.emit(code, message)

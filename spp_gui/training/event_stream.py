@@ -1,0 +1,132 @@
+"""Training events as JSON lines, and reading a torchrun job's console back into events.
+
+``spp-gui train --events-jsonl`` prints every engine event of rank 0 as one JSON object per line
+on stdout, so another process (the GUI's Train panel, a script) can follow a run it launched.
+Launched with ``torchrun --tee 3``, each line a rank prints reaches the console as
+``[default<rank>]:<line>``; ``ConsoleReader`` turns that stream back into events, keeps the last
+lines of every rank, and explains a failed job from torchrun's "Root Cause" summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from collections import deque
+from dataclasses import asdict, fields
+from typing import IO
+
+from .engine import Cancelled, CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in
+                                       (Started, Step, Epoch, CheckpointSaved, Finished, Cancelled, Failed)}
+ENDINGS = (Finished, Cancelled, Failed)
+_RANK_PREFIX = re.compile(r"^\[[A-Za-z_-]*?(\d+)\]:(.*)$")
+_ROOT_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
+_ROOT_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+def event_to_json(event: Event) -> str:
+    """One line: ``{"event": "<class name>", ...its fields}`` (NaN stays NaN, as Python's json writes it)."""
+    return json.dumps({"event": type(event).__name__, **asdict(event)}, separators=(",", ":"))
+
+
+def event_from_json(line: str) -> Event | None:
+    """The event a line holds, or None for any other line (log text, a partial or foreign object)."""
+    line = line.strip()
+    if not line.startswith('{"event":'):
+        return None
+    try:
+        data = json.loads(line)
+        cls = EVENT_TYPES[data.pop("event")]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class JsonLinesEmitter:
+    """An ``on_event`` callback that writes each event as a line and flushes (a reader waits on it)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(event_to_json(event) + "\n")
+        self.stream.flush()
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class ConsoleReader:
+    """Follows a ``torchrun --tee 3`` job's console, one line at a time, from both of its streams."""
+
+    def __init__(self, tail: int = 15) -> None:
+        self.tails: dict[int, deque[str]] = {}
+        self.launcher: deque[str] = deque(maxlen=tail)  # torchrun's own lines
+        self._tail = tail
+        self._in_root_cause = False
+        self.root_rank: int | None = None
+        self.root_local_rank: int | None = None
+        self.root_exit: int | None = None
+        self.ending: Event | None = None  # the run's last word, when rank 0 got to say it
+
+    def feed(self, line: str) -> Event | None:
+        """Read one console line; return the event it carries, if any."""
+        line = line.rstrip("\r\n")
+        match = _RANK_PREFIX.match(line)
+        if match is None:
+            self._launcher_line(line)
+            return None
+        rank, text = int(match.group(1)), match.group(2)
+        event = event_from_json(text) if rank == 0 else None
+        if event is None and text.strip():
+            self.tails.setdefault(rank, deque(maxlen=self._tail)).append(text)
+        elif isinstance(event, ENDINGS):
+            self.ending = event
+        return event
+
+    def _launcher_line(self, line: str) -> None:
+        if not line.strip():
+            return
+        self.launcher.append(line)
+        if "Root Cause" in line:
+            self._in_root_cause = True
+        elif self._in_root_cause:
+            if (m := _ROOT_RANK.match(line)) is not None:
+                self.root_rank, self.root_local_rank = int(m.group(1)), int(m.group(2))
+            elif (m := _ROOT_EXIT.match(line)) is not None:
+                self.root_exit = int(m.group(1))
+                self._in_root_cause = False
+
+    def failure(self, exit_code: int) -> str:
+        """What went wrong, naming the rank that failed first and its last lines of output."""
+        rank = self.root_local_rank if self.root_local_rank is not None else self._rank_with_traceback()
+        if rank is None:
+            lines = list(self.launcher)[-8:]
+            ended = f"was killed by {_signal_name(exit_code)}" if exit_code < 0 else f"exited with code {exit_code}"
+            return (f"torchrun {ended} before any rank reported an error."
+                    + ("\nIts last lines:\n" + "\n".join(lines) if lines else ""))
+        code = self.root_exit
+        how = ("" if code is None else f" with exit code {code}" if code >= 0
+               else f", killed by {_signal_name(code)}")
+        lines = list(self.tails.get(rank, ()))
+        text = f"rank {self.root_rank if self.root_rank is not None else rank} failed{how}."
+        if lines:
+            text += f"\nIts last {len(lines)} lines of output:\n" + "\n".join(lines)
+        else:
+            text += "\nIt printed nothing before it ended."
+        if code is not None and code < 0 and -code == signal.SIGKILL:
+            text += "\n(A process killed by SIGKILL is often the kernel's out-of-memory killer: check free RAM.)"
+        return text
+
+    def _rank_with_traceback(self) -> int | None:
+        for rank, lines in sorted(self.tails.items()):
+            if any(line.startswith(("Traceback", "spp-gui: error:")) for line in lines):
+                return rank
+        return None

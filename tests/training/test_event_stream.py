@@ -1,0 +1,95 @@
+"""Events as JSON lines (``spp-gui train --events-jsonl``) and reading a torchrun console back."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+
+from spp_gui.training.engine import Cancelled, Epoch, Failed, Finished, Started, Step
+from spp_gui.training.event_stream import ConsoleReader, event_from_json, event_to_json
+
+# torchrun's summary after rank 1 was killed, as it prints it (`--tee 3` prefixes the ranks' lines)
+TORCHRUN_FAILURE = """\
+[default0]:{"event":"Started","run":"r","run_dir":"/runs/r","device":"cpu","classes":["a","b"],"n_train":8,"n_val":4,"steps_per_epoch":1,"epochs":1,"loaded":"scratch"}
+[default1]:loading shard 1
+[default1]:Traceback (most recent call last):
+[default1]:RuntimeError: boom
+W1129 04:56:44.384000 1916 torch/distributed/elastic/multiprocessing/api.py:1028] Sending process 1922 closing signal SIGTERM
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 1922)
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-29_04:56:44
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 1923)
+============================================================
+"""
+
+
+def test_every_event_round_trips():
+    events = [Started("r", "/d", "cpu", ["a", "b"], 8, 4, 2, 3, "scratch"),
+              Step("r", 1, 2, 6, [0.5, float("nan")], 1e-3, 120.0, 0.5),
+              Epoch("r", 1, 3, 0.7, 0.5, 0.8, 0.25, 1e-3, 1.5, 16.0, 0, True),
+              Finished("r", "/d", 0.5, 1, 0.25), Cancelled("r", "/d", 1, 2),
+              Failed("r", "/d", "out of memory", "oom", 4)]
+    for event in events:
+        line = event_to_json(event)
+        assert "\n" not in line
+        back = event_from_json(line)
+        assert type(back) is type(event)
+        if isinstance(event, Step):
+            assert back.losses[0] == 0.5 and math.isnan(back.losses[1])
+        else:
+            assert back == event
+
+
+def test_other_lines_are_not_events():
+    for line in ("", "epoch 1/2: loss 0.3", '{"event":"Nope"}', '{"event":"Step","run":', '{"event":"Finished"}',
+                 '{"other": 1}'):
+        assert event_from_json(line) is None
+
+
+def test_console_reader_names_the_root_cause_and_its_lines():
+    reader = ConsoleReader()
+    events = [e for line in TORCHRUN_FAILURE.splitlines() if (e := reader.feed(line)) is not None]
+    assert [type(e).__name__ for e in events] == ["Started"]
+    assert reader.ending is None and reader.root_rank == 1 and reader.root_exit == 1
+    text = reader.failure(1)
+    assert text.startswith("rank 1 failed with exit code 1.\nIts last 3 lines of output:\nloading shard 1")
+    assert text.endswith("RuntimeError: boom")
+
+
+def test_console_reader_without_any_rank_output():
+    reader = ConsoleReader()
+    reader.feed("usage: torchrun [-h] ...")
+    reader.feed("torchrun: error: unrecognized arguments: --bogus")
+    assert reader.failure(2).startswith("torchrun exited with code 2 before any rank reported an error.")
+    assert "unrecognized arguments" in reader.failure(2)
+    assert reader.failure(-9).startswith("torchrun was killed by SIGKILL")
+
+
+def test_cli_events_jsonl_and_sigterm(make_config, tmp_path):
+    """stdout carries only events; SIGTERM ends the run after its step with a Cancelled event."""
+    cfg = make_config(run__epochs=500, run__name="long")
+    cfg.save(tmp_path / "run.toml")
+    proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(tmp_path / "run.toml"), "--events-jsonl"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    for line in proc.stdout:
+        events.append(event_from_json(line))
+        assert events[-1] is not None, line
+        if len(events) == 4:
+            proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1  # not finished
+    assert isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
+    assert "[long] cancelled" in err and "long: cancelled" in err
+    assert (tmp_path / "runs" / "long" / "metrics.jsonl").is_file()
