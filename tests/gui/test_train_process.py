@@ -142,3 +142,17 @@ def test_a_command_that_cannot_start(qtbot, tmp_path):
     with qtbot.waitSignal(run.ended, timeout=10000) as ended:
         run.start()
     assert ended.args[0] == -1 and "could not start" in ended.args[1]
+
+
+def test_closing_the_panel_mid_run_stops_the_processes(panel, qtbot, tmp_path):
+    panel.epochs_spin.setValue(500)
+    panel.start_button.click()
+    ranks = rank_pids(qtbot, panel)
+    qtbot.waitUntil(lambda: bool(panel.run_names) and len(panel._runs[panel.run_names[0]].losses) >= 2,
+                    timeout=90000)
+    launcher = panel._process.pid
+    panel.close()  # waits for the job to end: nothing is left running and the last checkpoint is kept
+    assert not panel.busy and not alive(launcher)
+    assert not any(alive(p) for p in ranks)
+    assert "stopped at epoch" in panel.status_label.text()
+    assert (tmp_path / "runs" / panel.run_names[0] / "metrics.jsonl").is_file()
