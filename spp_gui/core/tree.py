@@ -19,6 +19,8 @@ class Node:
     numel: int = 0  # subtotal
     count: int = 0  # tensors below
     row: int = 0  # index among the parent's children
+    uid: int = 0  # position in the tree's pre-order (``ParamTree.nodes``)
+    first_leaf: int = 0  # the leaves below are ``ParamTree.leaf_nodes[first_leaf:first_leaf + count]``
 
     @property
     def is_leaf(self) -> bool:
@@ -42,7 +44,12 @@ class Node:
 
 
 class ParamTree:
-    """Module hierarchy of a key table; ``leaf(key)`` and ``node(path)`` look nodes up in O(1)."""
+    """Module hierarchy of a key table; ``leaf(key)`` and ``node(path)`` look nodes up in O(1).
+
+    ``nodes`` lists every node in pre-order and ``leaf_nodes`` every leaf in the same order, so the
+    leaves below any module are one contiguous slice: a view can count or colour a module's keys
+    without walking it. Both are made here, on the loading thread, not when a view shows the tree.
+    """
 
     def __init__(self, table: KeyTable, module_classes: dict[str, str] | None = None) -> None:
         classes = module_classes or {}
@@ -65,6 +72,13 @@ class ParamTree:
             parent.children.append(leaf)
             self._leaves[key] = leaf
         self._total(self.root)
+        self.nodes: list[Node] = list(self.root.walk())
+        self.leaf_nodes: list[Node] = []
+        for uid, node in enumerate(self.nodes):
+            node.uid = uid
+            node.first_leaf = len(self.leaf_nodes)
+            if node.tensor is not None:
+                self.leaf_nodes.append(node)
 
     def _total(self, node: Node) -> None:
         # iterative post-order: deep trees must not hit the recursion limit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 
 from PySide6.QtCore import QAbstractItemModel, QByteArray, QMimeData, QModelIndex, QPersistentModelIndex, Qt
@@ -46,7 +47,6 @@ class ParamTreeModel(QAbstractItemModel):
         self.tree: ParamTree | None = None
         self._nodes: list[Node] = []
         self._leaves: list[Node] = []
-        self._ids: dict[Node, int] = {}
         self._kids: dict[Node, list[Node]] | None = None  # filtered child lists; None: unfiltered
         self._rows: dict[Node, int] = {}
         self._agg: dict[Node, dict[str, int]] = {}
@@ -64,12 +64,11 @@ class ParamTreeModel(QAbstractItemModel):
     def set_tree(self, tree: ParamTree | None) -> None:
         self.beginResetModel()
         self.tree = tree
-        self._nodes, self._leaves, self._ids, self._kids, self._rows, self._agg = [], [], {}, None, {}, {}
+        self._nodes, self._leaves, self._kids, self._rows, self._agg = [], [], None, {}, {}
+        self._leaf_status = None
         self.highlight_shape = None
-        if tree is not None:
-            self._nodes = list(tree.root.walk())
-            self._ids = {n: i for i, n in enumerate(self._nodes)}
-            self._leaves = [n for n in self._nodes if n.tensor is not None]
+        if tree is not None:  # numbered on the loading thread: nothing to walk here
+            self._nodes, self._leaves = tree.nodes, tree.leaf_nodes
             self.match_count = len(tree)
         self.endResetModel()
 
@@ -124,7 +123,7 @@ class ParamTreeModel(QAbstractItemModel):
     def index_of(self, node: Node, column: int = 0) -> QModelIndex:
         if self.tree is None or node is self.tree.root or not self.visible(node):
             return QModelIndex()
-        return self.createIndex(self._row(node), column, self._ids[node])
+        return self.createIndex(self._row(node), column, node.uid)
 
     def index_of_path(self, path: str) -> QModelIndex:
         if self.tree is None:
@@ -141,30 +140,26 @@ class ParamTreeModel(QAbstractItemModel):
         return next(iter(counts)) if len(counts) == 1 else ""
 
     def aggregate(self, node: Node) -> dict[str, int]:
-        """Leaf statuses below a module: one linear pass over all nodes, cached until the mapping changes."""
-        if not self._agg and self.tree is not None:
-            # leaf statuses for the whole side in one comprehension: no per-leaf method calls
-            target_status = self.doc.status.target
-            if self.side == "target":
-                leaf_status = {n.path: target_status.get(n.path, "unmapped") for n in self._leaves}
-            else:
-                used_by = self.doc.status.source_used_by
-                leaf_status = {n.path: (target_status.get(u[0], "unmapped") if (u := used_by.get(n.path)) else "unused")
-                               for n in self._leaves}
-            agg: dict[Node, dict[str, int]] = {n: {} for n in self._nodes if n.tensor is None}
-            for n in reversed(self._nodes):  # pre-order reversed: children before their parent
-                parent = n.parent
-                if parent is None:
-                    continue
-                into = agg[parent]
-                if n.tensor is not None:
-                    st = leaf_status[n.path]
-                    into[st] = into.get(st, 0) + 1
+        """Leaf statuses below a module, counted when a row asks, cached until the mapping changes.
+
+        The leaves below a module are one slice of the pre-order leaf list, so a module costs one
+        C-level count over its slice; only rows that are shown are ever counted.
+        """
+        if self.tree is None or node.tensor is not None:
+            return {}
+        counts = self._agg.get(node)
+        if counts is None:
+            if self._leaf_status is None:  # every leaf's status, in pre-order, in one comprehension
+                target_status = self.doc.status.target
+                if self.side == "target":
+                    self._leaf_status = [target_status.get(n.path, "unmapped") for n in self._leaves]
                 else:
-                    for st, k in agg[n].items():
-                        into[st] = into.get(st, 0) + k
-            self._agg = agg
-        return self._agg.get(node, {})
+                    used_by = self.doc.status.source_used_by
+                    self._leaf_status = [target_status.get(u[0], "unmapped") if (u := used_by.get(n.path)) else
+                                         "unused" for n in self._leaves]
+            counts = dict(Counter(self._leaf_status[node.first_leaf:node.first_leaf + node.count]))
+            self._agg[node] = counts
+        return counts
 
     def set_highlight(self, shape: tuple[int, ...] | None) -> None:
         """Mark keys of this shape (the views repaint; no per-row signals over a huge tree)."""
@@ -172,6 +167,7 @@ class ParamTreeModel(QAbstractItemModel):
 
     def _statuses_changed(self) -> None:
         self._agg.clear()
+        self._leaf_status = None
         if self.tree is not None and self.rowCount():
             self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, len(COLUMNS) - 1))
 
@@ -183,7 +179,7 @@ class ParamTreeModel(QAbstractItemModel):
         kids = self.children(node)
         if row >= len(kids):
             return QModelIndex()
-        return self.createIndex(row, column, self._ids[kids[row]])
+        return self.createIndex(row, column, kids[row].uid)
 
     def parent(self, index: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
         if not index.isValid() or self.tree is None:
@@ -191,7 +187,7 @@ class ParamTreeModel(QAbstractItemModel):
         parent = self._nodes[index.internalId()].parent
         if parent is None or parent is self.tree.root:
             return QModelIndex()
-        return self.createIndex(self._row(parent), 0, self._ids[parent])
+        return self.createIndex(self._row(parent), 0, parent.uid)
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         if self.tree is None or (parent.isValid() and parent.column() != 0):

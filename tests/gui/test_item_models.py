@@ -91,3 +91,29 @@ def test_suggestions_model_passes_the_tester(qtbot):
     assert model.rowCount() == len(result.items)
     assert model.index(0, 0).data() == "accepted"
     assert model.index(model.rowCount() - 1, 0).data() == "candidate"
+
+
+def test_module_counts_come_from_contiguous_leaf_slices(doc):
+    """Keys of a module need not be contiguous in the file: the pre-order numbering regroups them."""
+    import torch
+
+    from spp_gui.core.tensors import table_of
+
+    tree = ParamTree(table_of({k: torch.empty(2, device="meta") for k in ("a.x", "b.y", "a.z", "b.c.w", "a.q.r")}))
+    assert [n.path for n in tree.leaf_nodes] == ["a.x", "a.z", "a.q.r", "b.y", "b.c.w"]
+    for node in tree.nodes:
+        below = sorted(n.path for n in node.leaves())
+        assert sorted(n.path for n in tree.leaf_nodes[node.first_leaf:node.first_leaf + node.count]) == below
+        assert tree.nodes[node.uid] is node
+
+    model = ParamTreeModel(doc, "target")
+    model.set_tree(doc.target.tree)
+    layer1 = doc.target.tree.node("layer1")
+    assert model.aggregate(layer1) == {"unmapped": layer1.count}
+    doc.replace({"layer1.0.conv1.weight": Entry("layer1.0.conv1.weight", "layer1.0.conv1.weight")})
+    assert model.aggregate(layer1) == {"unmapped": layer1.count - 1, "exact": 1}
+    from collections import Counter
+
+    leaves = doc.target.tree.leaf_nodes
+    assert model.aggregate(doc.target.tree.root) == Counter(doc.target_status(n.path) for n in leaves)
+    assert model.aggregate(doc.target.tree.root) == {"unmapped": len(leaves) - 3, "exact": 2, "invalid": 1}
