@@ -9,15 +9,16 @@ frame costs O(visible rows), not O(keys).
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from PySide6.QtCore import QPoint, QPointF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPainterPath, QPainterPathStroker, QPaintEvent, QPen
 from PySide6.QtWidgets import QTreeView, QWidget
 
-from ..core.mapping import INVALID, UNMAPPED
+from ..core.mapping import INVALID
 from ..core.tree import Node
 from .document import MappingDocument
+from .link_groups import MappedLeaves, anchor_rows, link_groups
 from .style import STATUS_ORDER, status_color
 from .tree_model import ParamTreeModel
 
@@ -48,6 +49,8 @@ class LinkCanvas(QWidget):
         self._by_target: dict[Node, list[tuple[Node, str, int]]] = {}
         self._by_source: dict[Node, list[tuple[Node, str, int]]] = {}
         self._dirty = True
+        self._mapped: MappedLeaves | None = None
+        self._mapped_key: tuple | None = None
         self._hits: list[tuple[QPainterPath, Node, Node]] = []
         self.setMinimumWidth(60)
         self.setMouseTracking(False)
@@ -68,56 +71,6 @@ class LinkCanvas(QWidget):
         self.update()
 
     # -- grouping -----------------------------------------------------------------------------
-    @staticmethod
-    def leaf_anchors(view: QTreeView) -> dict[str, Node]:
-        """Key -> the row that shows it (itself, or its collapsed module), for keys the filter keeps."""
-        model: ParamTreeModel = view.model()
-        out: dict[str, Node] = {}
-        stack = list(model.children(model.tree.root))
-        while stack:
-            node = stack.pop()
-            if node.tensor is not None:
-                out[node.path] = node
-            elif view.isExpanded(model.index_of(node)):
-                stack.extend(model.children(node))
-            else:  # collapsed: every key below gathers here
-                below = list(model.children(node))
-                while below:
-                    n = below.pop()
-                    if n.tensor is not None:
-                        out[n.path] = node
-                    else:
-                        below.extend(model.children(n))
-        return out
-
-    @staticmethod
-    def anchor_lookup(view: QTreeView):
-        """Key -> its row (or None when filtered out), walking up with memo: for a few keys of a big tree."""
-        model: ParamTreeModel = view.model()
-        root = model.tree.root
-        memo: dict[Node, Node | None] = {root: root}
-
-        def anchor(key: str) -> Node | None:
-            try:
-                node = model.tree.leaf(key)
-            except KeyError:
-                return None
-            chain = []
-            while node not in memo:
-                chain.append(node)
-                node = node.parent
-            result = memo[node]
-            for n in reversed(chain):
-                parent = n.parent
-                if result is None or not model.visible(n):
-                    result = None
-                elif result is parent and (parent is root or view.isExpanded(model.index_of(parent))):
-                    result = n
-                memo[n] = result
-            return result
-
-        return anchor
-
     def _rebuild(self) -> None:
         self._by_target, self._by_source = {}, {}
         self._dirty = False
@@ -125,23 +78,12 @@ class LinkCanvas(QWidget):
         smodel: ParamTreeModel = self.source_view.model()
         if tmodel.tree is None or smodel.tree is None or not self.doc.ready:
             return
-        groups: dict[tuple[Node, Node], Counter] = defaultdict(Counter)
-        statuses = self.doc.status.target
-        entries = self.doc.mapping.entries
-        # walk the side showing fewer keys; look the partners up on the other side
-        if tmodel.match_count <= smodel.match_count:
-            s_anchor = self.anchor_lookup(self.source_view)
-            for target, ta in self.leaf_anchors(self.target_view).items():
-                entry = entries.get(target)
-                if entry is not None and (sa := s_anchor(entry.source)) is not None:
-                    groups[(ta, sa)][statuses.get(target, UNMAPPED)] += 1
-        else:
-            t_anchor = self.anchor_lookup(self.target_view)
-            used_by = self.doc.status.source_used_by
-            for source, sa in self.leaf_anchors(self.source_view).items():
-                for target in used_by.get(source, ()):
-                    if (ta := t_anchor(target)) is not None:
-                        groups[(ta, sa)][statuses.get(target, UNMAPPED)] += 1
+        key = (self.doc.status, smodel.tree, tmodel.tree)
+        if self._mapped_key != key:  # per mapping edit; expanding, collapsing and filtering reuse it
+            self._mapped = MappedLeaves(smodel.tree, tmodel.tree, self.doc.mapping.entries, self.doc.status)
+            self._mapped_key = key
+        groups = link_groups(anchor_rows(self.target_view), anchor_rows(self.source_view), self._mapped,
+                             tmodel.leaf_shown, smodel.leaf_shown)
         by_t: dict[Node, list] = defaultdict(list)
         by_s: dict[Node, list] = defaultdict(list)
         for (ta, sa), counts in groups.items():

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QByteArray, QMimeData, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QFont
 
@@ -50,6 +51,8 @@ class ParamTreeModel(QAbstractItemModel):
         self._kids: dict[Node, list[Node]] | None = None  # filtered child lists; None: unfiltered
         self._rows: dict[Node, int] = {}
         self._agg: dict[Node, dict[str, int]] = {}
+        self._leaf_status: list[str] | None = None
+        self.leaf_shown: np.ndarray | None = None  # per pre-order leaf: kept by the filter (None: no filter)
         self.highlight_shape: tuple[int, ...] | None = None
         self.match_count = 0
         #: called with (source keys, target path) when keys are dropped here; set by the window
@@ -66,6 +69,7 @@ class ParamTreeModel(QAbstractItemModel):
         self.tree = tree
         self._nodes, self._leaves, self._kids, self._rows, self._agg = [], [], None, {}, {}
         self._leaf_status = None
+        self.leaf_shown = None
         self.highlight_shape = None
         if tree is not None:  # numbered on the loading thread: nothing to walk here
             self._nodes, self._leaves = tree.nodes, tree.leaf_nodes
@@ -76,10 +80,12 @@ class ParamTreeModel(QAbstractItemModel):
         """Show only keys matching ``text`` (and their modules); return how many keys match."""
         match = compile_filter(text, regex)
         self.beginResetModel()
-        self._kids, self._rows = None, {}
+        self._kids, self._rows, self.leaf_shown = None, {}, None
         if self.tree is not None and match is not None:
             visible: set[Node] = {self.tree.root}
             matched = [leaf for leaf in self._leaves if match(leaf.path)]
+            self.leaf_shown = np.zeros(len(self._leaves), dtype=bool)  # per pre-order leaf, for the link canvas
+            self.leaf_shown[[leaf.first_leaf for leaf in matched]] = True
             for node in matched:
                 while node not in visible:
                     visible.add(node)
