@@ -27,9 +27,10 @@ class ProcessRun(QObject):
     ended = Signal(int, str)  # exit code; "" when the job said its own last word (done, stopped, failed)
 
     def __init__(self, command: Sequence[str], cwd: str | None = None, grace_s: float = STOP_GRACE_S,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, logs: str | None = None) -> None:
         super().__init__(parent)
         self.command = list(command)
+        self.logs = logs  # where the job keeps every rank's full output, named in a failure report
         self.grace_s = grace_s
         self.reader = ConsoleReader()
         self.stop_requested_at: float | None = None
@@ -123,7 +124,8 @@ class ProcessRun(QObject):
                     "its last checkpoint is kept")
         if self.stop_requested_at is not None and code in (0, 1, -15, 143):
             return ""  # stopped before its first step: nothing to report but the stop itself
-        return self.reader.failure(code)
+        text = self.reader.failure(code)
+        return text + (f"\nEvery rank's full output is under {self.logs}" if self.logs else "")
 
     def _end(self, code: int, message: str) -> None:
         if self._done:

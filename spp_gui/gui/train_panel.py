@@ -380,7 +380,9 @@ class TrainPanel(QWidget):
             self._error("Cannot start", f"cannot write the run's config in {cfg.run.out}: {exc}")
             return
         if self.external:
-            self.start_process(launch_command([str(path)], self.nproc_spin.value(), ["--events-jsonl"], tee=True))
+            logs = path.parent / "torchrun-logs"
+            self.start_process(launch_command([str(path)], self.nproc_spin.value(), ["--events-jsonl"], tee=True,
+                                              log_dir=str(logs)), logs=str(logs))
         else:
             self._launch(train, cfg)
 
@@ -399,11 +401,11 @@ class TrainPanel(QWidget):
         job.save(path)
         return path
 
-    def start_process(self, command: list[str]) -> None:
+    def start_process(self, command: list[str], logs: str | None = None) -> None:
         """Run a job that prints events as JSON lines (``spp-gui train --events-jsonl``, under torchrun or not)."""
         if self.busy:
             return
-        process = ProcessRun(command, parent=self)
+        process = ProcessRun(command, parent=self, logs=logs)
         process.event.connect(self._on_event)
         process.ended.connect(self._on_process_ended)
         self._control, self._last_config = None, None

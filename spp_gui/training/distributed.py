@@ -114,16 +114,18 @@ def shard_order(n: int, epoch: int, seed: int, rank: int, world: int, shuffle: b
     return order[rank:total:world]
 
 
-def launch_command(configs: Sequence[str], nproc: int, extra: Sequence[str] = (), tee: bool = False) -> list[str]:
+def launch_command(configs: Sequence[str], nproc: int, extra: Sequence[str] = (), tee: bool = False,
+                   log_dir: str | None = None) -> list[str]:
     """The local multi-process launch: torchrun (as a module of this Python) on this machine.
 
     ``tee``: every rank's output reaches the console prefixed ``[default<rank>]:``, so a reader
-    can tell rank 0's events from the others' lines (what the GUI launches).
+    can tell rank 0's events from the others' lines (what the GUI launches); torchrun also keeps
+    each rank's full output under ``log_dir`` (default: a temporary folder).
     """
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes to start, 1 or more (usually one per GPU)")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            *(["--tee", "3"] if tee else []), "-m", "spp_gui", "train", *map(str, configs), *extra]
+            *(["--tee", "3"] if tee else []), *(["--log-dir", str(log_dir)] if log_dir else []), "-m", "spp_gui", "train", *map(str, configs), *extra]
 
 
 def cluster_command(configs: Sequence[str], nproc: int, nnodes: int, endpoint: str) -> str:

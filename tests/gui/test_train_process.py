@@ -105,6 +105,9 @@ def test_a_crashed_rank_is_named_with_its_last_lines(panel, qtbot):
     with qtbot.waitSignal(panel.run_finished, timeout=60000):
         os.kill(rank1, signal.SIGKILL)
     assert "rank 1 failed, killed by SIGKILL" in panel.last_error
+    logs = Path(panel.out_edit.text()) / "torchrun-logs"
+    assert f"full output is under {logs}" in panel.last_error
+    assert len(list(logs.glob("*/attempt_0/*/stderr.log"))) == 2  # kept with the runs, one per rank
     assert panel._dialog.isVisible() and "rank 1" in panel._dialog.text()
     qtbot.waitUntil(lambda: not any(alive(p) for p in ranks), timeout=40000)  # torchrun stopped rank 0 too
     assert not panel.busy and panel.start_button.isEnabled()
