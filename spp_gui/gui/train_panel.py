@@ -13,16 +13,11 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyqtgraph as pg
 import torch
 from PySide6.QtCore import (
-    QBuffer,
-    QByteArray,
     QEventLoop,
-    QIODevice,
     Qt,
     QThread,
     QTimer,
@@ -48,39 +43,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.atomic import atomic_write, atomic_write_text
 from ..core.errors import SppError
 from ..core.mapping import Mapping
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
 from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
-from ..training.metrics import epochs_to_csv
 from .process_run import ProcessRun
+from .run_plots import RunPlots
 from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
-PLOT_ORDER = ("iter", "loss", "acc", "lr")
-# A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
-# training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
-PLOT_MIN_GAP_S = 0.1
 IN_APP, TORCHRUN = "this window", "torchrun processes"
-
-
-@dataclass
-class RunCurves:
-    """One run's data and the plot items showing it (created once, then only setData)."""
-
-    name: str
-    colour: str
-    items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    smooth: list[float] = field(default_factory=list)
-    lrs: list[float] = field(default_factory=list)
 
 
 class TrainPanel(QWidget):
@@ -95,7 +69,6 @@ class TrainPanel(QWidget):
         self._control: RunControl | None = None
         self._mapping: Mapping | None = None
         self._source: str | None = None
-        self._runs: dict[str, RunCurves] = {}
         self._last_config: RunConfig | None = None
         self._t_start = 0.0
         self._paused_total = 0.0
@@ -104,9 +77,6 @@ class TrainPanel(QWidget):
         self.last_result = None
         self._thread: QThread | None = None
         self._latest_step: Step | None = None
-        self._dirty: set[str] = set()  # plots whose data changed since they were last pushed
-        self._next_plot = 0
-        self._last_push = 0.0
         self._worker: Worker | None = None
         self._process: ProcessRun | None = None
         self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
@@ -203,12 +173,7 @@ class TrainPanel(QWidget):
         progress.addWidget(self.run_bar, 0, 1)
         progress.addWidget(self.status_label, 1, 0, 1, 2)
 
-        self.plots = pg.GraphicsLayoutWidget()
-        self.plots.setBackground("w")
-        self.loss_plot = self._plot(0, 0, "loss per epoch (dashed: train)", "epoch")
-        self.acc_plot = self._plot(0, 1, "accuracy per epoch (dashed: train)", "epoch")
-        self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
-        self.lr_plot = self._plot(1, 1, "learning rate", "iteration")
+        self.plots = RunPlots()
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -216,15 +181,6 @@ class TrainPanel(QWidget):
         layout.addLayout(buttons)
         layout.addLayout(progress)
         layout.addWidget(self.plots, 1)
-
-    def _plot(self, row: int, col: int, title: str, xlabel: str) -> pg.PlotItem:
-        plot = self.plots.addPlot(row=row, col=col, title=title)
-        plot.setLabel("bottom", xlabel)
-        plot.showGrid(x=True, y=True, alpha=0.2)
-        plot.setClipToView(True)
-        plot.setDownsampling(auto=True, mode="peak")
-        plot.addLegend(offset=(-10, 10))
-        return plot
 
     def _with_browse(self, edit: QLineEdit) -> QWidget:
         box = QWidget()
@@ -519,25 +475,14 @@ class TrainPanel(QWidget):
         if not self._timer.isActive():
             self._timer.start()
         if isinstance(event, Started):
-            curves = self._curves(event.run)
-            curves.epochs.clear(), curves.steps.clear(), curves.losses.clear(), curves.smooth.clear(), curves.lrs.clear()
+            self.plots.curves(event.run).reset()
             self.status_label.setText(f"{event.run}: {event.device}, {len(event.classes)} classes, {event.n_train} "
                                       f"train / {event.n_val} val images, {event.loaded}")
         elif isinstance(event, Step):
-            curves = self._curves(event.run)
-            first = event.step - len(event.losses) + 1
-            for i, loss in enumerate(event.losses):
-                curves.steps.append(first + i)
-                curves.losses.append(loss)
-                prev = curves.smooth[-1] if curves.smooth else loss
-                curves.smooth.append(SMOOTHING * prev + (1 - SMOOTHING) * loss)
-                curves.lrs.append(event.lr)
-            self._dirty.add("iter")
+            self.plots.add_step(event)
             self._latest_step = event  # progress text is drawn by the timer, not per event
         elif isinstance(event, Epoch):
-            curves = self._curves(event.run)
-            curves.epochs.append(event.row())
-            self._dirty.update(("loss", "acc", "lr"))
+            self.plots.add_epoch(event)
         elif isinstance(event, (Finished, Cancelled, Failed)):
             self._show_progress()  # the last step's numbers first, then the outcome over them
         if isinstance(event, Finished):
@@ -621,26 +566,6 @@ class TrainPanel(QWidget):
         self.pause_button.setText("Resume" if self.paused else "Pause")
 
     # -- plots -------------------------------------------------------------------------------
-    def _curves(self, name: str) -> RunCurves:
-        curves = self._runs.get(name)
-        if curves is None:
-            colour = COLOURS[len(self._runs) % len(COLOURS)]
-            curves = RunCurves(name, colour)
-            solid, dashed = pg.mkPen(colour, width=2), pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine)
-            faint = pg.mkPen(pg.mkColor(colour).lighter(160), width=1)
-            curves.items = {
-                "train_loss": self.loss_plot.plot([], [], pen=dashed),
-                "val_loss": self.loss_plot.plot([], [], pen=solid, symbol="o", symbolSize=5, symbolBrush=colour,
-                                                 name=name),
-                "train_acc": self.acc_plot.plot([], [], pen=dashed),
-                "val_acc": self.acc_plot.plot([], [], pen=solid, symbol="o", symbolSize=5, symbolBrush=colour, name=name),
-                "raw": self.iter_plot.plot([], [], pen=faint),
-                "smooth": self.iter_plot.plot([], [], pen=solid, name=name),
-                "lr": self.lr_plot.plot([], [], pen=solid, name=name),
-            }
-            self._runs[name] = curves
-        return curves
-
     def _show_progress(self) -> None:
         event, self._latest_step = self._latest_step, None
         if event is None:
@@ -658,77 +583,32 @@ class TrainPanel(QWidget):
 
     @Slot()
     def _refresh_plots(self, everything: bool = False) -> None:
-        """Push changed data into the plot items, one plot per timer tick (all of them when asked).
-
-        Painting is Python code that competes for the GIL with the training thread; a tick that
-        re-lays-out several plots at once is what would make the GUI stutter.
-        """
+        """Progress text, then changed data into one plot (all of them when asked); re-armed while data waits."""
         self._show_progress()
-        now = time.perf_counter()
-        if everything or now - self._last_push >= PLOT_MIN_GAP_S:
-            for _ in range(len(PLOT_ORDER)):
-                key = PLOT_ORDER[self._next_plot]
-                self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    for curves in self._runs.values():
-                        self._push(curves, key)
-                    self._last_push = now
-                    if not everything:
-                        break
-        if self._dirty and self._running:
+        self.plots.push(everything)
+        if self.plots.dirty and self._running:
             self._timer.start()
-
-    @staticmethod
-    def _push(curves: RunCurves, plot: str) -> None:
-        xs = [r["epoch"] for r in curves.epochs]
-        if plot in ("loss", "acc"):
-            for key in (f"train_{plot}", f"val_{plot}"):
-                curves.items[key].setData(xs, [r[key] for r in curves.epochs], skipFiniteCheck=True)
-        elif plot == "lr":
-            curves.items["lr"].setData(curves.steps, curves.lrs, skipFiniteCheck=True)
-        else:
-            curves.items["raw"].setData(curves.steps, curves.losses, skipFiniteCheck=True)
-            curves.items["smooth"].setData(curves.steps, curves.smooth, skipFiniteCheck=True)
 
     @property
     def run_names(self) -> list[str]:
-        return list(self._runs)
+        return list(self.plots.runs)
 
     def run_epochs(self, name: str) -> list[dict[str, float]]:
-        return list(self._runs[name].epochs)
+        return list(self.plots.runs[name].epochs)
 
     @Slot()
     def clear_runs(self) -> None:
-        if self._running:
-            return
-        for plot in (self.loss_plot, self.acc_plot, self.iter_plot, self.lr_plot):
-            plot.clear()
-            if plot.legend is not None:
-                plot.legend.clear()
-        self._runs.clear()
+        if not self._running:
+            self.plots.clear_runs()
 
     # -- export ------------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike) -> None:
         """Every run's epoch rows in one CSV, with a ``run`` column."""
-        parts = [epochs_to_csv(c.epochs, run=c.name) for c in self._runs.values()]
-        header = parts[0].splitlines()[0] if parts else "run"
-        body = [line for part in parts for line in part.splitlines()[1:]]
-        atomic_write_text(path, "\n".join([header, *body]) + "\n")
+        self.plots.export_csv(path)
 
     def export_png(self, path: str | os.PathLike) -> None:
         """The four plots as they are on screen, as one PNG (written atomically)."""
-        from pyqtgraph.exporters import ImageExporter
-
-        self._refresh_plots(everything=True)
-        image = ImageExporter(self.plots.scene()).export(toBytes=True)
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        buffer.close()
-        with atomic_write(path, "wb") as fh:
-            fh.write(bytes(data.data()))
+        self.plots.export_png(path)
 
     @Slot()
     def _ask_png(self) -> None:

@@ -61,9 +61,9 @@ def test_two_runs_overlaid_then_exported(panel, qtbot, tmp_path):
     names = panel.run_names
     assert len(names) == 2 and names[0].startswith("scratch") and names[1].startswith("pretrained")
     assert [len(panel.run_epochs(n)) for n in names] == [2, 2]
-    legend = [label.text for _, label in panel.loss_plot.legend.items]
+    legend = [label.text for _, label in panel.plots.loss_plot.legend.items]
     assert legend == names
-    curves = panel._runs[names[1]]
+    curves = panel.plots.runs[names[1]]
     assert len(curves.items["val_acc"].xData) == 2 and len(curves.items["raw"].xData) == 6
     panel.export_csv(tmp_path / "all.csv")
     rows = list(csv.DictReader(open(tmp_path / "all.csv")))
@@ -100,7 +100,7 @@ def test_run_demo_button_streams_live_curves(panel, qtbot, tmp_path):
     panel.out_edit.setText(str(tmp_path / "demo_runs"))
     panel.demo_button.click()
     qtbot.waitUntil(lambda: "source-pretraining" in panel.run_names and panel.run_bar.value() > 0, timeout=60000)
-    qtbot.waitUntil(lambda: panel._runs["source-pretraining"].items["raw"].xData is not None, timeout=5000)
+    qtbot.waitUntil(lambda: panel.plots.runs["source-pretraining"].items["raw"].xData is not None, timeout=5000)
     with qtbot.waitSignal(panel.run_finished, timeout=30000):
         panel.stop_button.click()
     assert (tmp_path / "demo_runs").is_dir() and any((tmp_path / "demo_runs").glob("demo-*/data/target/train"))

@@ -75,7 +75,7 @@ def test_two_processes_stream_into_the_curves(panel, qtbot, tmp_path):
     (name,) = panel.run_names
     epochs = panel.run_epochs(name)
     assert [row["epoch"] for row in epochs] == [1, 2]  # each epoch once, from rank 0 only
-    assert len(panel._runs[name].losses) == 6  # 24 images / global batch 8 x 2 epochs
+    assert len(panel.plots.runs[name].losses) == 6  # 24 images / global batch 8 x 2 epochs
     folder = tmp_path / "runs" / name
     assert [row["epoch"] for row in read_epochs(folder)] == [1, 2]
     assert epochs[-1]["val_acc"] == pytest.approx(read_epochs(folder)[-1]["val_acc"])
@@ -87,7 +87,7 @@ def test_stop_ends_every_rank_after_its_step(panel, qtbot):
     panel.epochs_spin.setValue(500)
     panel.start_button.click()
     ranks = rank_pids(qtbot, panel)
-    qtbot.waitUntil(lambda: bool(panel.run_names) and len(panel._runs[panel.run_names[0]].losses) >= 3,
+    qtbot.waitUntil(lambda: bool(panel.run_names) and len(panel.plots.runs[panel.run_names[0]].losses) >= 3,
                     timeout=90000)
     with qtbot.waitSignal(panel.run_finished, timeout=60000):
         panel.stop_button.click()
@@ -151,7 +151,7 @@ def test_closing_the_panel_mid_run_stops_the_processes(panel, qtbot, tmp_path):
     panel.epochs_spin.setValue(500)
     panel.start_button.click()
     ranks = rank_pids(qtbot, panel)
-    qtbot.waitUntil(lambda: bool(panel.run_names) and len(panel._runs[panel.run_names[0]].losses) >= 2,
+    qtbot.waitUntil(lambda: bool(panel.run_names) and len(panel.plots.runs[panel.run_names[0]].losses) >= 2,
                     timeout=90000)
     launcher = panel._process.pid
     panel.close()  # waits for the job to end: nothing is left running and the last checkpoint is kept
