@@ -14,6 +14,8 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from shiboken6 import isValid
 
+from . import gc_guard
+
 
 class Worker(QObject):
     """Runs ``func(*args, **kwargs)``; if it returns a generator, iterates it with abort checks."""
@@ -71,6 +73,7 @@ class WorkerPool(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._running: dict[QThread, Worker] = {}
+        gc_guard.install()  # no garbage collection in worker threads: it could free widgets there
 
     def start(self, worker: Worker) -> QThread:
         thread = QThread()

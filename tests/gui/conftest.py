@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from PySide6.QtCore import QThread
 
@@ -9,6 +11,15 @@ from spp_gui.gui import workers
 
 SOURCE = "torchvision:alexnet"
 TARGET = "spp_gui:alexnet_spp?num_classes=20"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def automatic_collection_after_the_module():
+    """Worker pools move garbage collection to a GUI-thread timer; the Qt-free tests that run after
+    these (no event loop to drive that timer) get the interpreter's automatic collection back."""
+    yield
+    gc.collect()
+    gc.enable()
 
 
 @pytest.fixture(autouse=True)

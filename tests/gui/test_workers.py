@@ -40,3 +40,39 @@ def test_results_and_errors_reach_the_gui_thread(qtbot):
         pool.start(ok)
     assert blocker.args == [42]
     qtbot.waitUntil(lambda: not pool.busy, timeout=5000)
+
+
+def test_widgets_in_reference_cycles_are_freed_on_the_gui_thread(qtbot):
+    """A worker's allocations must never trigger the collection that frees a widget (it deadlocked)."""
+    import gc
+
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    pool = WorkerPool()
+    assert not gc.isenabled()  # a GUI-thread timer collects instead
+    freed_on: list[QThread] = []
+
+    class Closed(QWidget):
+        def __del__(self):
+            freed_on.append(QThread.currentThread())
+
+    for _ in range(20):
+        widget = Closed()
+        widget.me = widget  # a cycle: only the collector can free it
+    del widget
+
+    def allocate():  # far past generation 0's threshold: would collect right here if collection were automatic
+        for _ in range(50):
+            junk = [[] for _ in range(2000)]
+            for a, b in zip(junk, junk[1:], strict=False):
+                a.append(b)
+                b.append(a)
+            yield len(junk)
+
+    worker = Worker(allocate)
+    with qtbot.waitSignal(worker.returned, timeout=20000):
+        pool.start(worker)
+    qtbot.waitUntil(lambda: len(freed_on) == 20, timeout=10000)
+    assert set(freed_on) == {QApplication.instance().thread()}
+    qtbot.waitUntil(lambda: not pool.busy, timeout=5000)
