@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -123,9 +124,9 @@ class TrainPanel(QWidget):
                  ("scheduler", self.scheduler_box), ("epochs", self.epochs_spin), ("batch", self.batch_spin),
                  ("image size", self.size_spin), ("workers", self.workers_spin)]
         for i, (label, widget) in enumerate(cells):
-            hyper.addWidget(QLabel(label), i // 4, (i % 4) * 2)
-            hyper.addWidget(widget, i // 4, (i % 4) * 2 + 1)
-        hyper.addWidget(self.freeze_check, 2, 0, 1, 4)
+            hyper.addWidget(QLabel(label), i // 2, (i % 2) * 2)
+            hyper.addWidget(widget, i // 2, (i % 2) * 2 + 1)
+        hyper.addWidget(self.freeze_check, 4, 0, 1, 4)
         self.launch_box = QComboBox()
         self.launch_box.addItems([IN_APP, TORCHRUN])
         self.launch_box.setToolTip("torchrun: the run goes to separate processes (one per GPU, gloo on the CPU) "
@@ -133,12 +134,12 @@ class TrainPanel(QWidget):
         self.nproc_spin = self._int_spin(_default_nproc(), 1, 256)
         self.nproc_spin.setToolTip("processes for torchrun; run.batch_size is the global batch, split across them")
         self.launch_box.currentIndexChanged.connect(self._update_buttons)
-        hyper.addWidget(QLabel("run in"), 2, 4)
-        hyper.addWidget(self.launch_box, 2, 5)
-        hyper.addWidget(QLabel("processes"), 2, 6)
-        hyper.addWidget(self.nproc_spin, 2, 7)
+        hyper.addWidget(QLabel("run in"), 5, 0)
+        hyper.addWidget(self.launch_box, 5, 1)
+        hyper.addWidget(QLabel("processes"), 5, 2)
+        hyper.addWidget(self.nproc_spin, 5, 3)
 
-        buttons = QHBoxLayout()
+        buttons, tools = QHBoxLayout(), QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
@@ -155,8 +156,10 @@ class TrainPanel(QWidget):
                              (self.png_button, self._ask_png), (self.csv_button, self._ask_csv),
                              (self.clear_button, self.clear_runs)):
             button.clicked.connect(slot)
-            buttons.addWidget(button)
+            (buttons if button in (self.start_button, self.pause_button, self.stop_button, self.demo_button)
+             else tools).addWidget(button)
         buttons.addStretch(1)
+        tools.addStretch(1)
 
         progress = QGridLayout()
         self.epoch_bar, self.run_bar = QProgressBar(), QProgressBar()
@@ -175,12 +178,25 @@ class TrainPanel(QWidget):
 
         self.plots = RunPlots()
 
+        # the set-up on the left, the run's progress and curves on the right, at full height
+        setup = QWidget()
+        left = QVBoxLayout(setup)
+        left.setContentsMargins(0, 0, 0, 0)
+        for part in (form, hyper, buttons, tools):
+            left.addLayout(part)
+        left.addStretch(1)
+        watch = QWidget()
+        right = QVBoxLayout(watch)
+        right.setContentsMargins(0, 0, 0, 0)
+        right.addLayout(progress)
+        right.addWidget(self.plots, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(setup)
+        self.splitter.addWidget(watch)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(hyper)
-        layout.addLayout(buttons)
-        layout.addLayout(progress)
-        layout.addWidget(self.plots, 1)
+        layout.addWidget(self.splitter)
 
     def _with_browse(self, edit: QLineEdit) -> QWidget:
         box = QWidget()
