@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 from shiboken6 import isValid
 
 from . import gc_guard
@@ -64,6 +64,13 @@ class Worker(QObject):
             exc.__traceback_text__ = traceback.format_exc()
             self.errored.emit(exc)
         finally:
+            # Back to the GUI thread before announcing the end, so that deleteLater destroys this
+            # object there. Destroyed by the worker thread's event loop (which holds no GIL),
+            # PySide's destructor took Qt's connection lock and then waited for the GIL, while the
+            # GUI thread held the GIL and waited for that lock in a disconnect: a deadlock.
+            app = QCoreApplication.instance()
+            if app is not None:
+                self.moveToThread(app.thread())
             self.finished.emit()
 
 

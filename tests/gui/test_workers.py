@@ -76,3 +76,20 @@ def test_widgets_in_reference_cycles_are_freed_on_the_gui_thread(qtbot):
     qtbot.waitUntil(lambda: len(freed_on) == 20, timeout=10000)
     assert set(freed_on) == {QApplication.instance().thread()}
     qtbot.waitUntil(lambda: not pool.busy, timeout=5000)
+
+
+def test_a_finished_worker_is_destroyed_on_the_gui_thread(qtbot):
+    """Destroyed by the worker thread's event loop, a worker could deadlock against the GUI thread."""
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication
+
+    pool = WorkerPool()
+    destroyed_on: list[QThread] = []
+    for _ in range(5):
+        worker = Worker(lambda: sum(range(1000)))
+        worker.destroyed.connect(lambda *_: destroyed_on.append(QThread.currentThread()))
+        with qtbot.waitSignal(worker.returned, timeout=5000):
+            pool.start(worker)
+    del worker
+    qtbot.waitUntil(lambda: len(destroyed_on) == 5 and not pool.busy, timeout=10000)
+    assert set(destroyed_on) == {QApplication.instance().thread()}
