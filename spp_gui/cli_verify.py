@@ -7,19 +7,16 @@ import argparse
 from .cli import colour_enabled, paint, print_json
 from .core.errors import SpecError
 from .core.mapping import Mapping
-from .core.verify import AGREE, DISAGREE, verify_mapping
+from .core.verify import AGREE, DISAGREE, parse_input_shape, verify_mapping
 
 COLOURS = {AGREE: "32", DISAGREE: "31"}
 
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s)
-    except ValueError:
-        raise SpecError(f"--input-shape must be numbers like 2,3,224,224, got {text!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise SpecError(f"--input-shape must be positive numbers, got {text!r}")
-    return shape
+        return parse_input_shape(text)
+    except SpecError as exc:
+        raise SpecError(str(exc).replace("the input shape", "--input-shape", 1)) from None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

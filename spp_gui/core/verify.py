@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .apply import apply_mapping
-from .errors import MappingError, SppError
+from .errors import MappingError, SpecError, SppError
 from .mapping import Mapping
 from .sources import Source, load_source
 from .specs import build_model, looks_like_model_spec, parse_spec
@@ -54,6 +54,17 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "input_shape": list(self.input_shape),
                 "layers": [c.__dict__ for c in self.layers]}
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"2,3,224,224"`` (or ``2x3x224x224``) -> a batch shape; SpecError naming the text otherwise."""
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise SpecError(f"the input shape must be numbers like 2,3,224,224, got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise SpecError(f"the input shape must be positive numbers, got {text!r}")
+    return shape
 
 
 def _module_of(key: str) -> str:

@@ -1,4 +1,4 @@
-"""Long work of the editor (load a side, suggest, export) run on worker threads with progress and cancel.
+"""Long work of the editor (load a side, suggest, export, verify) run on worker threads with progress and cancel.
 
 The work itself is Qt-free (core calls and small generators here); :class:`Job` lives in the GUI
 thread and turns the worker's signals into calls of the window's handlers, so no lambda ever
@@ -19,6 +19,7 @@ from ..core.mapping import Mapping
 from ..core.sources import load_source
 from ..core.strategies import Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
+from ..core.verify import VerifyReport, verify_mapping
 from .document import Loaded
 from .workers import Worker, WorkerPool
 
@@ -84,6 +85,33 @@ def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, tr
 
     return apply_to_file(mapping.copy(), out, source=source, target_spec=target_spec, progress=progress,
                          cancelled=cancelled, trust_pickle=trust_pickle)
+
+
+VERIFY_STEPS = 4  # the core reports: build source, build target, run source, run target
+
+
+def verify_session(mapping: Mapping, source: str, target_spec: str, trust_pickle: bool,
+                   input_shape: tuple[int, ...], bridge: ProgressBridge, worker_ref: list[Worker]) -> VerifyReport:
+    """Build both models from their specs, fill the target by the mapping, compare layer by layer.
+
+    ``mapping`` is the caller's own copy, taken on the GUI thread (the editor goes on editing).
+    The source is opened afresh here, as export does, so the worker never reads the file the GUI
+    thread holds; cancel takes effect between the core's steps.
+    """
+    step = [0]
+
+    def progress(text: str) -> None:
+        if worker_ref and worker_ref[0].abort_requested:
+            raise Cancelled("verify cancelled")
+        bridge.progressed.emit((min(step[0], VERIFY_STEPS - 1), VERIFY_STEPS, text[:1].upper() + text[1:]))
+        step[0] += 1
+
+    src = load_source(source, trust_pickle=trust_pickle, download=False)
+    try:
+        return verify_mapping(mapping, source=src, target_spec=target_spec, input_shape=input_shape,
+                              progress=progress)
+    finally:
+        src.close()
 
 
 class Job(QObject):

@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QTreeView
 
 from ..core.mapping import MappingStatus
 from ..core.tree import Node, ParamTree
-from .style import STATUS_ORDER
+from ..core.verify import NOT_COMPARED
+from .style import STATUS_ORDER, VERIFY_ORDER
 from .tree_model import ParamTreeModel
 
 
@@ -37,18 +38,26 @@ def anchor_rows(view: QTreeView) -> list[Node]:
 
 
 class MappedLeaves:
-    """For each target leaf (pre-order): its source leaf's index or -1, and its status code."""
+    """For each target leaf (pre-order): its source leaf's index or -1, and its status code.
 
-    def __init__(self, source: ParamTree, target: ParamTree, entries: dict, status: MappingStatus) -> None:
+    ``verify`` (target module -> agreement, from a Verify report) counts the links by what was
+    found for the module they land in instead of by mapping status; ``order`` names the codes.
+    """
+
+    def __init__(self, source: ParamTree, target: ParamTree, entries: dict, status: MappingStatus,
+                 verify: dict[str, str] | None = None) -> None:
         index = {n.path: n.first_leaf for n in source.leaf_nodes}
-        code = {s: i for i, s in enumerate(STATUS_ORDER)}
-        unmapped = code["unmapped"]
+        self.order = VERIFY_ORDER if verify is not None else STATUS_ORDER
+        code = {s: i for i, s in enumerate(self.order)}
+        fallback = NOT_COMPARED if verify is not None else "unmapped"
         statuses = status.target
         src, st = [], []
         for leaf in target.leaf_nodes:
             entry = entries.get(leaf.path)
             src.append(index.get(entry.source, -1) if entry is not None else -1)
-            st.append(code.get(statuses.get(leaf.path, "unmapped"), unmapped))
+            name = (verify.get(leaf.path.rpartition(".")[0], fallback) if verify is not None
+                    else statuses.get(leaf.path, fallback))
+            st.append(code.get(name, code[fallback]))
         self.source_index = np.asarray(src, dtype=np.int64)
         self.status = np.asarray(st, dtype=np.int64)
 
@@ -82,11 +91,12 @@ def link_groups(target_rows: list[Node], source_rows: list[Node], mapped: Mapped
     t_row = _which_row(target_rows, leaves) if n else np.empty(0, dtype=np.int64)
     s_row = _which_row(source_rows, src)
     ok = (t_row >= 0) & (s_row >= 0)
-    n_status = len(STATUS_ORDER)
+    order = mapped.order
+    n_status = len(order)
     codes = (t_row[ok] * len(source_rows) + s_row[ok]) * n_status + mapped.status[leaves[ok]]
     groups: dict[tuple[Node, Node], Counter] = {}
     for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
         pair, status = divmod(int(code), n_status)
         t, s = divmod(pair, len(source_rows))
-        groups.setdefault((target_rows[t], source_rows[s]), Counter())[STATUS_ORDER[status]] += int(count)
+        groups.setdefault((target_rows[t], source_rows[s]), Counter())[order[status]] += int(count)
     return groups

@@ -13,6 +13,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication
 
 from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED
+from ..core.verify import AGREE, DISAGREE, NOT_COMPARED
 
 UNUSED = "unused"
 
@@ -24,8 +25,14 @@ STATUS_STYLE: dict[str, tuple[str, str, str]] = {
     INVALID: ("#d64541", "!", "incompatible or conflicting: the key is missing or the shapes don't fit"),
     UNMAPPED: ("#8a8a8a", "\u00b7", "unmapped: keeps the target's own initialisation"),
     UNUSED: ("#8a8a8a", "\u00b7", "unused: no target key takes this source tensor"),
+    # what Verify found for the module a link lands in (links only, while a result is shown)
+    AGREE: ("#2e9d4f", "\u2713", "agree: same input in both models gives the same output"),
+    DISAGREE: ("#d64541", "\u2717", "disagree: same input, different output: wrong weights for this layer?"),
+    NOT_COMPARED: ("#8a8a8a", "?", "not compared: partly mapped, adapted, or its input differs between the models"),
 }
 STATUS_ORDER = (EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED)
+VERIFY_ORDER = (AGREE, DISAGREE, NOT_COMPARED)
+HOLLOW = (UNMAPPED, UNUSED, NOT_COMPARED)  # drawn as rings: "nothing to say" rather than a verdict
 
 ICON_DIR = Path(__file__).resolve().parent.parent / "icons"
 
@@ -36,7 +43,7 @@ def status_color(status: str) -> QColor:
 
 def status_background(status: str) -> QColor | None:
     """A faint tint that reads on light and dark bases alike (alpha over the palette's base)."""
-    if status in (UNMAPPED, UNUSED):
+    if status in HOLLOW:
         return None
     color = status_color(status)
     color.setAlpha(48)
@@ -53,7 +60,7 @@ def status_icon(status: str, size: int = 14) -> QIcon:
     p = QPainter(pix)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     color, glyph, _ = STATUS_STYLE[status]
-    if status in (UNMAPPED, UNUSED):
+    if status in HOLLOW:
         p.setPen(QColor(color))
         p.setBrush(Qt.BrushStyle.NoBrush)
     else:
@@ -64,7 +71,7 @@ def status_icon(status: str, size: int = 14) -> QIcon:
     font.setBold(True)
     font.setPixelSize(int(size * 0.75))
     p.setFont(font)
-    p.setPen(QColor("white") if status not in (UNMAPPED, UNUSED) else QColor(color))
+    p.setPen(QColor("white") if status not in HOLLOW else QColor(color))
     p.drawText(QRectF(0, 0, size, size), Qt.AlignmentFlag.AlignCenter, glyph)
     p.end()
     return QIcon(pix)

@@ -37,6 +37,7 @@ from .style import STATUS_ORDER, STATUS_STYLE, app_icon, status_icon
 from .suggest_panel import SuggestPanel
 from .tree_model import ParamTreeModel
 from .tree_panel import TreePanel
+from .verify_view import VERIFY_TIP, VerifyController
 from .workers import WorkerPool
 
 
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         self.edits = EditController(self.doc, self.stack, self.message, self)
         self.files = FileController(self)
         self.autosave = Autosaver(self)
+        self.verify = VerifyController(self)
         self.progress = ProgressArea()
         self.summary = QLabel("")
         self.summary.setObjectName("summary")
@@ -97,6 +99,7 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(6, 6, 6, 0)
         layout.addWidget(splitter, 1)
         layout.addWidget(legend())
+        layout.addWidget(self.verify.bar)
         self.setCentralWidget(central)
         self.statusBar().addWidget(self.summary, 1)
         self.statusBar().addPermanentWidget(self.progress)
@@ -227,6 +230,10 @@ class MainWindow(QMainWindow):
         s = bar.addMenu("&Suggest")
         a(s, "&Run strategy", self.suggest.request_run, "Ctrl+R", "Run the chosen strategy and preview its suggestions")
         a(s, "&Accept proposed", self.suggest.accept_all.click, "Ctrl+Shift+A")
+        s.addSeparator()
+        self.verify_action = a(s, "&Verify mapping", self.verify.run, "Ctrl+Shift+V", VERIFY_TIP)
+        self.verify.bind_action(self.verify_action)
+        s.addSeparator()
         a(s, "Cancel running job", self.progress.cancel_all, "Esc")
 
         h = bar.addMenu("&Help")
