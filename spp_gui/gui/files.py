@@ -277,7 +277,8 @@ class FileController(QObject):
         worker_ref: list = []
         self.export_job = job
         self.w.progress.track(job)
-        start_job(self.w.pool, job, export_weights, doc.mapping, path, source, doc.target.spec, src.trust_pickle,
+        # the worker gets its own copy, taken here: the user may go on editing while it writes
+        start_job(self.w.pool, job, export_weights, doc.mapping.copy(), path, source, doc.target.spec, src.trust_pickle,
                   bridge, worker_ref)
         worker_ref.append(job.worker)
         return job

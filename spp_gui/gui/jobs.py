@@ -76,14 +76,17 @@ class ProgressBridge(QObject):
 
 def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, trust_pickle: bool,
                    bridge: ProgressBridge, worker_ref: list[Worker]) -> LoadReport:
-    """Apply the mapping to a freshly built target and write it; cancellable between tensors."""
+    """Apply the mapping to a freshly built target and write it; cancellable between tensors.
+
+    ``mapping`` is the caller's own copy, taken on the GUI thread (the editor goes on editing).
+    """
     def progress(done: int, total: int, key: str) -> None:
         bridge.progressed.emit((done, total, f"Writing {key}" if key else "Saving"))
 
     def cancelled() -> bool:
         return bool(worker_ref) and worker_ref[0].abort_requested
 
-    return apply_to_file(mapping.copy(), out, source=source, target_spec=target_spec, progress=progress,
+    return apply_to_file(mapping, out, source=source, target_spec=target_spec, progress=progress,
                          cancelled=cancelled, trust_pickle=trust_pickle)
 
 
