@@ -61,6 +61,13 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def barrier(self) -> None:
+        """Wait for every rank: rank 0 may still be writing files when the others finish, and a
+        rank that tore its process group down while a peer still used it sometimes aborted
+        ("terminate called without an active exception")."""
+        if self.distributed:
+            dist.barrier()
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
