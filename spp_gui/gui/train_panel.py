@@ -577,6 +577,8 @@ class TrainPanel(QWidget):
         self.start_button.setEnabled(not busy)
         self.demo_button.setEnabled(not busy)
         self.pause_button.setEnabled(busy and self._process is None)  # a process cannot be paused from here
+        self.pause_button.setToolTip("Pause is for runs in this window; a torchrun job can be stopped"
+                                     if self._process is not None else "")
         self.nproc_spin.setEnabled(self.external)
         self.stop_button.setEnabled(busy)
         self.pause_button.setText("Resume" if self.paused else "Pause")
