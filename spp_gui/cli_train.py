@@ -229,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the seed's experiment offline: scratch vs mapped-pretrained on drawn images")
-    p.add_argument("--quick", action="store_true", help="a smaller version (under 2 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="a smaller version (about 10 s on 2 CPU cores; the full one about a minute)")
     p.add_argument("--out", default="spp_demo", help="folder for data, runs and figure (default: spp_demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
