@@ -57,7 +57,8 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.loss_plot = self._plot(0, 0, "loss per epoch (dashed: train)", "epoch")
         self.acc_plot = self._plot(0, 1, "accuracy per epoch (dashed: train)", "epoch")
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
-        self.lr_plot = self._plot(1, 1, "learning rate", "iteration")
+        self.lr_plot = self._plot(1, 1, "learning rate (log scale)", "iteration")
+        self.lr_plot.setLogMode(y=True)  # schedules step by factors of 10; a constant lr is a visible line
 
     def _plot(self, row: int, col: int, title: str, xlabel: str) -> pg.PlotItem:
         plot = self.addPlot(row=row, col=col, title=title)

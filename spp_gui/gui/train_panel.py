@@ -527,8 +527,10 @@ class TrainPanel(QWidget):
     def _on_errored(self, exc) -> None:
         self.last_error = str(exc)
         if isinstance(exc, SppError):
+            self.status_label.setText(f"cannot train: {str(exc).splitlines()[0] if str(exc) else exc!r}")
             self._error("Cannot train", str(exc))
         else:
+            self.status_label.setText(f"training crashed (a bug): {exc!r}")
             self._error("Training crashed (a bug)", getattr(exc, "__traceback_text__", repr(exc)))
 
     @Slot()
