@@ -545,6 +545,10 @@ class TrainPanel(QWidget):
 
     @Slot()
     def _on_thread_finished(self) -> None:
+        # A retry starts a new run before the last one's thread has ended: that late signal must
+        # not drop the reference to the new thread (shutdown would then not wait for it).
+        if self.sender() is not None and self.sender() is not self._thread:
+            return
         self._thread = None
         self.thread_done.emit()
 

@@ -79,3 +79,34 @@ def open_window(qtbot):
         window.close()
         window.pool.stop_all()
         window.deleteLater()
+
+
+TINY_SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"
+
+
+@pytest.fixture(scope="module")
+def panel_data(tmp_path_factory):
+    """train/ and val/ with three drawn shape classes, 32x32 pixels."""
+    from spp_gui.training.demo_data import write_split
+
+    root = tmp_path_factory.mktemp("panel_data")
+    write_split(root / "train", ("circle", "square", "star"), 8, 32, seed=0, cluttered=False)
+    write_split(root / "val", ("circle", "square", "star"), 4, 32, seed=1, cluttered=False)
+    return root
+
+
+@pytest.fixture
+def panel(qtbot, panel_data, tmp_path):
+    """A Train panel set up for a tiny real run (2 epochs, batch 8); stopped after the test."""
+    from spp_gui.gui.train_panel import TrainPanel
+
+    widget = TrainPanel()
+    qtbot.addWidget(widget, before_close_func=lambda w: w.shutdown())
+    widget.set_session(TINY_SPEC, None, None)
+    widget.train_edit.setText(str(panel_data / "train"))
+    widget.val_edit.setText(str(panel_data / "val"))
+    widget.out_edit.setText(str(tmp_path / "runs"))
+    widget.size_spin.setValue(32)
+    widget.batch_spin.setValue(8)
+    widget.epochs_spin.setValue(2)
+    return widget

@@ -9,35 +9,11 @@ from PIL import Image
 
 pytest.importorskip("pytestqt")
 
+SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"  # the panel fixture's target
+
 from spp_gui.core.apply import save_weights  # noqa: E402
 from spp_gui.core.specs import build_model  # noqa: E402
 from spp_gui.core.strategies import suggest_mapping  # noqa: E402
-from spp_gui.gui.train_panel import TrainPanel  # noqa: E402
-from spp_gui.training.demo_data import write_split  # noqa: E402
-
-SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("panel_data")
-    write_split(root / "train", ("circle", "square", "star"), 8, 32, seed=0, cluttered=False)
-    write_split(root / "val", ("circle", "square", "star"), 4, 32, seed=1, cluttered=False)
-    return root
-
-
-@pytest.fixture
-def panel(qtbot, data, tmp_path):
-    widget = TrainPanel()
-    qtbot.addWidget(widget, before_close_func=lambda w: w.shutdown())
-    widget.set_session(SPEC, None, None)
-    widget.train_edit.setText(str(data / "train"))
-    widget.val_edit.setText(str(data / "val"))
-    widget.out_edit.setText(str(tmp_path / "runs"))
-    widget.size_spin.setValue(32)
-    widget.batch_spin.setValue(8)
-    widget.epochs_spin.setValue(2)
-    return widget
 
 
 def test_dataset_is_validated_before_start(panel, tmp_path):

@@ -13,36 +13,18 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from spp_gui.gui.process_run import ProcessRun  # noqa: E402
-from spp_gui.gui.train_panel import TORCHRUN, TrainPanel  # noqa: E402
-from spp_gui.training.demo_data import write_split  # noqa: E402
+from spp_gui.gui.train_panel import TORCHRUN  # noqa: E402
 from spp_gui.training.metrics import read_epochs  # noqa: E402
 
-SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the ranks")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("process_data")
-    write_split(root / "train", ("circle", "square", "star"), 8, 32, seed=0, cluttered=False)
-    write_split(root / "val", ("circle", "square", "star"), 4, 32, seed=1, cluttered=False)
-    return root
-
-
 @pytest.fixture
-def panel(qtbot, data, tmp_path):
-    widget = TrainPanel()
-    qtbot.addWidget(widget, before_close_func=lambda w: w.shutdown())
-    widget.set_session(SPEC, None, None)
-    widget.train_edit.setText(str(data / "train"))
-    widget.val_edit.setText(str(data / "val"))
-    widget.out_edit.setText(str(tmp_path / "runs"))
-    widget.size_spin.setValue(32)
-    widget.batch_spin.setValue(8)
-    widget.epochs_spin.setValue(2)
-    widget.launch_box.setCurrentText(TORCHRUN)
-    widget.nproc_spin.setValue(2)
-    return widget
+def panel(panel):
+    """The shared tiny-run panel, launching through torchrun with 2 processes."""
+    panel.launch_box.setCurrentText(TORCHRUN)
+    panel.nproc_spin.setValue(2)
+    return panel
 
 
 def children(pid: int) -> list[int]:
