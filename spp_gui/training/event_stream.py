@@ -13,7 +13,7 @@ import json
 import re
 import signal
 from collections import deque
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import IO
 
 from .engine import Cancelled, CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step
@@ -63,6 +63,23 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+@dataclass
+class RankFailure:
+    """One entry of torchrun's failure summary."""
+
+    rank: int
+    local_rank: int
+    exit_code: int | None = None  # negative: killed by that signal
+    root_cause: bool = False  # the failure torchrun saw first
+
+    def how(self) -> str:
+        if self.exit_code is None:
+            return "failed"
+        if self.exit_code < 0:
+            return f"was killed by {_signal_name(self.exit_code)}"
+        return f"exited with code {self.exit_code}"
+
+
 class ConsoleReader:
     """Follows a ``torchrun --tee 3`` job's console, one line at a time, from both of its streams."""
 
@@ -70,10 +87,8 @@ class ConsoleReader:
         self.tails: dict[int, deque[str]] = {}
         self.launcher: deque[str] = deque(maxlen=tail)  # torchrun's own lines
         self._tail = tail
-        self._in_root_cause = False
-        self.root_rank: int | None = None
-        self.root_local_rank: int | None = None
-        self.root_exit: int | None = None
+        self._section: str | None = None  # inside torchrun's "Failures:" or "Root Cause" summary
+        self.failures: list[RankFailure] = []
         self.ending: Event | None = None  # the run's last word, when rank 0 got to say it
 
     def feed(self, line: str) -> Event | None:
@@ -95,33 +110,43 @@ class ConsoleReader:
         if not line.strip():
             return
         self.launcher.append(line)
-        if "Root Cause" in line:
-            self._in_root_cause = True
-        elif self._in_root_cause:
+        if line.startswith("Failures:"):
+            self._section = "failures"
+        elif "Root Cause" in line:
+            self._section = "root"
+        elif self._section is not None:
             if (m := _ROOT_RANK.match(line)) is not None:
-                self.root_rank, self.root_local_rank = int(m.group(1)), int(m.group(2))
-            elif (m := _ROOT_EXIT.match(line)) is not None:
-                self.root_exit = int(m.group(1))
-                self._in_root_cause = False
+                self.failures.append(RankFailure(int(m.group(1)), int(m.group(2)), root_cause=self._section == "root"))
+            elif (m := _ROOT_EXIT.match(line)) is not None and self.failures:
+                self.failures[-1].exit_code = int(m.group(1))
+
+    @property
+    def failed_ranks(self) -> list[RankFailure]:
+        """Every rank torchrun reported failed, the one it saw first at the front."""
+        return sorted(self.failures, key=lambda f: (not f.root_cause, f.rank))
 
     def failure(self, exit_code: int) -> str:
-        """What went wrong, naming the rank that failed first and its last lines of output."""
-        rank = self.root_local_rank if self.root_local_rank is not None else self._rank_with_traceback()
-        if rank is None:
+        """What went wrong: every failed rank with its exit code or signal, and its last lines of output.
+
+        When ranks die together (one killed, its peers aborting on the lost connection), which one
+        torchrun "saw first" is a matter of milliseconds, so all of them are named.
+        """
+        failed = self.failed_ranks
+        if not failed and (rank := self._rank_with_traceback()) is not None:
+            failed = [RankFailure(rank, rank)]
+        if not failed:
             lines = list(self.launcher)[-8:]
             ended = f"was killed by {_signal_name(exit_code)}" if exit_code < 0 else f"exited with code {exit_code}"
             return (f"torchrun {ended} before any rank reported an error."
                     + ("\nIts last lines:\n" + "\n".join(lines) if lines else ""))
-        code = self.root_exit
-        how = ("" if code is None else f" with exit code {code}" if code >= 0
-               else f", killed by {_signal_name(code)}")
-        lines = list(self.tails.get(rank, ()))
-        text = f"rank {self.root_rank if self.root_rank is not None else rank} failed{how}."
-        if lines:
-            text += f"\nIts last {len(lines)} lines of output:\n" + "\n".join(lines)
-        else:
-            text += "\nIt printed nothing before it ended."
-        if code is not None and code < 0 and -code == signal.SIGKILL:
+        text = "; ".join(f"rank {f.rank} {f.how()}" for f in failed) + "."
+        if len(failed) > 1:
+            text += f" torchrun saw rank {failed[0].rank} end first."
+        for f in failed[:4]:
+            lines = list(self.tails.get(f.local_rank, ()))[-10:]
+            text += (f"\nrank {f.rank}, its last {len(lines)} lines of output:\n" + "\n".join(lines) if lines
+                     else f"\nrank {f.rank} printed nothing before it ended.")
+        if any(f.exit_code == -signal.SIGKILL for f in failed):
             text += "\n(A process killed by SIGKILL is often the kernel's out-of-memory killer: check free RAM.)"
         return text
 

@@ -86,11 +86,13 @@ def test_a_crashed_rank_is_named_with_its_last_lines(panel, qtbot):
     rank1 = next(p for p in ranks if "LOCAL_RANK=1" in Path(f"/proc/{p}/environ").read_bytes().decode(errors="replace"))
     with qtbot.waitSignal(panel.run_finished, timeout=60000):
         os.kill(rank1, signal.SIGKILL)
-    assert "rank 1 failed, killed by SIGKILL" in panel.last_error
+    # rank 0 may die too (its peer is gone) and torchrun may see either first: both are named
+    assert "rank 1 was killed by SIGKILL" in panel.last_error
+    assert "rank 1 printed nothing before it ended" in panel.last_error  # ranks > 0 print only errors
     logs = Path(panel.out_edit.text()) / "torchrun-logs"
     assert f"full output is under {logs}" in panel.last_error
     assert len(list(logs.glob("*/attempt_0/*/stderr.log"))) == 2  # kept with the runs, one per rank
-    assert panel._dialog.isVisible() and "rank 1" in panel._dialog.text()
+    assert panel._dialog.isVisible() and "rank 1 was killed by SIGKILL" in panel._dialog.text()
     qtbot.waitUntil(lambda: not any(alive(p) for p in ranks), timeout=40000)  # torchrun stopped rank 0 too
     assert not panel.busy and panel.start_button.isEnabled()
 
@@ -103,7 +105,7 @@ def test_a_bad_config_reports_the_ranks_error(panel, qtbot, tmp_path):
     panel.spec_edit.setText("spp_gui:alexnet_spp?num_classes=3&width=0.0625&no_such_option=1")
     with qtbot.waitSignal(panel.run_finished, timeout=120000):
         panel.start_button.click()
-    assert "failed with exit code 2" in panel.last_error and "no_such_option" in panel.last_error
+    assert "exited with code 2" in panel.last_error and "no_such_option" in panel.last_error
 
 
 def test_sigkill_after_the_grace_period(qtbot, tmp_path):

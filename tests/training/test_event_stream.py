@@ -61,10 +61,12 @@ def test_console_reader_names_the_root_cause_and_its_lines():
     reader = ConsoleReader()
     events = [e for line in TORCHRUN_FAILURE.splitlines() if (e := reader.feed(line)) is not None]
     assert [type(e).__name__ for e in events] == ["Started"]
-    assert reader.ending is None and reader.root_rank == 1 and reader.root_exit == 1
+    assert reader.ending is None
+    assert [(f.rank, f.exit_code, f.root_cause) for f in reader.failed_ranks] == [(1, 1, True), (0, -15, False)]
     text = reader.failure(1)
-    assert text.startswith("rank 1 failed with exit code 1.\nIts last 3 lines of output:\nloading shard 1")
-    assert text.endswith("RuntimeError: boom")
+    assert text.startswith("rank 1 exited with code 1; rank 0 was killed by SIGTERM. torchrun saw rank 1 end first.\n"
+                           "rank 1, its last 3 lines of output:\nloading shard 1\nTraceback (most recent call last):\n"
+                           "RuntimeError: boom\nrank 0 printed nothing before it ended.")
 
 
 def test_console_reader_without_any_rank_output():
