@@ -10,6 +10,7 @@ failed and its last lines of output.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 
@@ -45,9 +46,10 @@ class ProcessRun(QObject):
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")  # lines arrive as they are printed, not per 8 KB block
         self._proc.setProcessEnvironment(env)
-        params = QProcess.UnixProcessParameters()
-        params.flags = QProcess.UnixProcessFlag.CreateNewSession  # a terminal's Ctrl-C is not the job's business
-        self._proc.setUnixProcessParameters(params)
+        if hasattr(QProcess, "UnixProcessParameters") and sys.platform != "win32":
+            params = QProcess.UnixProcessParameters()
+            params.flags = QProcess.UnixProcessFlag.CreateNewSession  # a terminal's Ctrl-C is not the job's
+            self._proc.setUnixProcessParameters(params)
         self._proc.readyReadStandardOutput.connect(self._read_out)
         self._proc.readyReadStandardError.connect(self._read_err)
         self._proc.finished.connect(self._on_finished)
