@@ -85,6 +85,8 @@ def launch(args: argparse.Namespace) -> int:
     print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
     with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
+        # torchrun passes SIGTERM on to its ranks, which stop after their step
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
         try:
             return proc.wait()
         except KeyboardInterrupt:  # the children got the same Ctrl-C; let torchrun shut them down
@@ -105,12 +107,14 @@ def die_with_parent() -> None:
     """
     if not sys.platform.startswith("linux"):
         return
+    launcher = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if libc.prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
+            return
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the launcher was already gone before prctl took effect
+    if os.getppid() != launcher:  # the launcher was already gone before prctl took effect
         os._exit(1)
 
 

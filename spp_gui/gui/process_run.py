@@ -1,11 +1,12 @@
 """A training job as an external process (torchrun), followed through its console output.
 
-The Train panel's alternative to its in-process worker: the job runs in processes of its own (all
-GPUs of the machine, or a clean interpreter), rank 0 prints its events as JSON lines, and this
-object turns them back into the same events the in-process worker yields. Stop sends SIGTERM
-(each rank ends after its current step and keeps its checkpoints), then SIGKILL after a grace
-period. When the job dies without its last event, ``ended`` carries what went wrong: which rank
-failed and its last lines of output.
+The Train panel's alternative to its in-process worker: the job runs as ``torchrun --tee 3 ...
+spp_gui train --events-jsonl`` in processes of its own (one per GPU), rank 0 prints its events as
+JSON lines, and this object turns them back into the same events the in-process worker yields.
+Stop sends SIGTERM (each rank ends after its current step and keeps its checkpoints), then SIGKILL
+after a grace period longer than torchrun's own, so that torchrun has stopped its ranks first on
+every platform. When the job dies without its last event, ``ended`` carries what went wrong: which
+ranks failed and their last lines of output.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from ..training.event_stream import ConsoleReader
 
-STOP_GRACE_S = 20.0  # torchrun itself gives its ranks 30 s before it kills them
+STOP_GRACE_S = 40.0  # torchrun itself gives its ranks 30 s before it kills them
 
 
 class ProcessRun(QObject):
-    """Runs one command, emitting each event it prints and, once, how it ended."""
+    """Runs one torchrun command (``--tee 3``), emitting each event rank 0 prints and, once, how it ended."""
 
     event = Signal(object)
     ended = Signal(int, str)  # exit code; "" when the job said its own last word (done, stopped, failed)
@@ -124,8 +125,9 @@ class ProcessRun(QObject):
         if self.killed:
             return (f"stopped: the job did not end within {self.grace_s:g} s of SIGTERM, so it was killed; "
                     "its last checkpoint is kept")
-        if self.stop_requested_at is not None and code in (0, 1, -15, 143):
-            return ""  # stopped before its first step: nothing to report but the stop itself
+        if self.stop_requested_at is not None:
+            return (f"stopped: the job ended (exit code {code}) before it could report where"
+                    + (f"; every rank's full output is under {self.logs}" if self.logs else ""))
         text = self.reader.failure(code)
         return text + (f"\nEvery rank's full output is under {self.logs}" if self.logs else "")
 

@@ -325,7 +325,7 @@ class TrainPanel(QWidget):
         cfg.run.name = ("pretrained" if self._mapping is not None and len(self._mapping) else "scratch") + \
             time.strftime("-%H%M%S")
         if self._mapping is not None and len(self._mapping):
-            path = Path(cfg.run.out) / "session-mapping.json"
+            path = Path(cfg.run.out) / f"{cfg.run.name}-mapping.json"  # one per run: a saved job keeps its own
             self._mapping.save(path)
             cfg.model.mapping = str(path)
             cfg.model.source = self._source or ""
@@ -349,7 +349,7 @@ class TrainPanel(QWidget):
             self._error("Cannot start", str(exc))
             return
         except OSError as exc:
-            self._error("Cannot start", f"cannot write the run's config in {cfg.run.out}: {exc}")
+            self._error("Cannot start", f"cannot write in the runs folder {self.out_edit.text() or 'runs'}: {exc}")
             return
         if self.external:
             logs = path.parent / "torchrun-logs"
@@ -362,13 +362,13 @@ class TrainPanel(QWidget):
     def write_job_config(cfg: RunConfig) -> Path:
         """The run's config as a file another process (or machine) can run: absolute paths, in the runs folder."""
         job = cfg.copy()
-        for section, key in (("data", "train"), ("data", "val"), ("run", "out"), ("model", "mapping"),
-                             ("model", "source")):
+        out = Path(job.run.out).resolve()  # relative to where the app runs, as an in-window run reads it
+        out.mkdir(parents=True, exist_ok=True)
+        job.run.out = str(out)
+        for section, key in (("data", "train"), ("data", "val"), ("model", "mapping"), ("model", "source")):
             value = getattr(getattr(job, section), key)
             if value and Path(value).exists():
                 setattr(getattr(job, section), key, str(Path(value).resolve()))
-        out = Path(job.run.out)
-        out.mkdir(parents=True, exist_ok=True)
         path = out / f"{job.run.name or 'run'}.toml"
         job.save(path)
         return path
@@ -397,6 +397,8 @@ class TrainPanel(QWidget):
                 self.last_error = message
             else:
                 self._error("The training processes failed", message)
+        if self._process is not None:
+            self._process.deleteLater()
         self._process = None
         self._on_finished()
         self.thread_done.emit()

@@ -87,7 +87,7 @@ class WorkerPool(QObject):
         worker.moveToThread(thread)
         thread.started.connect(worker.work)
         worker.finished.connect(thread.quit)
-        worker.finished.connect(worker.deleteLater)
+        thread.finished.connect(worker.deleteLater)  # once the thread has ended: nothing there touches it any more
         thread.finished.connect(thread.deleteLater)
         thread.finished.connect(self._forget)
         self._running[thread] = worker

@@ -129,6 +129,7 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     message: str = ""
     retry_batch_size: int | None = None
+    failure: str = ""  # nan | oom, when status is failed
 
 
 class RunControl:
@@ -327,7 +328,8 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
     ctx, device = setup(pick_device(cfg.run.device))
     try:  # the process group ends with the run, whichever way it ends (also when the generator is closed)
         result = yield from _train(cfg, control, ctx, device, train_split, val_split)
-        ctx.barrier()  # every rank got here by the same path (sums and stops are agreed on), so none waits forever
+        if result.failure != "oom":  # finished, stopped and NaN are agreed on by all ranks; out of memory is one rank's
+            ctx.barrier()
         return result
     finally:
         ctx.close()
@@ -379,6 +381,7 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                   steps_per_epoch, epochs, report.summary() if report else "scratch")
 
     log_every = cfg.run.log_every
+    stop_each_step = ctx.distributed and device.type == "cpu"
     loss_buf = torch.zeros(log_every, device=device)
     count_buf = torch.zeros(log_every, device=device)
     step = 0
@@ -397,7 +400,10 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
             lr = optimizer.param_groups[0]["lr"]
             for i, batch in enumerate(train_data, 1):
                 paused += control.wait_if_paused()
-                if not ctx.distributed and control.stop_requested:
+                # one process: stop now; several: all must agree, per step on the CPU (an all-reduce
+                # of one number), at log points on GPUs (where a per-step host sync would cost speed)
+                if control.stop_requested if not ctx.distributed else (
+                        stop_each_step and ctx.any(control.stop_requested, device)):
                     yield Cancelled(name, str(run_dir), epoch, step)
                     result.status = "cancelled"
                     return result
@@ -484,7 +490,7 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
         half = bs // 2 or None
         msg = (f"out of memory on {device} at batch size {bs} (epoch {epoch}); "
                + (f"retry with run.batch_size = {half}" if half else "the model does not fit even at batch size 1"))
-        result.status, result.message, result.retry_batch_size = "failed", msg, half
+        result.status, result.message, result.retry_batch_size, result.failure = "failed", msg, half, "oom"
         yield Failed(name, str(run_dir), msg, "oom", half)
         return result
     result.best_val_acc, result.best_epoch = best_acc, best_epoch
@@ -500,7 +506,7 @@ def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: lis
             if last_good_epoch else "no checkpoint was saved before it")
     msg = (f"loss became {bad} at epoch {epoch}, step {step} (lr {lr:g}); the run stopped and {kept}. "
            "Lower optim.lr or check the data")
-    result.status, result.message = "failed", msg
+    result.status, result.message, result.failure = "failed", msg, "nan"
     yield Failed(name, str(run_dir), msg, "nan")
 
 

@@ -110,3 +110,21 @@ def test_out_of_memory_offers_a_retry_at_half_batch(panel, qtbot, tmp_path):
     with qtbot.waitSignal(panel.run_finished, timeout=30000):
         panel._retry_button.click()
     assert panel.batch_spin.value() == 4 and "done, best val acc" in panel.status_label.text()
+
+
+def test_an_unwritable_runs_folder_is_a_message(panel, tmp_path):
+    source = tmp_path / "source.safetensors"
+    save_weights(build_model(SPEC, seed=5), source)
+    panel.set_session(SPEC, suggest_mapping(str(source), SPEC, strategy="exact"), str(source))
+    (tmp_path / "a_file").write_text("not a folder")
+    panel.out_edit.setText(str(tmp_path / "a_file" / "runs"))
+    panel.start_button.click()  # the session's mapping cannot be written there
+    assert not panel.busy and "cannot write in the runs folder" in panel.last_error
+
+
+def test_a_job_config_resolves_a_relative_runs_folder_where_the_app_runs(panel, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    panel.out_edit.setText("relruns")
+    path = panel.write_job_config(panel.config())
+    assert path.parent == tmp_path / "relruns"
+    assert 'out = "' + str(tmp_path / "relruns") + '"' in path.read_text()

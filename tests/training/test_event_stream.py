@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -79,19 +80,39 @@ def test_console_reader_without_any_rank_output():
 
 
 def test_cli_events_jsonl_and_sigterm(make_config, tmp_path):
-    """stdout carries only events; SIGTERM ends the run after its step with a Cancelled event."""
+    """stdout carries only events; SIGTERM to the whole process group (as torchrun and schedulers
+    send it) ends the run after its step with a Cancelled event."""
     cfg = make_config(run__epochs=500, run__name="long")
     cfg.save(tmp_path / "run.toml")
     proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(tmp_path / "run.toml"), "--events-jsonl"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     events = []
     for line in proc.stdout:
         events.append(event_from_json(line))
         assert events[-1] is not None, line
         if len(events) == 4:
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1  # not finished
+    assert proc.returncode == 1, err  # not finished
     assert isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
     assert "[long] cancelled" in err and "long: cancelled" in err
     assert (tmp_path / "runs" / "long" / "metrics.jsonl").is_file()
+
+
+def test_sigterm_to_a_local_launch_stops_every_rank(make_config, tmp_path):
+    """``spp-gui train --nproc 2`` passes SIGTERM on: the ranks stop after their step, none is left."""
+    cfg = make_config(run__epochs=500, run__name="long")
+    cfg.save(tmp_path / "run.toml")
+    proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(tmp_path / "run.toml"), "--nproc", "2",
+                             "--events-jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stdout:  # torchrun without --tee: rank 0's lines arrive as they are
+        event = event_from_json(line)
+        seen.append(event)
+        if sum(isinstance(e, Step) for e in seen) == 3:
+            proc.send_signal(signal.SIGTERM)  # the launcher only, as a terminal or a script would
+    proc.communicate(timeout=90)
+    assert isinstance(seen[-1], Cancelled)
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "run.toml")], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
