@@ -374,20 +374,16 @@ class TrainPanel(QWidget):
         return path
 
     def start_process(self, command: list[str], logs: str | None = None) -> None:
-        """Run a job that prints events as JSON lines (``spp-gui train --events-jsonl``, under torchrun or not)."""
+        """Run a torchrun job (``--tee 3 ... spp_gui train --events-jsonl``); its rank 0 feeds the curves."""
         if self.busy:
             return
         process = ProcessRun(command, parent=self, logs=logs)
         process.event.connect(self._on_event)
         process.ended.connect(self._on_process_ended)
         self._control, self._last_config = None, None
-        self.last_error, self.last_result = "", None
-        self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
-        self._running = True
         self._process = process
         process.start()
-        self.status_label.setText(f"starting {' '.join(command[2:6])} ...")
-        self._update_buttons()
+        self._begin(f"starting {' '.join(command[2:6])} ...")
 
     @Slot(int, str)
     def _on_process_ended(self, code: int, message: str) -> None:
@@ -448,13 +444,17 @@ class TrainPanel(QWidget):
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
-        self.last_error, self.last_result = "", None
-        self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
-        self._running = True
         self._worker = worker
         self._thread = self._pool.start(worker)
         self._thread.finished.connect(self._on_thread_finished)
-        self.status_label.setText("starting...")
+        self._begin("starting...")
+
+    def _begin(self, status: str) -> None:
+        """What every run starts with, in this window or as processes."""
+        self.last_error, self.last_result = "", None
+        self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
+        self._running = True
+        self.status_label.setText(status)
         self._update_buttons()
 
     @Slot()
