@@ -22,8 +22,8 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in
                                        (Started, Step, Epoch, CheckpointSaved, Finished, Cancelled, Failed)}
 ENDINGS = (Finished, Cancelled, Failed)
 _RANK_PREFIX = re.compile(r"^\[[A-Za-z_-]*?(\d+)\]:(.*)$")
-_ROOT_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
-_ROOT_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+_SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
+_SUMMARY_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
 def event_to_json(event: Event) -> str:
@@ -115,9 +115,9 @@ class ConsoleReader:
         elif "Root Cause" in line:
             self._section = "root"
         elif self._section is not None:
-            if (m := _ROOT_RANK.match(line)) is not None:
+            if (m := _SUMMARY_RANK.match(line)) is not None:
                 self.failures.append(RankFailure(int(m.group(1)), int(m.group(2)), root_cause=self._section == "root"))
-            elif (m := _ROOT_EXIT.match(line)) is not None and self.failures:
+            elif (m := _SUMMARY_EXIT.match(line)) is not None and self.failures:
                 self.failures[-1].exit_code = int(m.group(1))
 
     @property
