@@ -30,6 +30,11 @@ class TransformOp:
     apply: Callable[[Transform, torch.Tensor, torch.Tensor], torch.Tensor]
     #: (params, source shape, target shape) -> target elements that come from the source; None: all
     carried: Callable[[Transform, tuple[int, ...], tuple[int, ...]], int] | None = None
+    #: the parameters the op takes besides "op"; any other key is refused
+    params: tuple[str, ...] = ()
+    #: params -> None, raising ValueError when they are malformed whatever the shapes (a mapping
+    #: file is checked with this when it is read, before any source or target is known)
+    check_params: Callable[[Transform], None] | None = None
 
 
 TRANSFORMS: dict[str, TransformOp] = {}
@@ -40,24 +45,57 @@ def register_transform(op: TransformOp) -> TransformOp:
     return op
 
 
+def brief(value: Any, limit: int = 60) -> str:
+    """A short, one-line repr of a value read from a file, for a message (never a deep or huge one)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _op(transform: Transform) -> TransformOp:
     if not isinstance(transform, dict) or "op" not in transform:
-        raise MappingError(f"a transform must be an object with an 'op' field, got {transform!r}")
-    op = TRANSFORMS.get(transform["op"])
+        raise MappingError(f"a transform must be an object with an 'op' field, got {brief(transform)}")
+    name = transform["op"]
+    op = TRANSFORMS.get(name) if isinstance(name, str) else None
     if op is None:
-        raise MappingError(f"unknown transform {transform['op']!r}; known: {', '.join(sorted(TRANSFORMS)) or 'none'}")
+        raise MappingError(f"unknown transform {brief(name)}; known: {', '.join(sorted(TRANSFORMS)) or 'none'}")
     return op
+
+
+def _check_params(op: TransformOp, transform: Transform) -> None:
+    for key in transform:
+        if key != "op" and key not in op.params:
+            takes = f"it takes {', '.join(repr(p) for p in op.params)}" if op.params else "it takes none"
+            raise ValueError(f"takes no parameter {brief(key)} ({takes})")
+    if op.check_params is not None:
+        op.check_params(transform)
+
+
+def check_params(transform: Any) -> str | None:
+    """Return why ``transform`` is malformed whatever the shapes (unknown op or parameter, a
+    parameter of the wrong type), or None. What a file reader checks before shapes are known."""
+    try:
+        _check_params(_op(transform), transform)
+    except MappingError as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"{transform['op']}: {exc}"
+    return None
 
 
 def check_transform(transform: Transform | None, src_shape: tuple[int, ...], tgt_shape: tuple[int, ...]) -> str | None:
     """Return why ``transform`` can't turn ``src_shape`` into ``tgt_shape``, or None when it fits."""
     if transform is None:
         return None if tuple(src_shape) == tuple(tgt_shape) else "shapes differ and no transform is set"
+    why = check_params(transform)
+    if why is not None:
+        return why
     try:
         _op(transform).check(transform, tuple(src_shape), tuple(tgt_shape))
-    except MappingError as exc:
-        return str(exc)
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
         return f"{transform['op']}: {exc}"
     return None
 
@@ -119,16 +157,27 @@ def _carried_block(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]
     return math.prod(min(a, b) for a, b in zip(src, tgt, strict=True))
 
 
-def _check_rows(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a 1
+
+
+def _params_rows(params: Transform) -> None:
     rows = params.get("rows")
     if not isinstance(rows, list):
         raise ValueError("needs 'rows': a list of source row indices (null keeps the target's row)")
+    for r in rows:
+        if r is not None and not (_is_int(r) and r >= 0):
+            raise ValueError(f"row {brief(r)} is not a source row index (a whole number >= 0, or null)")
+
+
+def _check_rows(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    rows = params["rows"]
     if not src or len(src) != len(tgt) or src[1:] != tgt[1:]:
         raise ValueError("source and target must agree on every dimension but the first")
     if len(rows) != tgt[0]:
         raise ValueError(f"lists {len(rows)} rows but the target has {tgt[0]}")
     for r in rows:
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or not 0 <= r < src[0]):
+        if r is not None and not r < src[0]:
             raise ValueError(f"row {r!r} is not an index into the source's {src[0]} rows")
 
 
@@ -151,6 +200,8 @@ def _check_in_channels(params: Transform, src: tuple[int, ...], tgt: tuple[int, 
         raise ValueError("applies to conv weights (out, in, *kernel)")
     if src[0] != tgt[0] or src[2:] != tgt[2:]:
         raise ValueError("only the input-channel dimension (dim 1) may differ")
+    if src[1] == 0:
+        raise ValueError("the source has 0 input channels: there is nothing to adapt from")
 
 
 def _apply_in_channels(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -164,6 +215,14 @@ def _apply_in_channels(params: Transform, src: torch.Tensor, tgt: torch.Tensor) 
         repeat = -(-tgt_in // src_in)
         w = w.repeat(1, repeat, *([1] * (src.dim() - 2)))[:, :tgt_in] * (src_in / tgt_in)
     return w.to(tgt.dtype)
+
+
+def _params_transpose(params: Transform) -> None:
+    if "dims" not in params:
+        return
+    dims = params["dims"]
+    if not isinstance(dims, list) or not all(_is_int(d) for d in dims) or sorted(dims) != list(range(len(dims))):
+        raise ValueError(f"'dims' must be a permutation of 0..n-1 (whole numbers), got {brief(dims)}")
 
 
 def _check_transpose(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
@@ -194,12 +253,16 @@ def spp_offset(levels: list[int], bins: int) -> int:
     return sum(levels[: levels.index(bins)])
 
 
-def _check_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+def _params_spp_grid(params: Transform) -> None:
     levels, bins = params.get("levels"), params.get("bins")
-    if not isinstance(levels, list) or not levels or not all(isinstance(n, int) and n > 0 for n in levels):
+    if not isinstance(levels, list) or not levels or not all(_is_int(n) and n > 0 for n in levels):
         raise ValueError("needs 'levels': the target pyramid's bin counts, e.g. [1, 4, 9, 36]")
-    if not isinstance(bins, int) or bins not in levels:
+    if not _is_int(bins) or bins not in levels:
         raise ValueError(f"'bins' (the source grid's bins per channel) must be one of the levels {levels}")
+
+
+def _check_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    levels, bins = params["levels"], params["bins"]
     if len(src) != 2 or len(tgt) != 2 or src[0] != tgt[0]:
         raise ValueError("applies to Linear weights (out, in) with the same out features")
     if src[1] % bins:
@@ -231,14 +294,14 @@ for _t in (
     TransformOp("pad", "copy the overlapping block; what the source lacks keeps the target's init",
                 _check_block, _apply_block, _carried_block),
     TransformOp("select_rows", "target row i <- source row rows[i] (null keeps the target's row)",
-                _check_rows, _apply_rows, _carried_rows),
+                _check_rows, _apply_rows, _carried_rows, ("rows",), _params_rows),
     TransformOp("in_channels", "conv input channels: sum to 1, or repeat and scale by in/out (timm)",
                 _check_in_channels, _apply_in_channels),
     TransformOp("transpose", "permute dimensions (default [1, 0]), e.g. Conv1D-style (in, out) weights",
-                _check_transpose, _apply_transpose),
+                _check_transpose, _apply_transpose, None, ("dims",), _params_transpose),
     TransformOp("reshape", "same elements, other shape, e.g. Linear (o, i) <-> 1x1 conv (o, i, 1, 1)",
                 _check_reshape, _apply_reshape),
     TransformOp("spp_grid", "a Linear reading a C x k x k grid -> one reading C x sum(levels) SPP bins",
-                _check_spp_grid, _apply_spp_grid, _carried_spp_grid),
+                _check_spp_grid, _apply_spp_grid, _carried_spp_grid, ("levels", "bins"), _params_spp_grid),
 ):
     register_transform(_t)

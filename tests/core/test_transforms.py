@@ -143,3 +143,47 @@ def test_a_transform_that_does_not_fit_fails_validation_naming_key_and_shapes():
 
     with pytest.raises(MappingError, match=r"'w' \(2, 3\) -> 'w' \(7\).*element counts"):
         apply_mapping({"w": torch.zeros(7)}, {"w": torch.ones(2, 3)}, mapping)
+
+
+@pytest.mark.parametrize("transform, match", [
+    ({"op": "select_rows"}, "needs 'rows'"),
+    ({"op": "select_rows", "rows": [0, True]}, "row True"),
+    ({"op": "select_rows", "rows": [0, -1]}, "row -1"),
+    ({"op": "spp_grid", "levels": [1, 4]}, "'bins'"),
+    ({"op": "spp_grid", "levels": [True, 4], "bins": True}, "needs 'levels'"),
+    ({"op": "spp_grid", "levels": [1, 4], "bins": 4.0}, "'bins'"),
+    ({"op": "transpose", "dims": [True, False]}, "'dims' must be"),
+    ({"op": "transpose", "dims": [0, 0]}, "'dims' must be"),
+    ({"op": "transpose", "dims": "10"}, "'dims' must be"),
+    ({"op": "slice", "rows": [1]}, "takes no parameter 'rows'"),
+    ({"op": "reshape", "shape": [1]}, "takes no parameter 'shape'"),
+    ({"op": 3}, "unknown transform 3"),
+    ({"rows": []}, "'op' field"),
+])
+def test_params_are_checked_without_shapes(transform, match):
+    from spp_gui.core.transforms import check_params
+
+    why = check_params(transform)
+    assert why is not None and match in why, why
+    assert match in check_transform(transform, (3, 3), (3, 3))  # the shape check says the same
+
+
+def test_well_formed_params_pass():
+    from spp_gui.core.transforms import check_params
+
+    for t in ({"op": "slice"}, {"op": "pad"}, {"op": "in_channels"}, {"op": "reshape"}, {"op": "transpose"},
+              {"op": "transpose", "dims": [2, 0, 1]}, {"op": "select_rows", "rows": [3, None]},
+              {"op": "spp_grid", "levels": LEVELS, "bins": 36}):
+        assert check_params(t) is None, t
+
+
+def test_in_channels_from_zero_channels_is_refused():
+    assert "0 input channels" in check_transform({"op": "in_channels"}, (4, 0, 3, 3), (4, 3, 3, 3))
+    mapping = Mapping()
+    mapping.set(Entry("w", "w", {"op": "in_channels"}))
+    from spp_gui.core.errors import MappingError
+
+    target = {"w": torch.full((4, 3, 3, 3), 7.0)}
+    with pytest.raises(MappingError, match="0 input channels"):
+        apply_mapping(target, {"w": torch.zeros(4, 0, 3, 3)}, mapping)
+    assert torch.equal(target["w"], torch.full((4, 3, 3, 3), 7.0))
