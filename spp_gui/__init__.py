@@ -13,11 +13,13 @@ from .core.mapping import Entry, Mapping
 from .core.sources import Source, load_source
 from .core.specs import build_model, parse_spec
 from .core.strategies import suggest, suggest_mapping
+from .core.trust import UntrustedCodeError
+from .core.trust import trust_file as trust_code
 
 __version__ = "0.1.0"
 
 __all__ = [
     "load_source", "build_model", "suggest_mapping", "apply_mapping", "Mapping", "Entry", "LoadReport",
     "save_weights", "suggest", "parse_spec", "Source", "SppError", "SourceError", "SpecError", "MappingError",
-    "UnsafePickleError", "__version__",
+    "UnsafePickleError", "UntrustedCodeError", "trust_code", "__version__",
 ]

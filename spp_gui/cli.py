@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .core.errors import SppError
+from .core.trust import stderr_announce, trust_all_code, trust_named_specs
 
 # Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_export", "spp_gui.cli_train", "spp_gui.cli_verify"]
@@ -53,6 +54,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                 continue
             raise
         module.register(sub)
+    for command in sub.choices.values():
+        command.add_argument("--trust-code", action="store_true",
+                             help="run model code (file.py:Class) that a mapping or run config names; "
+                                  "each file is named on stderr before it runs")
     return parser, sub.choices
 
 
@@ -68,9 +73,13 @@ def _gui(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
+    # model files the user names here are theirs to run; those read from a mapping or config are not
+    trust_named_specs(argv)
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         return _gui(argv)
     args = parser.parse_args(argv)
+    if args.trust_code:
+        trust_all_code(True, announce=stderr_announce)
     try:
         return int(args.func(args) or 0)
     except SppError as exc:

@@ -80,7 +80,8 @@ def drive(gen, on_event) -> RunResult | None:
 def launch(args: argparse.Namespace) -> int:
     """``--nproc N``: this same command under torchrun on this machine; its output streams through."""
     extra = [*(["--compare"] if args.compare else []), *(["--figure", args.figure] if args.figure else []),
-             *(["--events-jsonl"] if args.events_jsonl else [])]
+             *(["--events-jsonl"] if args.events_jsonl else []),
+             *(["--trust-code"] if getattr(args, "trust_code", False) else [])]
     command = launch_command(args.configs, args.nproc, extra)
     print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)

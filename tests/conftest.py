@@ -26,3 +26,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
     torch.hub.set_dir(str(home / "torch" / "hub"))
     yield home
+    from spp_gui.core.trust import forget_trust
+
+    forget_trust()  # code trusted by one test is not trusted by the next

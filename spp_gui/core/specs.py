@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
-import importlib.util
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import SpecError
+from .trust import code_to_run, trust_file
 
 SCHEMES = ("torchvision", "spp_gui")
 
@@ -118,27 +118,26 @@ def builtin_model_names() -> list[str]:
 
 
 def _load_user_class(spec: ModelSpec) -> type[nn.Module]:
+    """Import the user's file, only if they trust it (see :mod:`.trust`), and return the named class."""
     path = Path(spec.path or "").expanduser()
     if not path.is_file():
         raise SpecError(f"model file not found: {path} (from spec {spec.text!r})")
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    module_name = f"spp_gui_user_{path.stem}_{digest}"
+    source, digest = code_to_run(path, spec.text)  # raises UntrustedCodeError unless the user agreed
+    module_name = f"spp_gui_user_{path.stem if path.stem.isidentifier() else 'model'}_{digest[:12]}"
     module = sys.modules.get(module_name)
     if module is None:
-        loader_spec = importlib.util.spec_from_file_location(module_name, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise SpecError(f"cannot import {path} as a Python module")
-        module = importlib.util.module_from_spec(loader_spec)
+        module = types.ModuleType(module_name)
+        module.__file__ = str(path.resolve())
         sys.modules[module_name] = module
-        try:
-            loader_spec.loader.exec_module(module)
+        try:  # the very bytes that were checked are compiled, not the file read again
+            exec(compile(source, str(path.resolve()), "exec"), module.__dict__)  # noqa: S102 - trusted by the user
         except Exception as exc:
             del sys.modules[module_name]
             raise SpecError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     cls = getattr(module, spec.name, None)
-    if cls is None:
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         names = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)]
-        raise SpecError(f"{path} has no class {spec.name!r}{_closest(spec.name, names)}")
+        raise SpecError(f"{path} has no nn.Module class {spec.name!r}{_closest(spec.name, names)}")
     return cls
 
 
@@ -162,14 +161,19 @@ def model_constructor(spec: ModelSpec):
     return _load_user_class(spec)
 
 
-def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed: int | None = None) -> nn.Module:
+def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed: int | None = None,
+                *, trust_code: bool = False) -> nn.Module:
     """Build the model a spec names. ``device='meta'`` costs no memory and no initialisation.
 
     ``seed`` makes the random initialisation reproducible (mapping apply and the GUI's
     "source from a spec" use it so the same spec always yields the same tensors).
+    A ``file.py:Class`` spec runs that file: only when it was trusted (:func:`spp_gui.trust_code`)
+    or ``trust_code=True`` says the caller names it themselves.
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
+    if trust_code and spec.kind == "file" and spec.path:
+        trust_file(spec.path)
     ctor = model_constructor(spec)
     rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
     with rng, torch.device(device):

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QStyleFactory
 from ..core.errors import SppError
 from ..core.sources import torchvision_weights_path
 from ..core.strategies import strategy_names
+from ..core.trust import trust_named_specs
 from .style import app_icon
 
 DEFAULT_TARGET = "spp_gui:alexnet_spp?num_classes=20"
@@ -74,6 +75,7 @@ def open_window(argv: list[str]):
     preload()
 
     args = parse_args(argv)
+    trust_named_specs([text for text in (args.source, args.target) if text])  # named by the user: theirs to run
     window = MainWindow(allow_download=bool(args.source))
     if args.mapping and not (args.source or args.target):
         window.files.open_session(None, None, mapping_path=args.mapping, strategy=None)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from ..core.errors import SppError, UnsafePickleError
 from ..core.mapping import Mapping
 from ..core.strategies import Suggestions
+from ..core.trust import UntrustedCodeError, trust_file, trust_named_specs
 from . import settings
 from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog, error_box
 from .document import Loaded
@@ -108,6 +109,9 @@ class FileController(QObject):
         if isinstance(exc, UnsafePickleError):
             self._offer_trust(plan, role, spec, exc)
             return
+        if isinstance(exc, UntrustedCodeError):
+            self._offer_code_trust(plan, exc)
+            return
         text = str(exc) if isinstance(exc, SppError) else f"{type(exc).__name__}: {exc}"
         detail = "" if isinstance(exc, SppError) else getattr(exc, "__traceback_text__", "")
         error_box(self.w, f"Cannot open {role}", f"Could not open {spec}:\n\n{text}\n\nThe session is unchanged.",
@@ -127,6 +131,33 @@ class FileController(QObject):
                 self.plan = retry
                 for r, s in retry.specs.items():
                     self._start_side(retry, r, s)
+
+        box.finished.connect(finished)
+        box.open()
+
+    def _offer_code_trust(self, plan: LoadPlan, exc: UntrustedCodeError) -> None:
+        """A spec read from a file names Python code: run it only after a yes that names the file."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Run code from this file?",
+                          f"Opening this session would run the Python file\n\n{exc.path}\n\n"
+                          f"sha256 {exc.sha256}\n\nIt is named by {exc.spec!r}, which you did not type yourself "
+                          "(it comes from a mapping or a saved session). Running it can do anything your account "
+                          "can do. Run it only if you know where it comes from.",
+                          QMessageBox.StandardButton.Cancel, self.w)
+        box.setObjectName("codeTrustBox")
+        run = box.addButton("Run this file", QMessageBox.ButtonRole.AcceptRole)
+        run.setObjectName("runCodeButton")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+        def finished(_result: int) -> None:
+            if box.clickedButton() is not run:
+                self.w.message("Not opened: the session names code you did not allow to run")
+                return
+            trust_file(exc.path, exc.sha256)  # these bytes only: a changed file asks again
+            retry = LoadPlan(plan.specs, plan.mapping, plan.mapping_path, plan.strategy, dict(plan.trust),
+                             recovered=plan.recovered)
+            self.plan = retry
+            for r, s in retry.specs.items():
+                self._start_side(retry, r, s)
 
         box.finished.connect(finished)
         box.open()
@@ -205,6 +236,7 @@ class FileController(QObject):
         side = doc.source if role == "source" else doc.target
         dialog = SpecDialog(role, side.spec if side else "", self.w)
         if dialog.exec() == SpecDialog.DialogCode.Accepted and dialog.spec():
+            trust_named_specs([dialog.spec()])  # typed or browsed by the user: theirs to run
             self.open_session(**{role: dialog.spec(), "source" if role == "target" else "target": None})
 
     def open_side_file(self, role: str) -> None:

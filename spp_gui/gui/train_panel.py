@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 
 from ..core.errors import SppError
 from ..core.mapping import Mapping
+from ..core.trust import code_files, is_trusted, trust_named_specs
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
@@ -341,6 +342,8 @@ class TrainPanel(QWidget):
             return
         try:
             cfg = self.config()
+            if self.spec_edit.isModified():  # typed here by the user: theirs to run
+                trust_named_specs([cfg.model.spec])
             cfg.validate("the Train panel")
             if self.external:
                 per_rank_batch(cfg.run.batch_size, self.nproc_spin.value())
@@ -353,7 +356,11 @@ class TrainPanel(QWidget):
             return
         if self.external:
             logs = path.parent / "torchrun-logs"
-            self.start_process(launch_command([str(path)], self.nproc_spin.value(), ["--events-jsonl"], tee=True,
+            # the processes may run the model code this window was allowed to run, and no other
+            code = code_files([cfg.model.spec, cfg.model.source, self._mapping.source_spec if self._mapping else ""])
+            trusted = bool(code) and all(is_trusted(p) for p in code)
+            extra = ["--events-jsonl", *(["--trust-code"] if trusted else [])]
+            self.start_process(launch_command([str(path)], self.nproc_spin.value(), extra, tee=True,
                                               log_dir=str(logs)), logs=str(logs))
         else:
             self._launch(train, cfg)
@@ -404,6 +411,8 @@ class TrainPanel(QWidget):
         """Save the run's config beside the runs and show the torchrun line for each machine of a cluster."""
         try:
             cfg = self.config()
+            if self.spec_edit.isModified():  # typed here by the user: theirs to run
+                trust_named_specs([cfg.model.spec])
             cfg.validate("the Train panel")
             path = self.write_job_config(cfg)
             line = cluster_command([str(path)], self.nproc_spin.value(), 2, "HOST:29500")

@@ -103,7 +103,8 @@ class Net(nn.Module):
 
 def test_out_of_memory_offers_a_retry_at_half_batch(panel, qtbot, tmp_path):
     (tmp_path / "oom_net.py").write_text(OOM_NET)
-    panel.spec_edit.setText(f"{tmp_path}/oom_net.py:Net")
+    panel.spec_edit.clear()
+    qtbot.keyClicks(panel.spec_edit, f"{tmp_path}/oom_net.py:Net")  # typed by the user: theirs to run
     with qtbot.waitSignal(panel.run_finished, timeout=30000):
         panel.start_button.click()
     assert "batch size 8" in panel._dialog.text() and panel._dialog.isVisible()

@@ -12,6 +12,7 @@ from PIL import Image
 from spp_gui import build_model, suggest_mapping
 from spp_gui.core.apply import save_weights
 from spp_gui.core.sources import load_source
+from spp_gui.core.trust import trust_file
 from spp_gui.training.engine import (
     Cancelled,
     CheckpointSaved,
@@ -155,6 +156,7 @@ FAULTY_NET = textwrap.dedent('''
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, tmp_path):
     (tmp_path / "net.py").write_text(FAULTY_NET)
+    trust_file(tmp_path / "net.py")
     events, result = collect(make_config(model__spec=f"{tmp_path}/net.py:Net?after=4", run__epochs=3))
     failed = events[-1]
     assert isinstance(failed, Failed) and failed.kind == "nan" and result.status == "failed"
@@ -166,6 +168,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, 
 
 def test_out_of_memory_names_the_batch_size_and_offers_half(make_config, tmp_path):
     (tmp_path / "net.py").write_text(FAULTY_NET)
+    trust_file(tmp_path / "net.py")
     events, result = collect(make_config(model__spec=f"{tmp_path}/net.py:Net?after=4&fault=oom"))
     failed = events[-1]
     assert isinstance(failed, Failed) and failed.kind == "oom"
@@ -196,9 +199,9 @@ def test_cli_retry_half_recovers_from_out_of_memory(make_config, tmp_path, capsy
 
     (tmp_path / "net.py").write_text(FAULTY_NET)
     make_config(model__spec=f"{tmp_path}/net.py:Net?after=4&fault=oom", run__epochs=1).save(tmp_path / "run.toml")
-    assert main(["train", str(tmp_path / "run.toml")]) == 1
+    assert main(["train", str(tmp_path / "run.toml"), "--trust-code"]) == 1
     assert "rerun with --retry-half to retry at batch size 4" in capsys.readouterr().err
-    assert main(["train", str(tmp_path / "run.toml"), "--retry-half"]) == 0
+    assert main(["train", str(tmp_path / "run.toml"), "--retry-half", "--trust-code"]) == 0
     captured = capsys.readouterr()
     assert "retrying" in captured.err and "at batch size 4" in captured.err and "tiny: finished" in captured.out
 
