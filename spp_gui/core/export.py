@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .errors import MappingError
 from .mapping import Mapping
+from .transforms import check_params
 
 FORMATS = ("python", "hf-key-mapping", "mmengine-revise-keys")
 UNUSED_PREFIX = "spp_gui_unused."
@@ -43,8 +44,9 @@ def export_mapping(mapping: Mapping, fmt: str, source_keys: Iterable[str] | None
         return Export(fmt, python_function(mapping))
     if fmt not in FORMATS:
         raise MappingError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _check_transforms(mapping)
     plain = {e.source: e.target for e in mapping if e.transform is None}
-    skipped = [f"{e.target} <- {e.source}: transform {e.transform.get('op')} has no regex form"
+    skipped = [_one_line(f"{e.target} <- {e.source}: transform {e.transform['op']} has no regex form")
                for e in mapping if e.transform is not None]
     keys = list(dict.fromkeys([*(source_keys or ()), *plain, *(e.source for e in mapping)]))
     sources_of = Counter(plain.values())
@@ -67,17 +69,40 @@ def export_mapping(mapping: Mapping, fmt: str, source_keys: Iterable[str] | None
     return Export(fmt, head + body, skipped)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped: a comment that stays one comment.
+
+    A mapping's specs and keys come from a file someone sent; a newline or carriage return in
+    one would otherwise end the comment and make the rest of it code that runs on import.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _title(mapping: Mapping) -> str:
+    return _one_line(f"# spp-gui mapping {mapping.source_spec or '(source)'} -> {mapping.target_spec or '(target)'}")
+
+
 def _header(mapping: Mapping, usage: str, skipped: list[str]) -> str:
-    lines = [f"# spp-gui mapping {mapping.source_spec or '(source)'} -> {mapping.target_spec or '(target)'}", usage]
-    lines += [f"# not expressed: {s}" for s in skipped]
+    lines = [_title(mapping), usage]
+    lines += [f"# not expressed: {_one_line(s)}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
 def _raw(text: str) -> str:
-    # repr() already yields a valid literal; a raw string reads better for regexes when it can
-    if "'" not in text and not text.endswith("\\") and "\n" not in text:
+    # repr() always yields a valid literal; a raw string reads better for regexes where it is
+    # safe: printable (no line breaks, no NUL), no quote, no trailing backslash
+    if text.isprintable() and "'" not in text and not text.endswith("\\"):
         return f"r'{text}'"
     return repr(text)
+
+
+def _check_transforms(mapping: Mapping) -> None:
+    """Refuse a transform whose op or parameters are not the plain data the snippets embed."""
+    for e in mapping:
+        if e.transform is not None and (why := check_params(e.transform)) is not None:
+            raise MappingError(f"entry {e.target!r}: {why}; fix or remove its transform before exporting")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,13 +260,14 @@ _CALLS = {
 
 def python_function(mapping: Mapping) -> str:
     """A self-contained ``remap(source, target)`` returning the target's tensors from the mapping."""
+    _check_transforms(mapping)
     for e in mapping:
         if e.transform is not None and e.transform.get("op") not in _CALLS:
             raise MappingError(f"entry {e.target!r}: transform {e.transform.get('op')!r} has no Python form")
     ops = {e.transform["op"] for e in mapping if e.transform is not None}
     needed = sorted({"slice" if op == "pad" else op for op in ops} & set(_HELPERS))
     helpers = [_HELPERS[op] for op in needed]
-    lines = [f"# spp-gui mapping {mapping.source_spec or '(source)'} -> {mapping.target_spec or '(target)'}",
+    lines = [_title(mapping),
              "# usage: model.load_state_dict(remap(source_state_dict, model.state_dict()), strict=False)",
              "", *dict.fromkeys(helpers),
              "MAPPING = {  # target key: source key"]
