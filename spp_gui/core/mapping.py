@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,10 +19,15 @@ from typing import Any
 from .atomic import atomic_write_text
 from .errors import MappingError
 from .tensors import KeyTable, format_shape
-from .transforms import Transform, carried_numel, check_transform
+from .transforms import Transform, brief, carried_numel, check_params, check_transform
 
 FORMAT = "spp-gui-mapping"
 VERSION = 1
+
+#: A mapping of 47,000 entries is about 10 MiB; a file past this is not a mapping.
+MAX_FILE_BYTES = 256 * 2**20
+#: Longest spec, path, key, origin or reason a mapping file may hold.
+MAX_TEXT = 4096
 
 # Per-target statuses, strongest first.
 EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED = "exact", "renamed", "adapted", "invalid", "unmapped"
@@ -46,17 +53,88 @@ class Entry:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Entry:
+    def from_dict(cls, data: Any, where: str = "mapping", number: int | None = None) -> Entry:
+        """An entry read from a file: every field type-checked, transform parameters included."""
         if not isinstance(data, dict) or not isinstance(data.get("target"), str) or not isinstance(data.get("source"), str):
-            raise MappingError(f"mapping entry needs string 'target' and 'source' fields, got {data!r}")
+            which = f"entry #{number}" if number is not None else "a mapping entry"
+            got = brief(data) if not isinstance(data, dict) else "an object without them"
+            raise MappingError(f"{where}: {which} needs string 'target' and 'source' fields, got {got}")
+        target = data["target"]
+        name = f"{where}: entry {brief(target, 120)}"
+        _text(target, f"{name}: 'target'")
+        _text(data["source"], f"{name}: 'source'")
         conf = data.get("confidence")
-        if conf is not None and not (isinstance(conf, (int, float)) and 0.0 <= conf <= 1.0):
-            raise MappingError(f"entry {data['target']!r}: confidence must be a number in [0, 1], got {conf!r}")
+        # (NaN fails the comparison; an int too big for a float does not reach one)
+        if conf is not None and not (isinstance(conf, (int, float)) and not isinstance(conf, bool) and 0 <= conf <= 1):
+            raise MappingError(f"{name}: confidence must be a number in [0, 1], got {brief(conf)}; "
+                               f"set it to null if unknown")
         transform = data.get("transform")
-        if transform is not None and not isinstance(transform, dict):
-            raise MappingError(f"entry {data['target']!r}: transform must be an object or null")
-        return cls(data["target"], data["source"], transform, str(data.get("origin", "manual")), conf,
-                   str(data.get("reason", "")))
+        if transform is not None:
+            if not isinstance(transform, dict):
+                raise MappingError(f"{name}: transform must be an object or null, got {brief(transform)}")
+            why = check_params(transform)
+            if why is not None:
+                raise MappingError(f"{name}: {why}")
+        origin = _text(data.get("origin", "manual"), f"{name}: 'origin'")
+        reason = _text(data.get("reason", ""), f"{name}: 'reason'")
+        return cls(target, data["source"], transform, origin, conf, reason)
+
+
+def _text(value: Any, what: str, one_line: bool = False) -> str:
+    """``value`` when it is a string of sane length (and one line where asked), else MappingError."""
+    if not isinstance(value, str):
+        raise MappingError(f"{what} must be a string, got {brief(value)}")
+    if len(value) > MAX_TEXT:
+        raise MappingError(f"{what} is {len(value)} characters long; it may have at most {MAX_TEXT}")
+    if one_line and not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise MappingError(f"{what} contains a control character ({bad!r}); a spec is one line of printable text")
+    return value
+
+
+def _side(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    side = data.get(name)
+    if side is None:
+        return {}
+    if not isinstance(side, dict):
+        raise MappingError(f"{where}: '{name}' must be an object like {{\"spec\": \"...\"}}, got {brief(side)}")
+    return side
+
+
+def _read_untrusted(path: Path) -> str:
+    """The text of a file someone may have sent: a regular file only, at most MAX_FILE_BYTES.
+
+    A FIFO would block ``open`` forever and ``/dev/zero`` would be read until memory runs out,
+    so the kind and size are checked before reading, and again on the opened descriptor.
+    """
+    def refuse(st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or other")
+            raise MappingError(f"{path} is not a regular file (it is {kind}); choose a mapping .json file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise MappingError(f"{path} is {st.st_size / 2**20:.0f} MiB; a mapping file is at most "
+                               f"{MAX_FILE_BYTES // 2**20} MiB, so this is not one")
+
+    try:
+        refuse(os.stat(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise MappingError(f"mapping file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise MappingError(f"cannot read mapping file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            refuse(os.fstat(fh.fileno()))  # the path may have been swapped since the stat
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise MappingError(f"cannot read mapping file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise MappingError(f"{path} grew past {MAX_FILE_BYTES // 2**20} MiB while being read; it is not a mapping file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path} is not UTF-8 text (byte {exc.start}); save the mapping as UTF-8 JSON") from None
 
 
 @dataclass
@@ -193,25 +271,31 @@ class Mapping:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "mapping") -> Mapping:
+        """A mapping from parsed JSON that may come from anyone: every field is checked."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise MappingError(f"{where} is not an spp-gui mapping (expected \"format\": \"{FORMAT}\")")
         version = data.get("version")
-        if not isinstance(version, int) or version < 1:
-            raise MappingError(f"{where}: bad version {version!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise MappingError(f"{where}: bad version {brief(version)}; a mapping file has \"version\": {VERSION}")
         if version > VERSION:
-            raise MappingError(f"{where} has format version {version}, newer than this spp_gui reads ({VERSION}); upgrade spp_gui")
+            raise MappingError(f"{where} has format version {brief(version)}, newer than this spp_gui reads ({VERSION}); upgrade spp_gui")
         entries_raw = data.get("entries", [])
         if not isinstance(entries_raw, list):
             raise MappingError(f"{where}: 'entries' must be a list")
+        source, target = _side(data, "source", where), _side(data, "target", where)
+        sha = source.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
+            raise MappingError(f"{where}: 'source.sha256' must be 64 hex digits (the source file's SHA-256), "
+                               f"got {brief(sha)}; remove it to skip the check")
         mapping = cls(
-            source_spec=str((data.get("source") or {}).get("spec", "")),
-            target_spec=str((data.get("target") or {}).get("spec", "")),
-            source_sha256=(data.get("source") or {}).get("sha256"),
+            source_spec=_text(source.get("spec", ""), f"{where}: 'source.spec'", one_line=True),
+            target_spec=_text(target.get("spec", ""), f"{where}: 'target.spec'", one_line=True),
+            source_sha256=sha,
         )
-        for raw in entries_raw:
-            entry = Entry.from_dict(raw)
+        for number, raw in enumerate(entries_raw, 1):
+            entry = Entry.from_dict(raw, where, number)
             if entry.target in mapping.entries:
-                raise MappingError(f"{where}: target key {entry.target!r} is listed twice")
+                raise MappingError(f"{where}: target key {brief(entry.target, 120)} is listed twice")
             mapping.entries[entry.target] = entry
         return mapping
 
@@ -220,17 +304,20 @@ class Mapping:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Mapping:
+        """Read a mapping file as untrusted data: any malformed content is one MappingError."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise MappingError(f"mapping file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MappingError(f"cannot read mapping file {path}: {exc}") from exc
+        text = _read_untrusted(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise MappingError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+            raise MappingError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        except RecursionError:
+            raise MappingError(f"{path} has lists or objects nested past ~1,000 levels; "
+                               f"a mapping file nests four, so this is not one") from None
+        except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+            if "digits" not in str(exc):
+                raise MappingError(f"{path} is not valid JSON ({brief(str(exc))})") from None
+            raise MappingError(f"{path} holds a number with more than 4,300 digits; no mapping field needs one") from None
         return cls.from_dict(data, where=str(path))
 
     @classmethod

@@ -47,11 +47,16 @@ def register_transform(op: TransformOp) -> TransformOp:
 
 def brief(value: Any, limit: int = 60) -> str:
     """A short, one-line repr of a value read from a file, for a message (never a deep or huge one)."""
+    scalar = (str, int, float, bool, type(None))
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
-        return "a list"
-    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+        if len(value) <= limit and all(isinstance(v, scalar) for v in value) and len(text := repr(value)) <= limit:
+            return text
+        return f"a list of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"a {len(str(abs(value)))}-digit number"
+    text = repr(value) if isinstance(value, scalar) else type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -158,7 +163,8 @@ def _carried_block(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a 1
+    """A whole number a tensor index can hold (JSON true is not a 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
 
 
 def _params_rows(params: Transform) -> None:
@@ -258,7 +264,7 @@ def _params_spp_grid(params: Transform) -> None:
     if not isinstance(levels, list) or not levels or not all(_is_int(n) and n > 0 for n in levels):
         raise ValueError("needs 'levels': the target pyramid's bin counts, e.g. [1, 4, 9, 36]")
     if not _is_int(bins) or bins not in levels:
-        raise ValueError(f"'bins' (the source grid's bins per channel) must be one of the levels {levels}")
+        raise ValueError(f"'bins' (the source grid's bins per channel) must be one of the levels {brief(levels)}")
 
 
 def _check_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
