@@ -21,7 +21,7 @@ from .errors import Cancelled, MappingError, SourceError
 from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Mapping
 from .sources import Source, load_source
 from .specs import build_model
-from .tensors import dtype_name, table_of
+from .tensors import dtype_name, table_of, torch_dtype
 from .transforms import apply_transform, carried_numel
 
 Progress = Callable[[int, int, str], None]
@@ -116,6 +116,9 @@ def apply_mapping(
     mapping.validate(src.tensors, target_table)
     if any(t.is_meta for t in state.values()):
         raise MappingError("the target model is on the meta device; build it for real (device='cpu') to apply")
+    for entry in mapping:  # every entry checked before the first tensor is written
+        _refuse_lossy_cast(entry.source, src.tensors[entry.source].dtype, entry.target,
+                           dtype_name(state[entry.target].dtype))
     warnings = []
     if verify_sha256 and (warning := check_sha256(src, mapping)):
         warnings.append(warning)
@@ -129,9 +132,8 @@ def apply_mapping(
                 progress(i, total, entry.target)
             dest = state[entry.target]
             tensor = src.read(entry.source)
-            if tensor.dtype != dest.dtype and not dest.dtype.is_floating_point and tensor.dtype.is_floating_point:
-                raise MappingError(f"{entry.source!r} is {dtype_name(tensor.dtype)} but {entry.target!r} is "
-                                   f"{dtype_name(dest.dtype)}: refusing a lossy cast")
+            # the listing said otherwise (a source whose header lies): still never a lossy cast
+            _refuse_lossy_cast(entry.source, dtype_name(tensor.dtype), entry.target, dtype_name(dest.dtype))
             tensor = apply_transform(entry.transform, tensor, dest.detach())
             dest.copy_(tensor)
             del tensor
@@ -146,6 +148,19 @@ def apply_mapping(
         carried={e.target: carried_numel(e.transform, src.tensors[e.source].shape, target_table[e.target].shape)
                  for e in mapping},
     )
+
+
+def _refuse_lossy_cast(source_key: str, source_dtype: str, target_key: str, target_dtype: str) -> None:
+    """MappingError when filling an integer (or bool) tensor from a floating-point one."""
+    if source_dtype == target_dtype:
+        return
+    try:
+        lossy = torch_dtype(source_dtype).is_floating_point and not torch_dtype(target_dtype).is_floating_point
+    except ValueError:
+        return  # a dtype torch does not name: reading the tensor will say so
+    if lossy:
+        raise MappingError(f"{source_key!r} is {source_dtype} but {target_key!r} is {target_dtype}: refusing a lossy "
+                           f"cast; map {target_key!r} from a {target_dtype} tensor or leave it unmapped")
 
 
 # ---------------------------------------------------------------------------------------------

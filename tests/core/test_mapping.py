@@ -121,3 +121,21 @@ def test_apply_to_meta_model_is_refused(small_state):
     model = build_model("torchvision:squeezenet1_0", device="meta")
     with pytest.raises(MappingError, match="meta device"):
         apply_mapping(model, small_state, Mapping.from_pairs({"features.0.bias": "features.0.bias"}))
+
+
+def test_a_refused_lossy_cast_leaves_the_model_untouched(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    model[1].num_batches_tracked.fill_(7)  # int64: a float source would be cast lossily
+    source = {k: torch.randn(v.shape) if v.is_floating_point() else torch.tensor(2.5) for k, v in model.state_dict().items()}
+    path = tmp_path / "float_counts.pth"
+    torch.save(source, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mapping = Mapping.from_pairs({k: k for k in source})  # the int entry comes last: all others before it
+    assert list(mapping.entries)[-1] == "1.num_batches_tracked"
+    with pytest.raises(MappingError, match=r"'1.num_batches_tracked' is int64: refusing a lossy cast"):
+        apply_mapping(model, path, mapping)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v) and after[k].dtype == v.dtype, k
