@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 import pickle
+import stat
 import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,11 @@ SAFETENSORS_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".index.json"
 # Containers that hold a state dict, in the order they are tried.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+
+#: The most a torch zip's pickle and its other non-tensor entries may unpack to: it is all read at listing.
+MAX_PICKLE_BYTES = 1 << 30
+#: Deflate cannot expand data more than about 1032 times; an entry claiming more is lying.
+MAX_DEFLATE_RATIO = 1032
 
 PICKLE_HELP = (
     "it would need full unpickling, which can run arbitrary code from the file; "
@@ -84,7 +91,7 @@ def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | N
     digest = hashlib.sha256()
     done = 0
     for path in paths:
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
                 done += len(chunk)
@@ -106,6 +113,49 @@ def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Te
 def _seek_read(fh, view: memoryview, offset: int) -> int:
     fh.seek(offset)
     return fh.readinto(view)
+
+
+def _pread(fh, nbytes: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fh.fileno(), nbytes, offset)
+    fh.seek(offset)
+    return fh.read(nbytes)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for reading only if it is a regular file: a FIFO or device would block or never end.
+
+    The kind is checked before opening (opening some devices does something) and again on the descriptor.
+    """
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise SourceError(_not_regular(path, before))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise SourceError(f"cannot open {path} ({exc.strerror})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped since the stat
+            raise SourceError(_not_regular(path, st))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _not_regular(path: Path, st: os.stat_result) -> str:
+    kind = ("a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a folder" if stat.S_ISDIR(st.st_mode) else "not a file")
+    return f"{path} is {kind}, not a regular file; give a checkpoint file or the folder holding one"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,9 +207,19 @@ def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor]) -> None:
 
 
 class FileSource(Source):
-    """A source backed by one open file."""
+    """A source backed by one file, opened when first read; ``close`` lets go of it until the next read."""
 
     _fh = None
+    _identity: tuple[int, ...] | None = None  # the file as it was listed
+
+    def _file(self):
+        if self._fh is None:
+            fh = _open_regular(self.path)
+            if self._identity is not None and _identity(os.fstat(fh.fileno())) != self._identity:
+                fh.close()
+                raise SourceError(f"{self.path}: the file changed after it was listed; open it again")
+            self._fh = fh
+        return self._fh
 
     def sha256(self, progress=None) -> str:
         return _file_sha256([self.path], progress)
@@ -168,6 +228,93 @@ class FileSource(Source):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZipRecord:
+    """Where one zip entry's bytes lie in the file, and what they must unpack to."""
+
+    name: str
+    start: int  # file offset of its (possibly compressed) bytes
+    compressed: int
+    size: int  # unpacked size
+    crc: int
+    deflated: bool
+
+
+def _zip_records(fh, infos: list[zipfile.ZipInfo]) -> list[ZipRecord]:
+    """Every entry of a zip archive, checked for what a reader must trust before unpacking it."""
+    file_size = os.fstat(fh.fileno()).st_size
+    records, seen = [], set()
+    for info in infos:
+        name = info.filename
+        if name in seen:
+            raise SourceError(f"zip archive has two entries named {name!r} (crafted or damaged)")
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise SourceError(f"zip entry {name} is encrypted; torch cannot read it either")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise SourceError(f"zip entry {name} is compressed with method {info.compress_type}, which torch cannot "
+                              "read either; re-save the checkpoint with torch.save (or re-zip it with zip -0 / deflate)")
+        deflated = info.compress_type == zipfile.ZIP_DEFLATED
+        if (not deflated and info.file_size != info.compress_size) or (
+                deflated and info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024):
+            raise SourceError(f"zip entry {name} claims {info.file_size} bytes from {info.compress_size} stored, "
+                              "more than its compression allows (crafted or damaged)")
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise SourceError(f"damaged zip entry {name}")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        local_name = fh.read(name_len).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+        if local_name != info.orig_filename:
+            raise SourceError(f"damaged zip entry {name} (its local header names {local_name!r})")
+        start = info.header_offset + 30 + name_len + extra_len
+        if start + info.compress_size > file_size:
+            raise SourceError(f"file ends inside zip entry {name} (truncated?)")
+        records.append(ZipRecord(name, start, info.compress_size, info.file_size, info.CRC, deflated))
+    return records
+
+
+def _read_record(fh, record: ZipRecord, what: str, path: Path) -> torch.Tensor:
+    """A zip entry's bytes in fresh memory, unpacked (never past its declared size) and CRC-checked."""
+    if record.deflated:
+        raw = _inflate(fh, record, what, path)
+    else:
+        raw = _pread_into(fh, record.start, record.size, what, path)
+    if zlib.crc32(raw.numpy()) != record.crc:
+        raise SourceError(f"{path}: data of {what} is corrupt (CRC mismatch); the file is damaged")
+    return raw
+
+
+def _inflate(fh, record: ZipRecord, what: str, path: Path) -> torch.Tensor:
+    buf = torch.empty(record.size, dtype=torch.uint8)
+    out = memoryview(buf.numpy()).cast("B")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    done, offset, left = 0, record.start, record.compressed
+    try:
+        while left and not inflater.eof:
+            chunk = _pread(fh, min(left, 1 << 20), offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            left -= len(chunk)
+            while chunk and not inflater.eof:
+                room = record.size - done
+                # asking for one byte when full tells a stream that goes on from one that is just ending
+                data = inflater.decompress(chunk, min(max(room, 1), 1 << 24))
+                if len(data) > room:
+                    raise SourceError(f"{path}: data of {what} unpacks to more than the {record.size} bytes "
+                                      f"its zip entry {record.name} declares (crafted or damaged)")
+                out[done:done + len(data)] = data
+                done += len(data)
+                chunk = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise SourceError(f"{path}: data of {what} is corrupt ({exc}); the file is damaged") from exc
+    if not inflater.eof or done != record.size:
+        raise SourceError(f"{path}: data of {what} is corrupt or truncated (unpacked {done} of "
+                          f"{record.size} bytes); the file is damaged")
+    return buf
 
 
 class TorchFileSource(FileSource):
@@ -179,7 +326,9 @@ class TorchFileSource(FileSource):
         super().__init__(spec or str(path))
         self.path = path
         self._fh = None
-        self._records: dict[int, tuple[int, int]] = {}  # data offset -> (size, crc32)
+        self._records: dict[str, ZipRecord] = {}  # storage key -> its zip entry
+        self._storage_of: dict[str, ZipRecord] = {}  # tensor name -> the entry holding its storage
+        self._offsets_computed = False
         self._meta: dict[str, torch.Tensor] = {}
         self._loaded: dict[str, torch.Tensor] | None = None  # legacy format: tensors in memory
         try:
@@ -192,14 +341,19 @@ class TorchFileSource(FileSource):
     def _open(self, trust_pickle: bool) -> None:
         path = self.path
         assert path is not None
-        if zipfile.is_zipfile(path):
-            self._index_zip(path)
+        with _open_regular(path) as fh:
+            self._identity = _identity(os.fstat(fh.fileno()))
+            is_zip = zipfile.is_zipfile(fh)
+            if is_zip:
+                self._index_zip(fh)
+            else:
+                self._check_legacy(fh)
+        if is_zip:
             obj = self._torch_load(map_location="meta", trust_pickle=trust_pickle)
             self._meta = _unwrap(obj, self.notes)
             self.tensors = table_of(self._meta)
-            self._fh = open(path, "rb")
+            self._locate_storages()
         else:
-            self._check_legacy(path)
             obj = self._torch_load(map_location="cpu", trust_pickle=trust_pickle)
             self._loaded = _unwrap(obj, self.notes)
             self.tensors = table_of(self._loaded)
@@ -208,9 +362,9 @@ class TorchFileSource(FileSource):
             self.notes.append("loaded with full unpickling (trusted by the user)")
 
     @staticmethod
-    def _check_legacy(path: Path) -> None:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
+    def _check_legacy(fh) -> None:
+        fh.seek(0)
+        head = fh.read(16)
         if not head:
             raise SourceError("file is empty")
         if head[:1] != b"\x80":  # legacy torch files start with a pickle protocol opcode
@@ -218,30 +372,68 @@ class TorchFileSource(FileSource):
                 raise SourceError("zip archive is damaged (central directory missing or unreadable; truncated?)")
             raise SourceError("not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
 
-    def _index_zip(self, path: Path) -> None:
+    def _index_zip(self, fh) -> None:
         try:
-            with zipfile.ZipFile(path) as zf:
-                infos = zf.infolist()
-                pickles = [i for i in infos if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
-                if not pickles:
+            with zipfile.ZipFile(fh) as zf:
+                records = _zip_records(fh, zf.infolist())
+                if not records or "/" not in records[0].name:
+                    raise SourceError("zip archive is not a torch.save checkpoint (its first entry is not in a folder)")
+                # like torch, read everything from the folder of the archive's first entry
+                folder = records[0].name.split("/", 1)[0] + "/"
+                by_name = {r.name: r for r in records}
+                pickle_record = by_name.get(folder + "data.pkl")
+                if pickle_record is None:
                     raise SourceError("zip archive without data.pkl: not a torch.save checkpoint")
-                # The pickle steers everything else: check its CRC before trusting it.
-                zf.read(pickles[0])
-                with open(path, "rb") as raw:
-                    for info in infos:
-                        if "/data/" not in info.filename or info.compress_type != zipfile.ZIP_STORED:
-                            continue
-                        raw.seek(info.header_offset)
-                        header = raw.read(30)
-                        if len(header) != 30 or header[:4] != b"PK\x03\x04":
-                            raise SourceError(f"damaged zip entry {info.filename}")
-                        name_len, extra_len = struct.unpack("<HH", header[26:30])
-                        start = info.header_offset + 30 + name_len + extra_len
-                        self._records[start] = (info.file_size, info.CRC)
+                unpacked = sum(r.size for r in records if not r.name.startswith(folder + "data/"))
+                if unpacked > MAX_PICKLE_BYTES:
+                    raise SourceError(f"its pickle and other non-tensor entries unpack to {unpacked:,} bytes, more "
+                                      f"than the {MAX_PICKLE_BYTES:,} a checkpoint may take (a zip bomb, or far more "
+                                      "than tensors); if it is genuine, re-save just its state dict with torch.save")
+                # The pickle steers everything else: check its CRC before trusting it (streamed: it may be deflated).
+                with zf.open(pickle_record.name) as member:
+                    while member.read(1 << 20):
+                        pass
+                version = by_name.get(folder + ".format_version")
+                # torch computes the offsets of a format >= 1 archive from its own layout, in key order
+                self._offsets_computed = version is not None and zf.read(version.name) >= b"1"
+            prefix = folder + "data/"
+            self._records = {r.name[len(prefix):]: r for r in records if r.name.startswith(prefix)}
         except zipfile.BadZipFile as exc:
             raise SourceError(f"corrupt checkpoint ({exc})") from exc
         except (OSError, EOFError, ValueError, struct.error) as exc:
             raise SourceError(f"unreadable zip archive ({exc})") from exc
+
+    def _locate_storages(self) -> None:
+        """Match each tensor's storage to its zip entry, and check the entry holds what the pickle declares.
+
+        Torch notes on a meta storage where its bytes start. For a format >= 1 archive it computes that
+        from where torch.save would have put them, which differs once the archive was re-zipped; those
+        offsets still rise in the order the pickle first meets each storage, which torch.save numbers
+        0, 1, 2, ...: the n-th smallest offset is storage ``n``.
+        """
+        offsets = {name: getattr(meta.untyped_storage(), "_checkpoint_offset", None)
+                   for name, meta in self._meta.items()}
+        if self._offsets_computed:
+            ranked = {offset: str(i) for i, offset in enumerate(sorted({o for o in offsets.values() if o is not None}))}
+            first = self._records.get("0")
+            if ranked and (first is None or min(ranked) != first.start):
+                raise SourceError("its tensors cannot be matched to their data (crafted or damaged)")
+            record_at = {offset: self._records.get(key) for offset, key in ranked.items()}
+        else:
+            record_at = {r.start: r for r in self._records.values()}
+        for name, meta in self._meta.items():
+            record = record_at.get(offsets[name])
+            if record is None:
+                raise SourceError(f"cannot locate the data of {name!r}")
+            storage_bytes = meta.untyped_storage().nbytes()
+            if storage_bytes > record.size:
+                raise SourceError(f"tensor {name!r} needs {storage_bytes} bytes but its zip entry {record.name} holds "
+                                  f"{record.size}; the file is damaged or crafted")
+            if meta.numel():
+                last = meta.storage_offset() + sum((n - 1) * s for n, s in zip(meta.shape, meta.stride(), strict=True))
+                if min(meta.stride(), default=0) < 0 or (last + 1) * meta.element_size() > storage_bytes:
+                    raise SourceError(f"tensor {name!r} reaches past the end of its data; the file is damaged or crafted")
+            self._storage_of[name] = record
 
     def _torch_load(self, map_location: str, trust_pickle: bool) -> Any:
         try:
@@ -253,8 +445,8 @@ class TorchFileSource(FileSource):
             if "Weights only load failed" in detail or "weights_only" in str(exc):
                 raise UnsafePickleError(f"refused: {PICKLE_HELP}") from exc
             raise SourceError(f"corrupt pickle data ({detail})") from exc
-        except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError, TypeError,
-                IndexError, struct.error, OverflowError, MemoryError, zipfile.BadZipFile) as exc:
+        except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError, TypeError, AssertionError,
+                IndexError, struct.error, OverflowError, MemoryError, RecursionError, zipfile.BadZipFile) as exc:
             first = str(exc).strip().split("\n")[0][:300]
             raise SourceError(f"corrupt or unreadable checkpoint ({type(exc).__name__}: {first})") from exc
 
@@ -263,16 +455,9 @@ class TorchFileSource(FileSource):
         if self._loaded is not None:
             return self._loaded[name].detach().clone()
         meta = self._meta[name]
-        storage = meta.untyped_storage()
-        offset = getattr(storage, "_checkpoint_offset", None)
-        nbytes = storage.nbytes()
-        if offset is None:
-            raise SourceError(f"{self.path}: cannot locate the data of {name!r}")
-        raw = _pread_into(self._fh, offset, nbytes, repr(name), self.path)
-        record = self._records.get(offset)
-        if record is not None and record[0] == nbytes and zlib.crc32(raw.numpy()) != record[1]:
-            raise SourceError(f"{self.path}: data of {name!r} is corrupt (CRC mismatch); the file is damaged")
-        flat = raw.view(meta.dtype) if nbytes else torch.empty(0, dtype=meta.dtype)
+        raw = _read_record(self._file(), self._storage_of[name], repr(name), self.path)
+        nbytes = meta.untyped_storage().nbytes()
+        flat = raw[:nbytes].view(meta.dtype) if nbytes else torch.empty(0, dtype=meta.dtype)
         tensor = flat.as_strided(meta.shape, meta.stride(), meta.storage_offset())
         if flat.numel() != meta.numel() or not tensor.is_contiguous():
             tensor = tensor.contiguous()
@@ -293,15 +478,19 @@ MAX_HEADER = 100 * 1024 * 1024
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[TensorInfo, int, int]], dict, int]:
     """Parse and validate a safetensors header: name -> (info, begin, end); metadata; data start."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise SourceError(f"{path}: too short to be a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER or n > size - 8:
-            raise SourceError(f"{path}: header length {n} is larger than the file allows (corrupt or truncated)")
-        raw = fh.read(n)
+    with _open_regular(path) as fh:
+        return _read_safetensors_header(fh, path)
+
+
+def _read_safetensors_header(fh, path: Path) -> tuple[dict[str, tuple[TensorInfo, int, int]], dict, int]:
+    size = os.fstat(fh.fileno()).st_size
+    head = fh.read(8)
+    if len(head) < 8:
+        raise SourceError(f"{path}: too short to be a safetensors file ({size} bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER or n > size - 8:
+        raise SourceError(f"{path}: header length {n} is larger than the file allows (corrupt or truncated)")
+    raw = fh.read(n)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -341,14 +530,15 @@ class SafetensorsSource(FileSource):
     def __init__(self, path: Path, spec: str | None = None) -> None:
         super().__init__(spec or str(path))
         self.path = path
-        self._entries, self.metadata, self._data_start = read_safetensors_header(path)
+        with _open_regular(path) as fh:
+            self._identity = _identity(os.fstat(fh.fileno()))
+            self._entries, self.metadata, self._data_start = _read_safetensors_header(fh, path)
         self.tensors = {k: v[0] for k, v in self._entries.items()}
-        self._fh = open(path, "rb")
 
     def read(self, name: str) -> torch.Tensor:
         info = self._check_name(name)
         _, begin, end = self._entries[name]
-        raw = _pread_into(self._fh, self._data_start + begin, end - begin, repr(name), self.path)
+        raw = _pread_into(self._file(), self._data_start + begin, end - begin, repr(name), self.path)
         return raw.view(torch_dtype(info.dtype)).reshape(info.shape) if info.numel else torch.empty(info.shape, dtype=torch_dtype(info.dtype))
 
 

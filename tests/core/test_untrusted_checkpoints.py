@@ -1,0 +1,125 @@
+"""A checkpoint someone sent is untrusted input: it is read exactly like torch/safetensors read it, or refused
+with one clear SourceError naming the file, never garbage, an unbounded read or a stray exception."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+
+import pytest
+import torch
+
+from spp_gui import load_source
+from spp_gui.core.errors import SourceError
+
+
+def _rezip(src, dst, compression=zipfile.ZIP_DEFLATED, replace=None):
+    """Copy a torch zip entry by entry, as ``zip -r`` would (its own layout, optionally compressed)."""
+    replace = replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, replace.get(info.filename, zin.read(info)))
+    return dst
+
+
+def _views_state():
+    torch.manual_seed(0)
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    return {"a": base, "b": base[1:3], "c": base.t(), "d": torch.tensor(5.0), "e": torch.zeros(0, 3),
+            "w": torch.randn(64, 32).to(torch.bfloat16), "n": torch.tensor([1, 2, 3])}
+
+
+def _read_all(src):
+    return {key: src.read(key) for key in src.tensors}
+
+
+def _assert_reads_like_torch_load(path):
+    expected = torch.load(path, weights_only=True)
+    with load_source(path) as src:
+        got = _read_all(src)
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED], ids=["deflated", "stored"])
+def test_rezipped_pth_reads_like_torch_load(tmp_path, small_state, compression):
+    for name, state in (("small", small_state), ("views", _views_state())):
+        torch.save(state, tmp_path / f"{name}.pth")
+        _assert_reads_like_torch_load(_rezip(tmp_path / f"{name}.pth", tmp_path / f"{name}_rezip.pth", compression))
+
+
+def _entry(path, suffix):
+    with zipfile.ZipFile(path) as zf:
+        return next(i for i in zf.infolist() if i.filename.endswith(suffix))
+
+
+def _data_start(path, info):
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_damaged_deflated_tensor_is_caught(tmp_path, small_state):
+    torch.save(small_state, tmp_path / "s.pth")
+    path = _rezip(tmp_path / "s.pth", tmp_path / "deflated.pth")
+    info = _entry(path, "/data/0")
+    data = bytearray(path.read_bytes())
+    data[_data_start(path, info) + info.compress_size // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    src = load_source(path)  # listing reads no tensor data, so the damage shows when the tensor is read
+    with pytest.raises(SourceError, match="corrupt") as err:
+        _read_all(src)
+    assert str(path) in str(err.value)
+
+
+def test_storage_larger_than_its_record_is_refused_naming_the_tensor(tmp_path):
+    torch.save({"small": torch.ones(4), "after": torch.arange(100.0)}, tmp_path / "t.pth")
+    info = _entry(tmp_path / "t.pth", "/data/0")
+    with zipfile.ZipFile(tmp_path / "t.pth") as zf:
+        short = zf.read(info)[:8]  # the pickle says 16 bytes; the record keeps 8 (with a valid CRC)
+    path = _rezip(tmp_path / "t.pth", tmp_path / "short.pth", zipfile.ZIP_STORED, {info.filename: short})
+    with pytest.raises(SourceError, match="'small'.*16 bytes.*8") as err:
+        load_source(path)
+    assert str(path) in str(err.value)
+
+
+def _patch_uncompressed_size(path, info, size):
+    """Make both the local and the central header of ``info`` claim ``size`` uncompressed bytes."""
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, info.header_offset + 22, size)
+    central = data.rfind(b"PK\x01\x02" + data[info.header_offset + 4:info.header_offset + 10])
+    name = info.filename.encode()
+    while data[central + 46:central + 46 + len(name)] != name:
+        central = data.rfind(b"PK\x01\x02", 0, central)
+    struct.pack_into("<I", data, central + 24, size)
+    path.write_bytes(bytes(data))
+
+
+def test_deflated_record_claiming_an_impossible_size_is_refused(tmp_path):
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "z.pth")
+    path = _rezip(tmp_path / "z.pth", tmp_path / "bomb.pth")
+    info = _entry(path, "/data/0")
+    _patch_uncompressed_size(path, info, 2_000_000_000)
+    with pytest.raises(SourceError, match="data/0") as err:
+        _read_all(load_source(path))
+    assert str(path) in str(err.value)
+
+
+def test_deflated_record_inflating_past_its_declared_size_is_refused(tmp_path):
+    torch.save({"w": torch.zeros(1000), "v": torch.ones(10)}, tmp_path / "z.pth")
+    name = _entry(tmp_path / "z.pth", "/data/0").filename
+    path = _rezip(tmp_path / "z.pth", tmp_path / "long.pth", replace={name: bytes(4100)})
+    _patch_uncompressed_size(path, _entry(path, "/data/0"), 4000)  # what the pickle expects; it inflates to more
+    with pytest.raises(SourceError) as err:
+        _read_all(load_source(path))
+    assert str(path) in str(err.value)
+
+
+def test_unsupported_zip_compression_is_refused(tmp_path):
+    torch.save({"w": torch.ones(3)}, tmp_path / "w.pth")
+    path = _rezip(tmp_path / "w.pth", tmp_path / "lzma.pth", zipfile.ZIP_LZMA)
+    with pytest.raises(SourceError, match="compress") as err:
+        _read_all(load_source(path))
+    assert str(path) in str(err.value)
