@@ -28,6 +28,15 @@ STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
 
 Index = QModelIndex | QPersistentModelIndex
 
+# flags are asked for every row a view lays out: combined once here, not per call
+_SELECTABLE = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_FLAGS = {  # (side, is_leaf) -> flags; a leaf says it never has children, so expandAll skips it
+    ("source", False): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled,
+    ("source", True): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled | Qt.ItemFlag.ItemNeverHasChildren,
+    ("target", False): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled,
+    ("target", True): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled | Qt.ItemFlag.ItemNeverHasChildren,
+}
+
 
 def compile_filter(text: str, regex: bool) -> Callable[[str], bool] | None:
     """A key predicate for the filter box; None matches everything. Raises re.error on a bad regex."""
@@ -59,6 +68,8 @@ class ParamTreeModel(QAbstractItemModel):
         self.on_drop_keys: Callable[[list[str], str], bool] | None = None
         #: called with a list of local file paths dropped on the tree
         self.on_drop_files: Callable[[list[str]], bool] | None = None
+        self._flags = (_FLAGS["source" if side == "source" else "target", False],
+                       _FLAGS["source" if side == "source" else "target", True])
         self._bold = QFont()
         self._bold.setBold(True)
         doc.changed.connect(self._statuses_changed)
@@ -181,8 +192,8 @@ class ParamTreeModel(QAbstractItemModel):
     def index(self, row: int, column: int, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
         if self.tree is None or column < 0 or column >= len(COLUMNS) or row < 0:
             return QModelIndex()
-        node = self.node(parent)
-        kids = self.children(node)
+        node = self._nodes[parent.internalId()] if parent.isValid() else self.tree.root
+        kids = node.children if self._kids is None else self._kids.get(node, ())
         if row >= len(kids):
             return QModelIndex()
         return self.createIndex(row, column, kids[row].uid)
@@ -204,7 +215,9 @@ class ParamTreeModel(QAbstractItemModel):
         return len(COLUMNS)
 
     def hasChildren(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
-        return self.rowCount(parent) > 0
+        if self.tree is None or (parent.isValid() and parent.column() != 0):
+            return False
+        return bool(self.children(self.node(parent)))
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
@@ -265,12 +278,9 @@ class ParamTreeModel(QAbstractItemModel):
 
     # -- drag and drop ----------------------------------------------------------------------------
     def flags(self, index: Index) -> Qt.ItemFlag:
-        base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
         if not index.isValid():
             return Qt.ItemFlag.ItemIsDropEnabled
-        if self.side == "source":
-            return base | Qt.ItemFlag.ItemIsDragEnabled
-        return base | Qt.ItemFlag.ItemIsDropEnabled
+        return self._flags[self._nodes[index.internalId()].tensor is not None]
 
     def mimeTypes(self) -> list[str]:
         return [MIME_KEYS, "text/uri-list"]
