@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from spp_gui import load_source
+from spp_gui.core import sources
 from spp_gui.core.errors import SourceError
 
 
@@ -123,3 +124,15 @@ def test_unsupported_zip_compression_is_refused(tmp_path):
     with pytest.raises(SourceError, match="compress") as err:
         _read_all(load_source(path))
     assert str(path) in str(err.value)
+
+
+def test_pickle_unpacking_past_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    torch.save({"w": torch.ones(2), "notes": "x" * 3_000_000}, tmp_path / "big_pickle.pth")
+    path = _rezip(tmp_path / "big_pickle.pth", tmp_path / "bomb.pth")
+    assert path.stat().st_size < 100_000  # a few kB that unpack to 3 MB
+    monkeypatch.setattr(sources, "MAX_PICKLE_BYTES", 1 << 20, raising=False)
+    with pytest.raises(SourceError, match="unpack to 3,0.* bytes, more than the 1,048,576") as err:
+        load_source(path)
+    assert str(path) in str(err.value)
+    monkeypatch.setattr(sources, "MAX_PICKLE_BYTES", 16 << 20)
+    assert list(load_source(path).tensors) == ["w"]
