@@ -17,6 +17,7 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,10 @@ def _open_regular(path: Path):
             raise SourceError(_not_regular(path, before))
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise SourceError(f"file not found: {path}") from None
+    except PermissionError:
+        raise SourceError(f"no permission to read {path}") from None
     except OSError as exc:
         raise SourceError(f"cannot open {path} ({exc.strerror})") from exc
     try:
@@ -546,8 +551,36 @@ class SafetensorsSource(FileSource):
 # sharded checkpoints
 
 
+#: Shards kept open between reads; the others are closed until read again (a checkpoint may have thousands).
+MAX_OPEN_SHARDS = 8
+
+
+def _shard_path(index: Path, shard: str) -> Path:
+    """Where ``shard`` of ``index`` lies, provided it stays inside the checkpoint.
+
+    Inside means the index's folder, or the ``blobs/`` folder of the Hugging Face hub cache that
+    folder is a snapshot of: there ``snapshots/<revision>/<file>`` are symlinks to ``../../blobs/<hash>``.
+    """
+    folder = Path(os.path.abspath(index)).parent
+    path = folder / shard
+    target = path.resolve()
+    if folder.resolve() in target.parents:
+        return path
+    named_inside = not Path(shard).is_absolute() and ".." not in Path(shard).parts
+    for snapshot in (folder, *folder.parents):
+        if snapshot.parent.name == "snapshots":
+            if named_inside and target.parent == (snapshot.parent.parent / "blobs").resolve():
+                return path
+            break
+    raise SourceError(f"{index}: shard {shard!r} lies outside the checkpoint folder (it resolves to {target}); "
+                      "copy the shard into the folder of the index")
+
+
 class ShardedSource(Source):
-    """``*.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shards."""
+    """``*.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shards.
+
+    Each shard is opened to list it and closed again; reads keep the last few open.
+    """
 
     kind = "sharded"
 
@@ -562,18 +595,17 @@ class ShardedSource(Source):
             raise SourceError(f"{index}: not a sharded-checkpoint index ({exc})") from exc
         shard_names = list(dict.fromkeys(weight_map.values()))
         self.shards: dict[str, Source] = {}
-        self._where: dict[str, Source] = {}
+        self._where: dict[str, str] = {}  # tensor name -> shard name
+        self._open: OrderedDict[str, None] = OrderedDict()  # shards with an open file, least recently read first
         try:
             for shard in shard_names:
-                shard_path = (index.parent / shard).resolve()
-                if index.parent.resolve() not in shard_path.parents:
-                    raise SourceError(f"{index}: shard {shard!r} lies outside the checkpoint folder")
-                src = open_file(shard_path, trust_pickle=trust_pickle)
+                src = _open_checkpoint_file(_shard_path(index, shard), trust_pickle=trust_pickle)
+                src.close()
                 self.shards[shard] = src
                 for name, info in src.tensors.items():
                     if weight_map.get(name) == shard:
                         self.tensors[name] = info
-                        self._where[name] = src
+                        self._where[name] = shard
             missing = [k for k in weight_map if k not in self.tensors]
             if missing:
                 raise SourceError(f"{index}: {len(missing)} keys listed in the index are missing from their shards, e.g. {missing[0]!r}")
@@ -584,7 +616,12 @@ class ShardedSource(Source):
 
     def read(self, name: str) -> torch.Tensor:
         self._check_name(name)
-        return self._where[name].read(name)
+        shard = self._where[name]
+        self._open[shard] = None
+        self._open.move_to_end(shard)
+        while len(self._open) > MAX_OPEN_SHARDS:
+            self.shards[self._open.popitem(last=False)[0]].close()
+        return self.shards[shard].read(name)
 
     def sha256(self, progress=None) -> str:
         return _file_sha256([self.path, *(s.path for s in self.shards.values())], progress)
@@ -592,6 +629,7 @@ class ShardedSource(Source):
     def close(self) -> None:
         for src in self.shards.values():
             src.close()
+        self._open.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,9 +722,13 @@ def torchvision_weights_source(spec: ModelSpec, download: bool = True, progress:
 def open_file(path: Path, trust_pickle: bool = False) -> Source:
     """Open a checkpoint file or folder by what it is, not only by its name."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise SourceError(f"file not found: {path}")
-    if path.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise SourceError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot open {path} ({exc.strerror})") from exc
+    if is_dir:
         for candidate in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors",
                           "pytorch_model.bin"):
             if (path / candidate).exists():
@@ -695,13 +737,16 @@ def open_file(path: Path, trust_pickle: bool = False) -> Source:
         if len(indexes) == 1:
             return open_file(indexes[0], trust_pickle)
         raise SourceError(f"{path} is a folder without a checkpoint (no *.safetensors, *.bin or index.json)")
-    if not os.access(path, os.R_OK):
-        raise SourceError(f"no permission to read {path}")
-    if path.stat().st_size == 0:
-        raise SourceError(f"{path}: file is empty")
     if path.name.endswith(INDEX_SUFFIX):
         return ShardedSource(path, trust_pickle=trust_pickle)
-    with open(path, "rb") as fh:
+    return _open_checkpoint_file(path, trust_pickle)
+
+
+def _open_checkpoint_file(path: Path, trust_pickle: bool = False) -> Source:
+    """One checkpoint file, never a folder or an index, by what it holds."""
+    with _open_regular(path) as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise SourceError(f"{path}: file is empty")
         head = fh.read(9)
     is_zip_or_pickle = head[:2] == b"PK" or head[:1] == b"\x80"
     if path.suffix == SAFETENSORS_SUFFIX or (not is_zip_or_pickle and len(head) > 8 and head[8:9] == b"{"):

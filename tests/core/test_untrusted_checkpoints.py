@@ -3,11 +3,14 @@ with one clear SourceError naming the file, never garbage, an unbounded read or 
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 import zipfile
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from spp_gui import load_source
 from spp_gui.core import sources
@@ -136,3 +139,78 @@ def test_pickle_unpacking_past_the_limit_is_refused_before_it_is_read(tmp_path, 
     assert str(path) in str(err.value)
     monkeypatch.setattr(sources, "MAX_PICKLE_BYTES", 16 << 20)
     assert list(load_source(path).tensors) == ["w"]
+
+
+def _hf_cache_snapshot(root, state, shards=2):
+    """The Hugging Face hub cache: snapshots/<rev>/<file> are symlinks to ../../blobs/<hash>."""
+    repo = root / "models--org--net"
+    blobs, snapshot = repo / "blobs", repo / "snapshots" / "0123abcd"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    keys = list(state)
+    weight_map = {}
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k] for k in keys[i::shards]}, blobs / f"blob{i}")
+        (snapshot / name).symlink_to(f"../../blobs/blob{i}")
+        weight_map.update(dict.fromkeys(keys[i::shards], name))
+    (blobs / "index").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (snapshot / "model.safetensors.index.json").symlink_to("../../blobs/index")
+    return snapshot
+
+
+def test_hugging_face_cache_snapshot_is_read_through_its_blob_symlinks(tmp_path, small_state):
+    snapshot = _hf_cache_snapshot(tmp_path / "hub", small_state)
+    for where in (snapshot, snapshot / "model.safetensors.index.json"):
+        with load_source(where) as src:
+            assert "2 shards" in src.notes
+            got = _read_all(src)
+        assert set(got) == set(small_state)
+        assert all(torch.equal(got[k], v) for k, v in small_state.items())
+
+
+@pytest.mark.parametrize("target", ["outside", "other_repo_blob", "blobs_of_no_cache"])
+def test_shard_symlinks_escaping_the_checkpoint_are_refused(tmp_path, small_state, target):
+    snapshot = _hf_cache_snapshot(tmp_path / "hub", small_state)
+    shard = snapshot / "model-00002-of-00002.safetensors"
+    elsewhere = {"outside": tmp_path / "outside.safetensors",
+                 "other_repo_blob": tmp_path / "hub" / "models--org--other" / "blobs" / "blob1",
+                 "blobs_of_no_cache": tmp_path / "plain" / "blobs" / "blob1"}[target]
+    elsewhere.parent.mkdir(parents=True, exist_ok=True)
+    (snapshot.parent.parent / "blobs" / "blob1").rename(elsewhere)
+    shard.unlink()
+    shard.symlink_to(elsewhere)
+    if target == "blobs_of_no_cache":  # a plain folder whose shards link to ../blobs: not a hub cache
+        folder = tmp_path / "plain" / "model"
+        folder.mkdir()
+        (folder / "model.safetensors.index.json").write_text((snapshot / "model.safetensors.index.json").read_text())
+        first = snapshot / "model-00001-of-00002.safetensors"
+        (folder / first.name).write_bytes(first.read_bytes())
+        (folder / "model-00002-of-00002.safetensors").symlink_to("../blobs/blob1")
+        snapshot = folder
+    with pytest.raises(SourceError, match="outside the checkpoint folder") as err:
+        load_source(snapshot)
+    assert "model-00002-of-00002.safetensors" in str(err.value)
+
+
+def test_a_thousand_shards_open_under_a_low_open_file_limit(tmp_path):
+    resource = pytest.importorskip("resource")
+    weight_map = {}
+    expected = {}
+    for i in range(1100):
+        name = f"model-{i + 1:05d}-of-01100.safetensors"
+        expected[f"layer{i}.weight"] = torch.full((2,), float(i))
+        save_file({f"layer{i}.weight": expected[f"layer{i}.weight"]}, tmp_path / name)
+        weight_map[f"layer{i}.weight"] = name
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
+    low = min(in_use + 200, hard if hard != resource.RLIM_INFINITY else in_use + 200)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        with load_source(tmp_path) as src:
+            assert len(src.tensors) == 1100
+            for key, value in expected.items():
+                assert torch.equal(src.read(key), value), key
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
