@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,3 +216,63 @@ def test_a_thousand_shards_open_under_a_low_open_file_limit(tmp_path):
                 assert torch.equal(src.read(key), value), key
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _in_thread(call, *args):
+    """Run ``call`` where a blocking open cannot hang the test run; return (finished, error)."""
+    result = []
+
+    def run():
+        try:
+            call(*args)
+            result.append(None)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    return not thread.is_alive(), (result[0] if result else None)
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    path = tmp_path / "pipe.safetensors"
+    os.mkfifo(path)
+    yield path
+    try:  # wake a reader the code under test may have left blocked in open()
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("opener", ["load_source", "SafetensorsSource", "TorchFileSource", "read_safetensors_header"])
+def test_fifo_is_refused_without_blocking(fifo, opener):
+    call = load_source if opener == "load_source" else getattr(sources, opener)
+    finished, error = _in_thread(call, fifo)
+    assert finished, f"{opener} blocked opening a FIFO"
+    assert isinstance(error, SourceError) and "not a regular file" in str(error) and str(fifo) in str(error)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+@pytest.mark.parametrize("opener", ["load_source", "SafetensorsSource", "TorchFileSource"])
+def test_device_file_is_refused_before_any_read(opener):
+    call = load_source if opener == "load_source" else getattr(sources, opener)
+    finished, error = _in_thread(call, Path("/dev/zero"))
+    assert finished
+    assert isinstance(error, SourceError) and "/dev/zero is a character device, not a regular file" in str(error)
+
+
+def test_fifo_as_a_shard_or_folder_candidate_is_refused(tmp_path, fifo):
+    save_file({"a": torch.ones(2)}, tmp_path / "one.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "one.safetensors", "b": fifo.name}}))
+    finished, error = _in_thread(load_source, tmp_path)
+    assert finished and isinstance(error, SourceError) and "not a regular file" in str(error)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.mkfifo(folder / "model.safetensors")
+    finished, error = _in_thread(load_source, folder)
+    assert finished and isinstance(error, SourceError) and "not a regular file" in str(error)
