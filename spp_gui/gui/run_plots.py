@@ -3,27 +3,102 @@
 Events only append to per-run lists (``add_*``); the panel's timer calls :meth:`RunPlots.push`,
 which hands changed lists to plot items created once per run, one plot per call, so a repaint
 never re-lays-out all four plots at once while training shares the cores.
+
+One legend for all four plots sits below them (never over a curve); a run can be hidden from
+every plot at once, by the panel's run list or a click on its legend entry.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 import pyqtgraph as pg
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt, Signal, Slot
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication
 
 from ..core.atomic import atomic_write, atomic_write_text
 from ..training.engine import Epoch, Step
 from ..training.metrics import epochs_to_csv
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+DARK_COLOURS = ["#5aa9ff", "#ff6b6b", "#5fd35f", "#ffa94d", "#c49cff", "#d9a88c"]
+LIGHT_THEME = {"background": "w", "foreground": "#333333", "grid": 0.2}
+DARK_THEME = {"background": "#1e1f22", "foreground": "#d4d4d4", "grid": 0.3}
 SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
 PLOT_ORDER = ("iter", "loss", "acc", "lr")
 # A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
 # training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
 PLOT_MIN_GAP_S = 0.1
+EXPORT_SCALE = 2  # PNGs at twice the on-screen size: sharp in documents and on high-DPI screens
+
+
+def palette_is_dark(palette: QPalette | None = None) -> bool:
+    """The app's palette is a dark one (its window colour is darker than mid-grey)."""
+    if palette is None:
+        app = QApplication.instance()
+        palette = app.palette() if app is not None else QPalette()
+    return palette.color(QPalette.ColorRole.Window).lightness() < 128
+
+
+class EpochAxis(pg.AxisItem):
+    """Ticks on whole epochs only: an epoch axis never reads 1.5."""
+
+    def __init__(self, orientation: str = "bottom", **kwargs) -> None:
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickValues(self, minVal: float, maxVal: float, size: float):  # noqa: N802, N803 - pyqtgraph's names
+        levels = [(spacing, [v for v in values if float(v).is_integer()])
+                  for spacing, values in super().tickValues(minVal, maxVal, size) if spacing >= 1]
+        if not any(values for _, values in levels):  # zoomed in to within an epoch
+            low, high = sorted((minVal, maxVal))
+            levels = [(1.0, [float(v) for v in range(math.ceil(low), math.floor(high) + 1)])]
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        return [str(int(round(v))) for v in values]
+
+
+class LrAxis(pg.AxisItem):
+    """A log axis labelled with plain numbers (1e-3, 3e-4), also when the lr spans less than a decade."""
+
+    STEPS = ((1,), (1, 2, 5), (1, 2, 3, 5, 7), tuple(range(1, 10)))
+
+    def tickValues(self, minVal: float, maxVal: float, size: float):  # noqa: N802, N803 - pyqtgraph's names
+        if not self.logMode:
+            return super().tickValues(minVal, maxVal, size)
+        low, high = sorted((minVal, maxVal))
+        most = max(2, int(size / 25))  # a label needs about 25 px
+        for mantissas in self.STEPS:  # decades first, then 1-2-5 ..., until two ticks show
+            values = [d + math.log10(m) for d in range(math.floor(low), math.ceil(high) + 1) for m in mantissas]
+            values = [v for v in values if low <= v <= high]
+            if len(values) >= 2:  # a finer step is only reached with fewer than two ticks: a few at most
+                thin = math.ceil(len(values) / most) if mantissas == self.STEPS[0] else 1
+                return [(1.0, values[::thin])]
+        # less than one step of 1..9 (a nearly constant lr): evenly spaced plain values
+        a, b = 10 ** low, 10 ** high
+        spacing, _ = self.tickSpacing(a, b, size)[-1]
+        first = math.ceil(a / spacing)
+        values = [math.log10(i * spacing) for i in range(first, int(b / spacing) + 1) if i > 0]
+        return [(1.0, values or [(low + high) / 2])]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        if not self.logMode:
+            return super().tickStrings(values, scale, spacing)
+        return [lr_label(10 ** v) for v in values]
+
+
+def lr_label(value: float) -> str:
+    """1e-3, 2.5e-4, 0.01: the way a learning rate is written in a config."""
+    if value >= 0.01:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
 
 
 @dataclass
@@ -33,6 +108,8 @@ class RunCurves:
     name: str
     colour: str
     items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    sample: pg.PlotDataItem | None = None  # what the shared legend shows for the run (in no plot)
+    visible: bool = True
     epochs: list[dict[str, float]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -47,47 +124,74 @@ class RunCurves:
 class RunPlots(pg.GraphicsLayoutWidget):
     """Loss and accuracy per epoch, loss per iteration, learning rate; one colour per run."""
 
-    def __init__(self, parent=None) -> None:
+    runs_changed = Signal()  # a run was added, or all were cleared
+    visibility_changed = Signal(str, bool)  # a run was shown or hidden
+
+    def __init__(self, parent=None, dark: bool | None = None) -> None:
         super().__init__(parent)
-        self.setBackground("w")
+        self.dark = palette_is_dark() if dark is None else dark
+        self.theme = DARK_THEME if self.dark else LIGHT_THEME
+        self.colours = DARK_COLOURS if self.dark else COLOURS
+        self.setBackground(self.theme["background"])
         self.runs: dict[str, RunCurves] = {}
         self.dirty: set[str] = set()  # plots whose data changed since they were last pushed
         self._next_plot = 0
         self._last_push = 0.0
-        self.loss_plot = self._plot(0, 0, "loss per epoch (dashed: train)", "epoch")
-        self.acc_plot = self._plot(0, 1, "accuracy per epoch (dashed: train)", "epoch")
+        self.loss_plot = self._plot(0, 0, "loss (dashed: train)", "epoch", EpochAxis())
+        self.acc_plot = self._plot(0, 1, "accuracy (dashed: train)", "epoch", EpochAxis())
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
-        self.lr_plot = self._plot(1, 1, "learning rate (log scale)", "iteration")
+        self.lr_plot = self._plot(1, 1, "learning rate (log)", "iteration", left=LrAxis("left"))
         self.lr_plot.setLogMode(y=True)  # schedules step by factors of 10; a constant lr is a visible line
+        self.legend = pg.LegendItem(colCount=4, labelTextColor=self.theme["foreground"], frame=False)
+        self.legend.setFlag(self.legend.GraphicsItemFlag.ItemIgnoresTransformations, False)  # scales in exports
+        self.addItem(self.legend, row=2, col=0, colspan=2)
+        layout = self.ci.layout
+        for row, stretch in ((0, 10), (1, 10), (2, 0)):  # the legend row takes only what it needs
+            layout.setRowStretchFactor(row, stretch)
+        self.legend.sigSampleClicked.connect(self._on_sample_clicked)
 
-    def _plot(self, row: int, col: int, title: str, xlabel: str) -> pg.PlotItem:
-        plot = self.addPlot(row=row, col=col, title=title)
-        plot.setLabel("bottom", xlabel)
-        plot.showGrid(x=True, y=True, alpha=0.2)
+    @property
+    def plots(self) -> tuple[pg.PlotItem, ...]:
+        return self.loss_plot, self.acc_plot, self.iter_plot, self.lr_plot
+
+    def _plot(self, row: int, col: int, title: str, xlabel: str, bottom: pg.AxisItem | None = None,
+              left: pg.AxisItem | None = None) -> pg.PlotItem:
+        axes = {k: v for k, v in (("bottom", bottom), ("left", left)) if v is not None}
+        plot = self.addPlot(row=row, col=col, axisItems=axes)
+        foreground = self.theme["foreground"]
+        plot.setTitle(title, color=foreground, size="10pt")
+        plot.setLabel("bottom", xlabel, color=foreground)
+        for name in ("bottom", "left"):
+            plot.getAxis(name).setPen(foreground)
+            plot.getAxis(name).setTextPen(foreground)
+        plot.showGrid(x=True, y=True, alpha=self.theme["grid"])
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")
-        plot.addLegend(offset=(-10, 10))
         return plot
 
     # -- data ---------------------------------------------------------------------------------
     def curves(self, name: str) -> RunCurves:
         curves = self.runs.get(name)
         if curves is None:
-            colour = COLOURS[len(self.runs) % len(COLOURS)]
+            colour = self.colours[len(self.runs) % len(self.colours)]
             curves = RunCurves(name, colour)
             solid, dashed = pg.mkPen(colour, width=2), pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine)
-            faint = pg.mkPen(pg.mkColor(colour).lighter(160), width=1)
-            dots = {"symbol": "o", "symbolSize": 5, "symbolBrush": colour}
+            faint = pg.mkPen(pg.mkColor(colour).darker(170) if self.dark else pg.mkColor(colour).lighter(160),
+                             width=1)
+            dots = {"symbol": "o", "symbolSize": 5, "symbolBrush": colour, "symbolPen": colour}
             curves.items = {
                 "train_loss": self.loss_plot.plot([], [], pen=dashed),
-                "val_loss": self.loss_plot.plot([], [], pen=solid, name=name, **dots),
+                "val_loss": self.loss_plot.plot([], [], pen=solid, **dots),
                 "train_acc": self.acc_plot.plot([], [], pen=dashed),
-                "val_acc": self.acc_plot.plot([], [], pen=solid, name=name, **dots),
+                "val_acc": self.acc_plot.plot([], [], pen=solid, **dots),
                 "raw": self.iter_plot.plot([], [], pen=faint),
-                "smooth": self.iter_plot.plot([], [], pen=solid, name=name),
-                "lr": self.lr_plot.plot([], [], pen=solid, name=name),
+                "smooth": self.iter_plot.plot([], [], pen=solid),
+                "lr": self.lr_plot.plot([], [], pen=solid),
             }
+            curves.sample = pg.PlotDataItem([0], [0], pen=solid, **dots)  # one point: the legend draws its symbol
+            self.legend.addItem(curves.sample, name)
             self.runs[name] = curves
+            self.runs_changed.emit()
         return curves
 
     def add_step(self, event: Step) -> None:
@@ -104,6 +208,40 @@ class RunPlots(pg.GraphicsLayoutWidget):
     def add_epoch(self, event: Epoch) -> None:
         self.curves(event.run).epochs.append(event.row())
         self.dirty.update(("loss", "acc", "lr"))
+
+    def add_finished_run(self, name: str, epochs: list[dict[str, float]]) -> RunCurves:
+        """A run read back from its folder: its epoch curves (its per-iteration losses are not in the CSV)."""
+        curves = self.curves(name)
+        curves.reset()
+        curves.epochs.extend(epochs)
+        self.dirty.update(("loss", "acc"))
+        return curves
+
+    # -- showing and hiding --------------------------------------------------------------------
+    def set_visible(self, name: str, visible: bool) -> None:
+        """Show or hide one run in every plot (its legend entry stays, greyed, to click it back)."""
+        curves = self.runs[name]
+        if curves.visible == visible:
+            return
+        curves.visible = visible
+        for item in curves.items.values():
+            item.setVisible(visible)
+        if curves.sample is not None and curves.sample.isVisible() != visible:
+            curves.sample.setVisible(visible)
+        self.legend.update()
+        self.visibility_changed.emit(name, visible)
+
+    @property
+    def visible_runs(self) -> list[str]:
+        return [name for name, c in self.runs.items() if c.visible]
+
+    @Slot(object)
+    def _on_sample_clicked(self, item) -> None:
+        """A click on a legend entry toggled its sample's visibility: the run follows."""
+        for name, curves in self.runs.items():
+            if curves.sample is item:
+                self.set_visible(name, item.isVisible())
+                return
 
     # -- drawing ------------------------------------------------------------------------------
     def push(self, everything: bool = False) -> None:
@@ -127,7 +265,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         xs = [r["epoch"] for r in curves.epochs]
         if plot in ("loss", "acc"):
             for key in (f"train_{plot}", f"val_{plot}"):
-                curves.items[key].setData(xs, [r[key] for r in curves.epochs], skipFiniteCheck=True)
+                curves.items[key].setData(xs, [r.get(key, math.nan) for r in curves.epochs], skipFiniteCheck=True)
         elif plot == "lr":
             curves.items["lr"].setData(curves.steps, curves.lrs, skipFiniteCheck=True)
         else:
@@ -135,12 +273,12 @@ class RunPlots(pg.GraphicsLayoutWidget):
             curves.items["smooth"].setData(curves.steps, curves.smooth, skipFiniteCheck=True)
 
     def clear_runs(self) -> None:
-        for plot in (self.loss_plot, self.acc_plot, self.iter_plot, self.lr_plot):
+        for plot in self.plots:
             plot.clear()
-            if plot.legend is not None:
-                plot.legend.clear()
+        self.legend.clear()
         self.runs.clear()
         self.dirty.clear()
+        self.runs_changed.emit()
 
     # -- export -------------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike) -> None:
@@ -150,12 +288,14 @@ class RunPlots(pg.GraphicsLayoutWidget):
         body = [line for part in parts for line in part.splitlines()[1:]]
         atomic_write_text(path, "\n".join([header, *body]) + "\n")
 
-    def export_png(self, path: str | os.PathLike) -> None:
-        """The four plots as they are on screen, as one PNG (written atomically)."""
+    def export_png(self, path: str | os.PathLike, scale: int = EXPORT_SCALE) -> None:
+        """The four plots and their legend as on screen, ``scale`` times the size, as one PNG (atomic)."""
         from pyqtgraph.exporters import ImageExporter
 
         self.push(everything=True)
-        image = ImageExporter(self.scene()).export(toBytes=True)
+        exporter = ImageExporter(self.scene())
+        exporter.parameters()["width"] = int(round(self.scene().sceneRect().width() * scale))
+        image = exporter.export(toBytes=True)
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)

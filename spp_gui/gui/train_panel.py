@@ -5,6 +5,14 @@ signals received by ``@Slot`` methods of this GUI-thread object. Events only app
 arrays; a timer (<= 30 Hz) pushes changed arrays into plot items that were created once per run.
 A run can instead go to torchrun as processes of its own (``ProcessRun``): its rank 0 prints the
 same events as JSON lines, which arrive in the same slot and the same curves.
+
+The panel reads the editor's session through a reader function (``set_session_reader``) when it
+needs it: at Start, and when the window shows the Training page (``refresh_session``); nothing
+pushes copies into it.
+
+Layout, for a page of about 1000x520: the run buttons, progress bars and status line across the
+top (always visible); below, the set-up form (scrolls if it must) and the run list on the left,
+the plots in the remaining space on the right.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PySide6.QtCore import (
@@ -25,18 +36,22 @@ from PySide6.QtCore import (
     Slot,
 )
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListView,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -51,12 +66,31 @@ from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
 from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
+from ..training.metrics import read_epochs
+from . import train_form
 from .process_run import ProcessRun
 from .run_plots import RunPlots
+from .train_checks import class_mismatch, run_name_problem, with_num_classes
+from .train_compare import MAPPED_LR, SCRATCH_LR, compare_configs, compare_runs
+from .train_runs import RunListModel, run_folders
 from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
+REMEMBER_DELAY_MS = 500  # the form is written to the settings once edits pause
 IN_APP, TORCHRUN = "this window", "torchrun processes"
+NO_MAPPING_TIP = "Needs a mapping session: map source weights onto the target in the editor first"
+
+
+@dataclass(frozen=True)
+class TrainSession:
+    """What the panel reads from the editor: the target, and the mapping (a copy the panel may keep)."""
+
+    target_spec: str
+    mapping: Mapping | None = None
+    source: str | None = None
+
+
+SessionReader = Callable[[], Any]  # returns None or an object with target_spec, mapping, source
 
 
 class TrainPanel(QWidget):
@@ -69,12 +103,15 @@ class TrainPanel(QWidget):
         super().__init__(parent)
         self._pool = WorkerPool(self)
         self._control: RunControl | None = None
-        self._mapping: Mapping | None = None
-        self._source: str | None = None
+        self._reader: SessionReader | None = None
+        self._session: Any = None  # the snapshot last read: at Start, or when the page was shown
+        self._data_classes: int | None = None  # the train folder's class count, once it was scanned
+        self._class_problem = ""
         self._last_config: RunConfig | None = None
         self._t_start = 0.0
         self._paused_total = 0.0
         self._paused_at: float | None = None
+        self._progress_text = ""
         self.last_error = ""
         self.last_result = None
         self._thread: QThread | None = None
@@ -83,20 +120,40 @@ class TrainPanel(QWidget):
         self._process: ProcessRun | None = None
         self._running = False  # a run's work is in progress (its thread may outlive it by a moment)
         self._build()
+        self._session_spec = self.spec_edit.text()  # the spec the panel itself put in the field
         self._timer = QTimer(self)
         self._timer.setInterval(PLOT_INTERVAL_MS)
         self._timer.setSingleShot(True)  # armed by new data only: an idle panel never wakes up
         self._timer.timeout.connect(self._refresh_plots)
+        self._remember_timer = QTimer(self)
+        self._remember_timer.setInterval(REMEMBER_DELAY_MS)
+        self._remember_timer.setSingleShot(True)
+        self._remember_timer.timeout.connect(self.remember_form)
+        train_form.restore(self._form_fields())
+        self._watch_form()
+        self._show_session()
         self._update_buttons()
 
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
         defaults = RunConfig()
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.spec_edit = QLineEdit(defaults.model.spec)
-        self.mapping_label = QLabel("from scratch (no mapping session)")
+        self.spec_edit.setToolTip("The model to train; it follows the editor's target until you type another "
+                                  "(clear the field to follow the editor again)")
+        self.spec_edit.editingFinished.connect(self._check_classes)
+        self.mapping_label = QLabel()
+        self.mapping_label.setWordWrap(True)
         self.train_edit, self.val_edit = QLineEdit(), QLineEdit()
         self.train_info, self.val_info = QLabel("-"), QLabel("-")
+        self.class_label = QLabel()
+        self.class_label.setObjectName("classMismatch")
+        self.class_label.setTextFormat(Qt.TextFormat.RichText)
+        self.class_label.linkActivated.connect(self._fix_num_classes)
+        self.class_label.setVisible(False)
+        for label in (self.train_info, self.val_info, self.class_label):
+            label.setWordWrap(True)
         for edit in (self.train_edit, self.val_edit):
             edit.editingFinished.connect(self.validate_dataset)
         form.addRow("Target model", self.spec_edit)
@@ -105,8 +162,14 @@ class TrainPanel(QWidget):
         form.addRow("", self.train_info)
         form.addRow("Val folder", self._with_browse(self.val_edit))
         form.addRow("", self.val_info)
+        form.addRow("", self.class_label)
         self.out_edit = QLineEdit(str(Path(defaults.run.out).resolve()))
         form.addRow("Runs folder", self._with_browse(self.out_edit))
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("automatic: scratch-HHMMSS or pretrained-HHMMSS")
+        self.name_edit.setToolTip("The run's folder name under the runs folder (one name, no slashes); "
+                                  "-2, -3 ... is added when it is taken")
+        form.addRow("Run name", self.name_edit)
 
         hyper = QGridLayout()
         self.optimizer_box = QComboBox()
@@ -139,65 +202,104 @@ class TrainPanel(QWidget):
         hyper.addWidget(self.launch_box, 5, 1)
         hyper.addWidget(QLabel("processes"), 5, 2)
         hyper.addWidget(self.nproc_spin, 5, 3)
+        self.cluster_button = QPushButton("Cluster command...")
+        self.cluster_button.setToolTip("Save this run's config and show the torchrun line to run on each machine")
+        self.cluster_button.clicked.connect(self.show_cluster_command)
+        hyper.addWidget(self.cluster_button, 6, 0, 1, 4, Qt.AlignmentFlag.AlignLeft)
 
-        buttons, tools = QHBoxLayout(), QHBoxLayout()
+        # the top bar: what starts and stops a run, and how it goes; never scrolled away
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
         self.demo_button = QPushButton("Run demo")
         self.demo_button.setToolTip("The seed's experiment on drawn images: scratch vs mapped-pretrained (quick size)")
-        self.png_button = QPushButton("Export PNG")
-        self.csv_button = QPushButton("Export CSV")
-        self.clear_button = QPushButton("Clear plots")
-        self.cluster_button = QPushButton("Cluster command...")
-        self.cluster_button.setToolTip("Save this run's config and show the torchrun line to run on each machine")
+        self.compare_button = QPushButton("Compare scratch vs mapped")
+        self.compare_button.setObjectName("compareButton")
+        buttons = QHBoxLayout()
         for button, slot in ((self.start_button, self.start), (self.pause_button, self.toggle_pause),
                              (self.stop_button, self.stop), (self.demo_button, self.start_demo),
-                             (self.cluster_button, self.show_cluster_command),
-                             (self.png_button, self._ask_png), (self.csv_button, self._ask_csv),
-                             (self.clear_button, self.clear_runs)):
+                             (self.compare_button, self.start_compare)):
             button.clicked.connect(slot)
-            (buttons if button in (self.start_button, self.pause_button, self.stop_button, self.demo_button)
-             else tools).addWidget(button)
+            buttons.addWidget(button)
         buttons.addStretch(1)
-        tools.addStretch(1)
 
-        progress = QGridLayout()
         self.epoch_bar, self.run_bar = QProgressBar(), QProgressBar()
         for bar in (self.epoch_bar, self.run_bar):
             bar.setRange(0, 1000)
             bar.setValue(0)
         self.epoch_bar.setFormat("epoch %p%")
         self.run_bar.setFormat("run %p%")
+        self.eta_label = QLabel("")
+        self.eta_label.setObjectName("etaLabel")
+        self.eta_label.setMinimumWidth(self.eta_label.fontMetrics().horizontalAdvance("ETA 000:00:00"))
         self.status_label = QLabel("idle")
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # Changing text must not re-lay-out the panel (and repaint every plot) several times a second.
-        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        progress.addWidget(self.epoch_bar, 0, 0)
-        progress.addWidget(self.run_bar, 0, 1)
-        progress.addWidget(self.status_label, 1, 0, 1, 2)
+        for label in (self.status_label, self.eta_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        bars = QHBoxLayout()
+        bars.addWidget(self.epoch_bar, 1)
+        bars.addWidget(self.run_bar, 1)
+        bars.addWidget(self.eta_label)
+        top = QVBoxLayout()
+        top.setSpacing(4)
+        top.addLayout(buttons)
+        top.addLayout(bars)
+        top.addWidget(self.status_label)
+
+        # the set-up form scrolls on its own when the page is short; the run list sits under it
+        setup = QWidget()
+        setup_layout = QVBoxLayout(setup)
+        setup_layout.setContentsMargins(0, 0, 4, 0)
+        setup_layout.addLayout(form)
+        setup_layout.addLayout(hyper)
+        setup_layout.addStretch(1)
+        self.setup_scroll = QScrollArea()
+        self.setup_scroll.setWidgetResizable(True)
+        self.setup_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.setup_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setup_scroll.setWidget(setup)
 
         self.plots = RunPlots()
+        self.run_model = RunListModel(self.plots, self)
+        self.run_list = QListView()
+        self.run_list.setModel(self.run_model)
+        self.run_list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.run_list.setUniformItemSizes(True)
+        self.load_button = QPushButton("Load runs...")
+        self.load_button.setToolTip("Overlay earlier runs: pick the runs folder (every run in it) or one run's folder")
+        self.png_button = QPushButton("Export PNG")
+        self.png_button.setToolTip("The plots at twice their size on screen")
+        self.csv_button = QPushButton("Export CSV")
+        self.clear_button = QPushButton("Clear plots")
+        run_tools = QGridLayout()
+        for i, (button, slot) in enumerate(((self.load_button, self._ask_load), (self.clear_button, self.clear_runs),
+                                            (self.png_button, self._ask_png), (self.csv_button, self._ask_csv))):
+            button.clicked.connect(slot)
+            run_tools.addWidget(button, i // 2, i % 2)
+        runs = QWidget()
+        runs_layout = QVBoxLayout(runs)
+        runs_layout.setContentsMargins(0, 0, 4, 0)
+        runs_layout.addWidget(QLabel("Runs (uncheck to hide)"))
+        runs_layout.addWidget(self.run_list, 1)
+        runs_layout.addLayout(run_tools)
 
-        # the set-up on the left, the run's progress and curves on the right, at full height
-        setup = QWidget()
-        left = QVBoxLayout(setup)
-        left.setContentsMargins(0, 0, 0, 0)
-        for part in (form, hyper, buttons, tools):
-            left.addLayout(part)
-        left.addStretch(1)
-        watch = QWidget()
-        right = QVBoxLayout(watch)
-        right.setContentsMargins(0, 0, 0, 0)
-        right.addLayout(progress)
-        right.addWidget(self.plots, 1)
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.setup_scroll)
+        left.addWidget(runs)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 1)
+        left.setChildrenCollapsible(False)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(setup)
-        self.splitter.addWidget(watch)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.plots)
+        self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([420, 580])
         layout = QVBoxLayout(self)
-        layout.addWidget(self.splitter)
+        layout.addLayout(top)
+        layout.addWidget(self.splitter, 1)
 
     def _with_browse(self, edit: QLineEdit) -> QWidget:
         box = QWidget()
@@ -205,7 +307,6 @@ class TrainPanel(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(edit, 1)
         button = QPushButton("Browse...")
-        button.setProperty("target_edit", edit.objectName())
         button.clicked.connect(self._browse)
         self._browse_targets = getattr(self, "_browse_targets", {})
         self._browse_targets[button] = edit
@@ -228,16 +329,71 @@ class TrainPanel(QWidget):
         spin.setValue(value)
         return spin
 
-    # -- the editor's interface --------------------------------------------------------------
+    # -- the form, remembered across sessions ---------------------------------------------------
+    def _form_fields(self) -> dict[str, QWidget]:
+        return {"train": self.train_edit, "val": self.val_edit, "runs_folder": self.out_edit,
+                "optimizer": self.optimizer_box, "scheduler": self.scheduler_box, "lr": self.lr_spin,
+                "loaded_lr": self.loaded_lr_spin, "freeze_loaded": self.freeze_check,
+                "epochs": self.epochs_spin, "batch_size": self.batch_spin, "image_size": self.size_spin,
+                "workers": self.workers_spin, "launch": self.launch_box, "processes": self.nproc_spin}
+
+    def _watch_form(self) -> None:
+        for widget in self._form_fields().values():
+            signal = (widget.textChanged if isinstance(widget, QLineEdit) else
+                      widget.currentTextChanged if isinstance(widget, QComboBox) else
+                      widget.toggled if isinstance(widget, QCheckBox) else widget.valueChanged)
+            signal.connect(self._remember_timer.start)
+
+    @Slot()
+    def remember_form(self) -> None:
+        """Keep the folders and hyperparameters for the next session (also done by itself as edits pause)."""
+        self._remember_timer.stop()
+        train_form.remember(self._form_fields())
+
+    # -- the editor's session ----------------------------------------------------------------
+    def set_session_reader(self, reader: SessionReader | None) -> None:
+        """How the panel reads the editor's session: ``reader()`` returns None (no session) or an
+        object with ``target_spec`` (str), ``mapping`` (Mapping or None; a copy the panel may keep)
+        and ``source`` (str or None). Called at Start and by :meth:`refresh_session`."""
+        self._reader = reader
+        self.refresh_session()
+
     def set_session(self, target_spec: str, mapping: Mapping | None, source: str | None) -> None:
-        """The editor's mapping session changed: train this target, from these weights or from scratch."""
-        self.spec_edit.setText(target_spec)
-        self._mapping, self._source = (mapping.copy() if mapping is not None else None), source
-        if mapping is None or not len(mapping):
+        """A fixed session (scripts, tests): the panel reads this one from now on."""
+        session = TrainSession(target_spec, mapping.copy() if mapping is not None else None, source)
+        self.set_session_reader(lambda: session)
+
+    @Slot()
+    def refresh_session(self) -> None:
+        """Read the session now (the window calls this when the Training page is shown): the Weights
+        line, the compare button, and the target spec unless the user typed their own there."""
+        self._session = self._reader() if self._reader is not None else None
+        spec = str(getattr(self._session, "target_spec", "") or "")
+        current = self.spec_edit.text().strip()
+        if spec and not self.spec_edit.isModified() and current in ("", self._session_spec):
+            self.spec_edit.setText(spec)
+            self._session_spec = spec
+        self._show_session()
+        self._check_classes()
+        self._update_buttons()
+
+    def _session_mapping(self) -> Mapping | None:
+        """The last snapshot's mapping, when it maps anything."""
+        mapping = getattr(self._session, "mapping", None)
+        return mapping if mapping is not None and len(mapping) else None
+
+    def _session_source(self) -> str:
+        return str(getattr(self._session, "source", "") or "")
+
+    def _show_session(self) -> None:
+        mapping = self._session_mapping()
+        if mapping is None:
             self.mapping_label.setText("from scratch (no mapping session)")
         else:
-            self.mapping_label.setText(f"mapped: {len(mapping)} tensors from {source or mapping.source_spec}")
+            self.mapping_label.setText(f"mapped: {len(mapping)} tensors from "
+                                       f"{self._session_source() or mapping.source_spec}")
 
+    # -- state ------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         """True while a run is in progress or its thread or process has not ended yet."""
@@ -250,6 +406,7 @@ class TrainPanel(QWidget):
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
         """Stop any run and wait for its thread or process (for the window's closeEvent); leaves nothing running."""
+        self.remember_form()
         if self._control is not None:
             self._control.stop()  # the engine notices within one step, even when paused
         if self._process is not None:
@@ -270,14 +427,41 @@ class TrainPanel(QWidget):
                 loop.exec()
         self._timer.stop()
 
-    def ask_to_stop(self) -> bool:
-        """For a window's closeEvent: True when nothing runs or the user agrees to stop the run."""
+    def ask_to_stop(self) -> str:
+        """For the window's closeEvent: what to do with a run in progress. Asks only while one runs.
+
+        Returns
+          * ``"stop"``: nothing runs, or the user chose "Stop and close": the window closes, and its
+            closeEvent calls :meth:`shutdown` (which stops the run, keeping its last checkpoint and
+            metrics, and waits for its thread or torchrun processes);
+          * ``"keep"``: the user chose "Keep training": the window must not close (ignore the event);
+            it may show the Training page so the run is in view;
+          * ``"cancel"``: the user dismissed the question: the window must not close either.
+
+        The box is ``QMessageBox`` "stopRunBox" with buttons "stopRunStop", "stopRunKeep" and
+        "stopRunCancel" (object names, for tests).
+        """
         if not self.busy:
-            return True
-        answer = QMessageBox.question(self, "Training is running",
-                                      "A training run is in progress. Stop it and close? "
-                                      "(Its last checkpoint and metrics are kept.)")
-        return answer == QMessageBox.StandardButton.Yes
+            return "stop"
+        if self._process is not None:
+            what = (f"A training job is running as torchrun processes. Stopping sends them SIGTERM: each rank "
+                    f"ends after its current step (killed if still running after {self._process.grace_s:g} s).")
+        else:
+            what = "A training run is in progress in this window. Stopping ends it after its current step."
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          f"{what}\nIts last checkpoint and metrics are kept.", parent=self)
+        box.setObjectName("stopRunBox")
+        stop = box.addButton("Stop and close", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep training", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        for button, name in ((stop, "stopRunStop"), (keep, "stopRunKeep"), (cancel, "stopRunCancel")):
+            button.setObjectName(name)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(cancel)
+        box.exec()  # a close prompt, like the window's save question: modal by design
+        clicked = box.clickedButton()
+        box.deleteLater()
+        return "stop" if clicked is stop else "keep" if clicked is keep else "cancel"
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """A standalone panel closing mid-run stops the run first (embedded: the window calls shutdown)."""
@@ -293,27 +477,62 @@ class TrainPanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
         if folder:
             edit.setText(folder)
-            self.validate_dataset()
+            if edit is not self.out_edit:
+                self.validate_dataset()
 
     @Slot()
     def validate_dataset(self) -> bool:
-        """Scan both folders; show classes and image counts, or what is wrong."""
+        """Scan both folders; show classes and image counts, or what is wrong; check the target's class count."""
+        self._data_classes = None
         if not self.train_edit.text() or not self.val_edit.text():
             self.train_info.setText("pick a train folder (one subfolder of images per class)")
             self.val_info.setText("pick a val folder with the same class subfolders")
+            self._check_classes()
             return False
         try:
             train_split, val_split = scan_dataset(self.train_edit.text(), self.val_edit.text())
         except SppError as exc:
-            self.train_info.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.train_info.setText(f"<span style='color:#d33'>{exc}</span>")
             self.val_info.setText("")
+            self._check_classes()
             return False
         self.train_info.setText(split_info_text(train_split))
         self.val_info.setText(split_info_text(val_split))
+        self._data_classes = len(train_split.classes)
+        self._check_classes()
         return True
 
+    @property
+    def class_problem(self) -> str:
+        """The class-count mismatch shown under the folders ('' when there is none)."""
+        return self._class_problem
+
+    @Slot()
+    def _check_classes(self) -> None:
+        """The target's head against the data's class count: the mismatch and its fix, or nothing."""
+        self._class_problem = ""
+        if self._data_classes is not None:
+            self._class_problem = class_mismatch(self.spec_edit.text(), self._data_classes)
+        if self._class_problem:
+            self.class_label.setText(f"<span style='color:#d33'>{self._class_problem}</span> "
+                                     f"(<a href='fix'>do it</a>)")
+        self.class_label.setVisible(bool(self._class_problem))
+
+    @Slot(str)
+    def _fix_num_classes(self, _link: str = "") -> None:
+        if self._data_classes is None:
+            return
+        typed = self.spec_edit.isModified()  # a spec the user typed stays theirs (see start's trust check)
+        self.spec_edit.setText(with_num_classes(self.spec_edit.text(), self._data_classes))
+        self.spec_edit.setModified(typed)
+        self._check_classes()
+
     def config(self) -> RunConfig:
-        """The run config the form describes (the seed's defaults where the form says nothing)."""
+        """The run config the form describes, with the session's mapping when it has one."""
+        mapping = self._session_mapping()
+        return self._config(mapping, self._run_name("pretrained" if mapping is not None else "scratch"))
+
+    def _config(self, mapping: Mapping | None, name: str) -> RunConfig:
         cfg = RunConfig()
         cfg.model.spec = self.spec_edit.text().strip()
         cfg.data.train, cfg.data.val = self.train_edit.text(), self.val_edit.text()
@@ -323,20 +542,35 @@ class TrainPanel(QWidget):
         cfg.optim.freeze_loaded = self.freeze_check.isChecked()
         cfg.run.epochs, cfg.run.batch_size = self.epochs_spin.value(), self.batch_spin.value()
         cfg.run.out = self.out_edit.text() or "runs"
-        cfg.run.name = ("pretrained" if self._mapping is not None and len(self._mapping) else "scratch") + \
-            time.strftime("-%H%M%S")
-        if self._mapping is not None and len(self._mapping):
-            path = Path(cfg.run.out) / f"{cfg.run.name}-mapping.json"  # one per run: a saved job keeps its own
-            self._mapping.save(path)
+        cfg.run.name = name
+        if mapping is not None:
+            path = Path(cfg.run.out) / f"{name}-mapping.json"  # one per run: a saved job keeps its own
+            mapping.save(path)
             cfg.model.mapping = str(path)
-            cfg.model.source = self._source or ""
+            cfg.model.source = self._session_source()
         return cfg
+
+    def _run_name(self, prefix: str, suffix: str = "", taken: tuple[str, ...] = ()) -> str:
+        """The name field's run name (or prefix-HHMMSS), made unique among shown runs and run folders."""
+        typed = self.name_edit.text()
+        problem = run_name_problem(typed)
+        if problem:
+            raise SppError(f"{problem} (the Run name field)")
+        base = f"{typed}{suffix}" if typed else prefix + time.strftime("-%H%M%S")
+        out = Path(self.out_edit.text() or "runs")
+        name, n = base, 1
+        while name in self.plots.runs or name in taken or (out / name).exists():
+            n += 1
+            name = f"{base}-{n}"
+        return name
 
     # -- running -----------------------------------------------------------------------------
     @Slot()
     def start(self) -> None:
+        """Start a run from the form and a fresh snapshot of the session, in this window or as torchrun processes."""
         if self._running:
             return
+        self.refresh_session()
         if not self.validate_dataset():
             self._error("The dataset folders are not ready", self.train_info.text() or "pick train and val folders")
             return
@@ -354,16 +588,50 @@ class TrainPanel(QWidget):
         except OSError as exc:
             self._error("Cannot start", f"cannot write in the runs folder {self.out_edit.text() or 'runs'}: {exc}")
             return
+        self.remember_form()
         if self.external:
             logs = path.parent / "torchrun-logs"
             # the processes may run the model code this window was allowed to run, and no other
-            code = code_files([cfg.model.spec, cfg.model.source, self._mapping.source_spec if self._mapping else ""])
+            mapping = self._session_mapping()
+            code = code_files([cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""])
             trusted = bool(code) and all(is_trusted(p) for p in code)
             extra = ["--events-jsonl", *(["--trust-code"] if trusted else [])]
             self.start_process(launch_command([str(path)], self.nproc_spin.value(), extra, tee=True,
                                               log_dir=str(logs)), logs=str(logs))
         else:
             self._launch(train, cfg)
+
+    @Slot()
+    def start_compare(self) -> None:
+        """The seed article's comparison on these folders: from scratch at lr 1e-3, then from the session's
+        mapped weights at lr 1e-4; same epochs, batch and seed; curves overlaid (always in this window)."""
+        if self._running:
+            return
+        self.refresh_session()
+        mapping = self._session_mapping()
+        if mapping is None:
+            self._error("Nothing to compare with", NO_MAPPING_TIP)
+            return
+        if not self.validate_dataset():
+            self._error("The dataset folders are not ready", self.train_info.text() or "pick train and val folders")
+            return
+        try:
+            scratch_name = self._run_name("scratch", "-scratch")
+            mapped_name = self._run_name("pretrained", "-pretrained", taken=(scratch_name,))
+            scratch, pretrained = compare_configs(self._config(None, scratch_name), self._config(mapping, mapped_name))
+            if self.spec_edit.isModified():
+                trust_named_specs([scratch.model.spec])
+            for cfg in (scratch, pretrained):
+                cfg.validate("the Train panel")
+        except SppError as exc:
+            self._error("Cannot start the comparison", str(exc))
+            return
+        except OSError as exc:
+            self._error("Cannot start the comparison",
+                        f"cannot write in the runs folder {self.out_edit.text() or 'runs'}: {exc}")
+            return
+        self.remember_form()
+        self._launch(compare_runs, scratch, pretrained)
 
     @staticmethod
     def write_job_config(cfg: RunConfig) -> Path:
@@ -462,12 +730,15 @@ class TrainPanel(QWidget):
         """What every run starts with, in this window or as processes."""
         self.last_error, self.last_result = "", None
         self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
+        self._progress_text = ""
         self._running = True
         self.status_label.setText(status)
+        self.eta_label.setText("ETA -")
         self._update_buttons()
 
     @Slot()
     def toggle_pause(self) -> None:
+        """Pause a run in this window (it waits before its next step), or resume it."""
         if self._control is None or not self._running:
             return
         if self._control.paused:
@@ -475,12 +746,17 @@ class TrainPanel(QWidget):
             if self._paused_at is not None:
                 self._paused_total += time.perf_counter() - self._paused_at
             self._paused_at = None
-            self.status_label.setText("resumed")
+            self.status_label.setText(f"resumed: {self._progress_text}" if self._progress_text else "resumed")
+            self.eta_label.setText("ETA -")
         else:
             self._control.pause()
             self._paused_at = time.perf_counter()
-            self.status_label.setText("paused")
+            self._show_paused()
         self._update_buttons()
+
+    def _show_paused(self) -> None:
+        self.status_label.setText(f"Paused: {self._progress_text}" if self._progress_text else "Paused")
+        self.eta_label.setText("ETA paused")
 
     @property
     def paused(self) -> bool:
@@ -530,8 +806,11 @@ class TrainPanel(QWidget):
     @Slot(object)
     def _on_returned(self, result) -> None:
         self.last_result = result
+        summary = getattr(result, "summary", None)
         lines = getattr(result, "lines", None)
-        if callable(lines):
+        if callable(summary):
+            self.status_label.setText(summary())
+        elif callable(lines):
             self.status_label.setText("demo: " + " | ".join(line.split("   /")[0] for line in lines()))
 
     @Slot(object)
@@ -549,8 +828,10 @@ class TrainPanel(QWidget):
         self._running = False
         self._worker = None
         self._control = None
+        self._paused_at = None
         self._refresh_plots(everything=True)
         self._timer.stop()
+        self.eta_label.setText("")
         self._update_buttons()
         self.run_finished.emit(self.status_label.text())
 
@@ -593,6 +874,12 @@ class TrainPanel(QWidget):
         busy = self._running
         self.start_button.setEnabled(not busy)
         self.demo_button.setEnabled(not busy)
+        has_mapping = self._session_mapping() is not None
+        self.compare_button.setEnabled(not busy and has_mapping)
+        self.compare_button.setToolTip(
+            f"Two runs on these folders, one after the other, overlaid: from scratch at lr {SCRATCH_LR:g}, then "
+            f"from the session's mapped weights at lr {MAPPED_LR:g}; same epochs, batch and seed (in this window)"
+            if has_mapping else NO_MAPPING_TIP)
         self.pause_button.setEnabled(busy and self._process is None)  # a process cannot be paused from here
         self.pause_button.setToolTip("Pause is for runs in this window; a torchrun job can be stopped"
                                      if self._process is not None else "")
@@ -606,15 +893,19 @@ class TrainPanel(QWidget):
         if event is None:
             return
         done = event.step / max(event.total_steps, 1)
-        paused = self._paused_total + (time.perf_counter() - self._paused_at if self._paused_at else 0.0)
-        elapsed = time.perf_counter() - self._t_start - paused
-        eta = elapsed / done - elapsed if done > 0 else float("nan")
         self.epoch_bar.setValue(int(1000 * event.epoch_fraction))
         self.run_bar.setValue(int(1000 * done))
         self.epoch_bar.setFormat(f"epoch {event.epoch}: %p%")
-        self.status_label.setText(f"{event.run}: epoch {event.epoch}, step {event.step}/{event.total_steps}, "
-                                  f"loss {event.losses[-1]:.4f}, {event.images_per_s:.0f} images/s, "
-                                  f"ETA {_duration(eta)}")
+        self._progress_text = (f"{event.run}: epoch {event.epoch}, step {event.step}/{event.total_steps}, "
+                               f"loss {event.losses[-1]:.4f}, {event.images_per_s:.0f} images/s")
+        if self.paused:  # a step that was under way when Pause was pressed
+            self._show_paused()
+            return
+        paused = self._paused_total + (time.perf_counter() - self._paused_at if self._paused_at else 0.0)
+        elapsed = time.perf_counter() - self._t_start - paused
+        eta = elapsed / done - elapsed if done > 0 else float("nan")
+        self.status_label.setText(self._progress_text)
+        self.eta_label.setText(f"ETA {_duration(eta)}")
 
     @Slot()
     def _refresh_plots(self, everything: bool = False) -> None:
@@ -631,10 +922,47 @@ class TrainPanel(QWidget):
     def run_epochs(self, name: str) -> list[dict[str, float]]:
         return list(self.plots.runs[name].epochs)
 
+    def set_run_visible(self, name: str, visible: bool) -> None:
+        """Show or hide one run in every plot (as its check box in the run list does)."""
+        self.plots.set_visible(name, visible)
+
     @Slot()
     def clear_runs(self) -> None:
         if not self._running:
             self.plots.clear_runs()
+
+    def load_runs(self, folder: str | os.PathLike) -> list[str]:
+        """Overlay earlier runs read from disk: ``folder`` is one run's folder or a runs folder holding several.
+        Runs already shown (by name) are skipped; returns the names added."""
+        found = run_folders(folder)
+        if not found:
+            self._error("No runs there", f"{folder} holds no run folders (folders with a metrics.csv)")
+            return []
+        added, problems = [], []
+        for run_dir in found:
+            if run_dir.name in self.plots.runs:
+                continue
+            try:
+                epochs = read_epochs(run_dir)
+            except (SppError, OSError, ValueError) as exc:
+                problems.append(f"{run_dir}: {exc}")
+                continue
+            if epochs:
+                self.plots.add_finished_run(run_dir.name, epochs)
+                added.append(run_dir.name)
+        self.plots.push(everything=True)
+        if problems:
+            self._error("Some runs could not be read", "\n".join(problems))
+        self.status_label.setText(f"loaded {len(added)} run(s) from {folder}" if added else
+                                  f"no new runs in {folder}")
+        return added
+
+    @Slot()
+    def _ask_load(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Load runs: a runs folder, or one run's folder",
+                                                  self.out_edit.text())
+        if folder:
+            self.load_runs(folder)
 
     # -- export ------------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike) -> None:
@@ -642,7 +970,7 @@ class TrainPanel(QWidget):
         self.plots.export_csv(path)
 
     def export_png(self, path: str | os.PathLike) -> None:
-        """The four plots as they are on screen, as one PNG (written atomically)."""
+        """The four plots and their legend, at twice their size on screen, as one PNG (written atomically)."""
         self.plots.export_png(path)
 
     @Slot()

@@ -1,0 +1,59 @@
+"""The seed article's comparison on the user's own folders: scratch, then mapped-pretrained weights.
+
+Two run configs that differ only where the article's two runs differ (the weights and the
+learning rate: 1e-3 from scratch, 1e-4 from pretrained weights), and one generator that trains
+them one after the other, yielding every event of both, so their curves overlay in the panel.
+Qt-free: a script can run the same comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from ..training.config import RunConfig
+from ..training.engine import Event, RunControl, RunResult, train
+
+SCRATCH_LR, MAPPED_LR = 1e-3, 1e-4  # the seed article's two learning rates
+
+
+@dataclass
+class CompareResult:
+    scratch: RunResult
+    pretrained: RunResult | None  # None when the scratch run did not finish
+
+    def lines(self) -> list[str]:
+        runs = (("scratch", self.scratch), ("pretrained", self.pretrained))
+        return [f"{label}: {_outcome(r)}   {r.run_dir}" for label, r in runs if r is not None]
+
+    def summary(self) -> str:
+        """One status line: each run's outcome, without the folders."""
+        runs = (("scratch", self.scratch), ("pretrained", self.pretrained))
+        return "compare: " + " | ".join(f"{label} {_outcome(r)}" for label, r in runs if r is not None)
+
+
+def _outcome(result: RunResult) -> str:
+    if result.status != "finished":
+        return result.status
+    return f"best val acc {result.best_val_acc:.3f} (epoch {result.best_epoch})"
+
+
+def compare_configs(base: RunConfig, mapped: RunConfig) -> tuple[RunConfig, RunConfig]:
+    """The scratch and the mapped run: same data, epochs, batch and seed; lr 1e-3 and 1e-4, one lr per run."""
+    scratch, pretrained = base.copy(), mapped.copy()
+    scratch.model.mapping, scratch.model.source = "", ""
+    for cfg, lr in ((scratch, SCRATCH_LR), (pretrained, MAPPED_LR)):
+        cfg.optim.lr, cfg.optim.loaded_lr = lr, 0.0
+        cfg.run.epochs, cfg.run.seed = base.run.epochs, base.run.seed
+    return scratch, pretrained
+
+
+def compare_runs(scratch: RunConfig, pretrained: RunConfig,
+                 control: RunControl | None = None) -> Generator[Event, None, CompareResult]:
+    """Every event of the scratch run, then of the mapped run (which starts only if the first finished)."""
+    control = control or RunControl()
+    first = yield from train(scratch, control)
+    if first.status != "finished":
+        return CompareResult(first, None)
+    second = yield from train(pretrained, control)
+    return CompareResult(first, second)
