@@ -10,10 +10,18 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from PySide6.QtCore import QAbstractItemModel, QByteArray, QMimeData, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QByteArray,
+    QMimeData,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QFont
 
 from ..core.tensors import format_shape
@@ -27,6 +35,7 @@ PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
 
 Index = QModelIndex | QPersistentModelIndex
+HIGHLIGHT_MAX = 50  # same-shape keys shown bold at most: on a MoE tree one shape has thousands
 
 # flags are asked for every row a view lays out: combined once here, not per call
 _SELECTABLE = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
@@ -48,8 +57,32 @@ def compile_filter(text: str, regex: bool) -> Callable[[str], bool] | None:
     return lambda key: needle in key.lower()
 
 
+def nearest_keys(paths: Sequence[str], positions: np.ndarray, near: str | None, near_position: float | None,
+                 limit: int) -> np.ndarray:
+    """Indices into ``paths`` of the ``limit`` keys most like ``near``, best first.
+
+    Most alike: the most dotted components equal counted from the end (two models name a layer's
+    tensors alike under different prefixes: ``model.layers.3.w1.weight`` ~ ``layers.3.gate.weight``),
+    then the nearest relative position (``positions`` and ``near_position`` in [0, 1]), then key order.
+    """
+    distance = np.abs(positions - near_position) if near_position is not None else np.zeros(len(paths))
+    if near is None:
+        alike = np.zeros(len(paths), dtype=np.int64)
+    else:
+        tail = near.split(".")[::-1]
+
+        def equal_from_end(path: str) -> int:
+            return sum(a == b for a, b in zip(tail, reversed(path.split(".")), strict=False))
+
+        alike = np.fromiter(map(equal_from_end, paths), dtype=np.int64, count=len(paths))
+    return np.lexsort((distance, -alike))[:limit]  # stable: ties stay in key order
+
+
 class ParamTreeModel(QAbstractItemModel):
     """One side (``'source'`` or ``'target'``) of the session as a tree of modules and tensors."""
+
+    #: (keys shown bold, keys of the highlighted shape) after each :meth:`set_highlight`
+    highlightChanged = Signal(int, int)
 
     def __init__(self, doc: MappingDocument, side: str, parent=None) -> None:
         super().__init__(parent)
@@ -63,6 +96,9 @@ class ParamTreeModel(QAbstractItemModel):
         self._leaf_status: list[str] | None = None
         self.leaf_shown: np.ndarray | None = None  # per pre-order leaf: kept by the filter (None: no filter)
         self.highlight_shape: tuple[int, ...] | None = None
+        self.highlight_count = 0  # keys of that shape; at most HIGHLIGHT_MAX of them are bold
+        self._highlight: set[int] = set()  # uids of the bold rows
+        self._by_shape: dict[tuple[int, ...], list[int]] | None = None  # shape -> pre-order leaf indices
         self.match_count = 0
         #: called with (source keys, target path) when keys are dropped here; set by the window
         self.on_drop_keys: Callable[[list[str], str], bool] | None = None
@@ -81,7 +117,7 @@ class ParamTreeModel(QAbstractItemModel):
         self._nodes, self._leaves, self._kids, self._rows, self._agg = [], [], None, {}, {}
         self._leaf_status = None
         self.leaf_shown = None
-        self.highlight_shape = None
+        self.highlight_shape, self.highlight_count, self._highlight, self._by_shape = None, 0, set(), None
         if tree is not None:  # numbered on the loading thread: nothing to walk here
             self._nodes, self._leaves = tree.nodes, tree.leaf_nodes
             self.match_count = len(tree)
@@ -127,6 +163,16 @@ class ParamTreeModel(QAbstractItemModel):
 
     def _row(self, node: Node) -> int:
         return node.row if self._kids is None else self._rows.get(node, 0)
+
+    def row_of(self, node: Node) -> int:
+        """``node``'s row under its parent as shown (the filter renumbers)."""
+        return self._row(node)
+
+    def shown_count(self) -> int:
+        """How many rows the tree has under the filter, were every module expanded."""
+        if self.tree is None:
+            return 0
+        return len(self._nodes) - 1 if self._kids is None else len(self._rows)
 
     def visible(self, node: Node) -> bool:
         return self._kids is None or node is self.tree.root or node in self._rows
@@ -178,9 +224,51 @@ class ParamTreeModel(QAbstractItemModel):
             self._agg[node] = counts
         return counts
 
-    def set_highlight(self, shape: tuple[int, ...] | None) -> None:
-        """Mark keys of this shape (the views repaint; no per-row signals over a huge tree)."""
+    def set_highlight(self, shape: tuple[int, ...] | None, near: str | None = None) -> int:
+        """Bold up to HIGHLIGHT_MAX keys of ``shape``, those most like ``near`` first; return how many
+        keys have that shape (also in ``highlight_count`` and ``highlightChanged``).
+
+        ``near`` is the key selected in the other tree: keys named alike, then those at the same
+        relative position, win. The views repaint; no per-row signals over a huge tree.
+        """
         self.highlight_shape = shape
+        self._highlight = set()
+        self.highlight_count = 0
+        if shape is not None and self.tree is not None:
+            found = self._shape_index().get(tuple(shape), [])
+            self.highlight_count = len(found)
+            if len(found) > HIGHLIGHT_MAX:
+                leaves = self._leaves
+                paths = [leaves[i].path for i in found]
+                positions = np.asarray(found, dtype=np.float64) / max(1, len(leaves))
+                found = [found[i] for i in nearest_keys(paths, positions, near, self._position_in_other(near),
+                                                        HIGHLIGHT_MAX)]
+            self._highlight = {self._leaves[i].uid for i in found}
+        self.highlightChanged.emit(len(self._highlight), self.highlight_count)
+        return self.highlight_count
+
+    def highlighted(self, node: Node) -> bool:
+        """Whether ``node``'s row is shown bold (one of the capped same-shape keys)."""
+        return node.uid in self._highlight
+
+    def _shape_index(self) -> dict[tuple[int, ...], list[int]]:
+        if self._by_shape is None:  # once per tree, on the first selection
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, leaf in enumerate(self._leaves):
+                by_shape.setdefault(tuple(leaf.tensor.shape), []).append(i)
+            self._by_shape = by_shape
+        return self._by_shape
+
+    def _position_in_other(self, key: str | None) -> float | None:
+        """Where ``key`` sits in the other side's key order, in [0, 1]; None when it is not a key there."""
+        other = self.doc.source if self.side == "target" else self.doc.target
+        if key is None or other is None:
+            return None
+        try:
+            leaf = other.tree.leaf(key)
+        except KeyError:
+            return None
+        return leaf.first_leaf / max(1, len(other.tree))
 
     def _statuses_changed(self) -> None:
         self._agg.clear()
@@ -245,10 +333,8 @@ class ParamTreeModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.BackgroundRole:
             status = self.status_of(node) if node.tensor is not None else ""
             return status_background(status) if status else None
-        if role == Qt.ItemDataRole.FontRole and self.highlight_shape is not None:
-            if node.tensor is not None and node.tensor.shape == self.highlight_shape:
-                return self._bold
-            return None
+        if role == Qt.ItemDataRole.FontRole:
+            return self._bold if node.uid in self._highlight else None
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(node)
         if role == Qt.ItemDataRole.TextAlignmentRole and col == 3:

@@ -117,3 +117,73 @@ def test_module_counts_come_from_contiguous_leaf_slices(doc):
     leaves = doc.target.tree.leaf_nodes
     assert model.aggregate(doc.target.tree.root) == Counter(doc.target_status(n.path) for n in leaves)
     assert model.aggregate(doc.target.tree.root) == {"unmapped": len(leaves) - 3, "exact": 2, "invalid": 1}
+
+
+def test_same_shape_highlight_is_capped_nearest_first(qtbot):
+    """A MoE pair: one expert shape is shared by 2 x 6 x 16 target keys; the 50 most alike are bold."""
+    import torch
+
+    from spp_gui.core.strategies import Side
+    from spp_gui.core.tensors import table_of
+    from spp_gui.gui.tree_model import HIGHLIGHT_MAX
+
+    def moe(prefix: str, names: tuple[str, str, str]) -> Side:
+        state = {}
+        for i in range(6):
+            for j in range(16):
+                for n, shape in zip(names, ((32, 64), (32, 64), (64, 32)), strict=True):
+                    state[f"{prefix}layers.{i}.experts.{j}.{n}.weight"] = torch.empty(*shape, device="meta")
+        return Side(table_of(state))
+
+    src, tgt = moe("model.", ("w1", "w3", "w2")), moe("transformer.", ("gate_proj", "up_proj", "down_proj"))
+    doc = MappingDocument()
+    doc.set_sides(Loaded(src, ParamTree(src.table), "s"), Loaded(tgt, ParamTree(tgt.table), "t"), Mapping())
+    model = ParamTreeModel(doc, "target")
+    model.set_tree(doc.target.tree)
+
+    def bold() -> list[str]:
+        return [n.path for n in doc.target.tree.leaf_nodes
+                if model.index_of(n).data(Qt.ItemDataRole.FontRole) is not None]
+
+    with qtbot.waitSignal(model.highlightChanged) as changed:
+        total = model.set_highlight((32, 64), near="model.layers.3.experts.7.w1.weight")
+    assert total == model.highlight_count == 2 * 6 * 16
+    assert changed.args == [HIGHLIGHT_MAX, total]
+    shown = bold()
+    assert len(shown) == HIGHLIGHT_MAX
+    assert {"transformer.layers.3.experts.7.gate_proj.weight", "transformer.layers.3.experts.7.up_proj.weight",
+            "transformer.layers.3.experts.0.gate_proj.weight", "transformer.layers.0.experts.7.up_proj.weight"} <= set(shown)
+    assert "transformer.layers.5.experts.15.up_proj.weight" not in shown  # other layer, other expert, far away
+    far = model.index_of_path("transformer.layers.5.experts.15.up_proj.weight")
+    assert "shape-compatible" in far.data(Qt.ItemDataRole.ToolTipRole)  # still said, just not bold
+    assert model.highlighted(doc.target.tree.leaf("transformer.layers.3.experts.7.gate_proj.weight"))
+
+    model.set_highlight((32, 64))  # no key to compare with: the first ones in key order
+    assert bold() == [n.path for n in doc.target.tree.leaf_nodes if n.tensor.shape == (32, 64)][:HIGHLIGHT_MAX]
+    model.set_highlight((64, 32), near="no.such.key")
+    assert len(bold()) == HIGHLIGHT_MAX
+    model.set_highlight(None)
+    assert bold() == [] and model.highlight_count == 0
+
+
+def test_same_shape_highlight_below_the_cap_marks_every_key(doc):
+    model = ParamTreeModel(doc, "target")
+    model.set_tree(doc.target.tree)
+    shape = doc.target.tree.leaf("layer1.0.conv1.weight").tensor.shape
+    expected = [n.path for n in doc.target.tree.leaf_nodes if n.tensor.shape == shape]
+    assert model.set_highlight(shape, near="layer1.0.conv1.weight") == len(expected)
+    bold = [n.path for n in doc.target.tree.leaf_nodes if model.highlighted(n)]
+    assert bold == expected
+
+
+def test_nearest_keys_ranks_names_from_the_end_then_position():
+    import numpy as np
+
+    from spp_gui.gui.tree_model import nearest_keys
+
+    paths = ["a.layers.0.x.weight", "a.layers.1.x.weight", "a.layers.1.y.weight", "b.layers.1.x.bias"]
+    positions = np.array([0.0, 0.3, 0.6, 0.9])
+    assert list(nearest_keys(paths, positions, "m.layers.1.x.weight", 0.5, 2)) == [1, 2]  # 4 alike, then 3 and near
+    assert list(nearest_keys(paths, positions, "m.layers.1.x.weight", 0.9, 2)) == [1, 3]  # 3 alike each: nearer wins
+    assert list(nearest_keys(paths, positions, None, 0.7, 4)) == [2, 3, 1, 0]
+    assert list(nearest_keys(paths, positions, None, None, 3)) == [0, 1, 2]
