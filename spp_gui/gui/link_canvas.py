@@ -34,6 +34,7 @@ from .document import MappingDocument
 from .link_groups import MappedLeaves, anchor_rows, link_groups
 from .style import STATUS_ORDER, STATUS_STYLE, VERIFY_ORDER, status_color
 from .tree_model import ParamTreeModel
+from .tree_panel import ParamTreeView
 
 
 def visible_rows(view: QTreeView) -> dict[Node, int]:
@@ -79,6 +80,8 @@ class LinkCanvas(QWidget):
             view.verticalScrollBar().valueChanged.connect(self.update)
             view.expanded.connect(self.invalidate)
             view.collapsed.connect(self.invalidate)
+            if isinstance(view, ParamTreeView):  # expandAll / collapseAll say nothing per row
+                view.expansionReset.connect(self.invalidate)
             view.model().modelReset.connect(self.invalidate)
 
     def sizeHint(self) -> QSize:
