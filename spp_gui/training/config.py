@@ -11,15 +11,25 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from ..core.atomic import atomic_write_text
-from ..core.errors import SppError
+from ..core.errors import SpecError, SppError
+from ..core.specs import parse_spec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Upper bounds far above any real run, low enough that a value sent in a config cannot exhaust the
+# machine before the first step (each is allocated or started up front).
+MAX_IMAGE_SIZE = 4096
+MAX_BATCH_SIZE = 65536
+MAX_STEPS = 1_000_000  # epochs, step_size, log_every
+MAX_CLASSES = 1_000_000
+WORKERS_PER_CPU = 4
+MAX_NAME = 200  # characters in run.name (a folder name; file systems allow 255 bytes)
 
 
 class ConfigError(SppError):
@@ -43,6 +53,7 @@ class DataSection:
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     workers: int = 0
     cache: str = "auto"  # keep decoded, resized images in memory: auto (when small) | yes | no
+    max_unreadable: float = 0.1  # share of a split's images that may be unreadable before the run stops
 
 
 @dataclass
@@ -113,6 +124,7 @@ class RunConfig:
         return cfg
 
     def validate(self, where: str = "config") -> None:
+        """Every value in range, or a ConfigError that names the key, the value and what would do."""
         def bad(key: str, value: Any, want: str) -> ConfigError:
             return ConfigError(f"{where}: {key} = {value!r} is not valid; {want}")
 
@@ -125,17 +137,35 @@ class RunConfig:
             raise bad("run.device", r.device, f"choose one of {', '.join(DEVICES)} or cuda:N")
         if not (o.lr > 0 and math.isfinite(o.lr)):
             raise bad("optim.lr", o.lr, "use a positive number such as 0.001")
-        if o.loaded_lr < 0:
-            raise bad("optim.loaded_lr", o.loaded_lr, "use 0 (same as lr) or a positive number")
-        for key, value, low in (("run.epochs", r.epochs, 1), ("run.batch_size", r.batch_size, 1),
-                                ("data.image_size", d.image_size, 8), ("data.workers", d.workers, 0),
-                                ("optim.step_size", o.step_size, 1), ("run.log_every", r.log_every, 1)):
-            if value < low:
-                raise bad(key, value, f"use an integer >= {low}")
-        if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
-            raise bad("data.mean/std", (d.mean, d.std), "give three numbers each, std positive")
+        for key, value, want in (("optim.loaded_lr", o.loaded_lr, "use 0 (same as lr) or a positive number"),
+                                 ("optim.weight_decay", o.weight_decay, "use 0 or a positive number such as 1e-4")):
+            if not (value >= 0 and math.isfinite(value)):
+                raise bad(key, value, want)
+        if not 0 <= o.momentum <= 1:  # also false for NaN
+            raise bad("optim.momentum", o.momentum, "use a number from 0 to 1, such as 0.9")
+        if not (o.gamma > 0 and math.isfinite(o.gamma)):
+            raise bad("optim.gamma", o.gamma, "use a positive number such as 0.1")
+        if not 0 <= d.max_unreadable <= 1:
+            raise bad("data.max_unreadable", d.max_unreadable,
+                      "use a share from 0 (no unreadable image allowed) to 1, such as 0.1 for 10%")
+        cpus = os.cpu_count() or 1
+        for key, value, low, high, why in (
+                ("run.epochs", r.epochs, 1, MAX_STEPS, ""), ("run.batch_size", r.batch_size, 1, MAX_BATCH_SIZE, ""),
+                ("data.image_size", d.image_size, 8, MAX_IMAGE_SIZE, ""),
+                ("data.workers", d.workers, 0, WORKERS_PER_CPU * cpus,
+                 f" ({WORKERS_PER_CPU} x the {cpus} CPU cores here; 0 loads in the training process)"),
+                ("optim.step_size", o.step_size, 1, MAX_STEPS, ""), ("run.log_every", r.log_every, 1, MAX_STEPS, ""),
+                ("run.seed", r.seed, 0, 2**32 - 1, "")):
+            if not low <= value <= high:
+                raise bad(key, value, f"use an integer from {low} to {high}{why}")
+        if len(d.mean) != 3 or not all(math.isfinite(v) for v in d.mean):
+            raise bad("data.mean", d.mean, "give three finite numbers, one per colour channel")
+        if len(d.std) != 3 or not all(v > 0 and math.isfinite(v) for v in d.std):
+            raise bad("data.std", d.std, "give three positive numbers, one per colour channel")
         if d.cache not in ("auto", "yes", "no"):
             raise bad("data.cache", d.cache, "choose auto, yes or no")
+        check_run_name(r.name, where)
+        _check_spec_options(self.model.spec, where)
 
     def resolve(self, value: str) -> str:
         """A path from the config, relative to the config file's folder (as a person expects)."""
@@ -164,6 +194,53 @@ class RunConfig:
             self, model=dataclasses.replace(self.model), data=dataclasses.replace(self.data, mean=list(self.data.mean),
                                                                                   std=list(self.data.std)),
             optim=dataclasses.replace(self.optim), run=dataclasses.replace(self.run))
+
+
+def check_run_name(name: str, where: str = "config") -> None:
+    """A run's folder name is one path component: a config cannot make a run write outside ``run.out``.
+
+    Empty is allowed (a timestamped name is chosen).
+    """
+    if name == "":
+        return
+    if not name.strip():
+        problem = "is blank"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        problem = "holds a control character"
+    elif "/" in name or "\\" in name or PureWindowsPath(name).drive:
+        problem = "is a path, not a folder name"
+    elif name in (".", ".."):
+        problem = "names an existing folder, not a new one"
+    elif len(name) > MAX_NAME:
+        problem = f"is longer than {MAX_NAME} characters"
+    else:
+        return
+    raise ConfigError(f"{where}: run.name = {name!r} is not valid: it {problem}; use one folder name such as "
+                      "\"scratch-lr1e-3\" (the run folder is made inside run.out)")
+
+
+def _check_spec_options(spec: str, where: str) -> None:
+    """The spec's numeric options in range: num_classes = -5 would otherwise fail deep inside torch."""
+    try:
+        options = parse_spec(spec).kwargs
+    except SpecError as exc:
+        raise ConfigError(f"{where}: model.spec: {exc}") from None
+
+    def bad(key: str, want: str) -> ConfigError:
+        return ConfigError(f"{where}: model.spec = {spec!r}: {key}={options[key]!r} is not valid; {want}")
+
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(key, "use a finite number")
+    n = options.get("num_classes")
+    if "num_classes" in options and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES):
+        raise bad("num_classes", f"use an integer from 1 to {MAX_CLASSES}, the number of class folders")
+    w = options.get("width")
+    if "width" in options and (isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0):
+        raise bad("width", "use a positive number such as 1.0")
+    p = options.get("dropout")
+    if "dropout" in options and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
+        raise bad("dropout", "use a probability from 0 to 1")
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
@@ -197,5 +274,21 @@ def _toml_value(value: Any) -> str:
         return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
+    return toml_string(str(value))
+
+
+_TOML_SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string that reads back as ``text``: quote, backslash and every control character
+    (which TOML does not allow raw, except tab) escaped; a file someone else wrote cannot add lines."""
+    out = []
+    for ch in text:
+        if ch in _TOML_SHORT_ESCAPES:
+            out.append(_TOML_SHORT_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'

@@ -36,7 +36,7 @@ def test_partial_file_keeps_defaults_and_resolves_paths(tmp_path):
     ("[optim]\nlrr = 0.1\n", ["optim.lrr", "known"]),
     ("[training]\nepochs = 3\n", ["[training]"]),
     ("[run]\nepochs = \"ten\"\n", ["run.epochs", "integer"]),
-    ("[run]\nbatch_size = 0\n", ["run.batch_size", ">= 1"]),
+    ("[run]\nbatch_size = 0\n", ["run.batch_size", "from 1 to"]),
     ("[run\n", ["not valid TOML"]),
 ])
 def test_bad_values_name_the_key(tmp_path, text, words):
@@ -47,3 +47,17 @@ def test_bad_values_name_the_key(tmp_path, text, words):
     for word in words:
         assert word in str(info.value)
     assert "bad.toml" in str(info.value)
+
+
+def test_frozen_config_escapes_control_characters(tmp_path):
+    """config.toml must read back exactly, whatever a path or name holds (TOML has escapes for all of it)."""
+    import tomllib
+
+    cfg = RunConfig()
+    cfg.model.source = 'line1\nline2 "quoted" back\\slash \x1b[31mred\x00nul\ttab\r\x7f\x08\x0c \u2028 \U0001f600'
+    cfg.data.train = "C:\\data\\train"
+    cfg.save(tmp_path / "config.toml")
+    text = (tmp_path / "config.toml").read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x00" not in text and "\x7f" not in text and "\r" not in text
+    assert tomllib.loads(text)["model"]["source"] == cfg.model.source
+    assert RunConfig.load(tmp_path / "config.toml") == cfg
