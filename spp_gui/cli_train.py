@@ -23,6 +23,7 @@ from .training.engine import (
     RunResult,
     Started,
     Step,
+    runs_folder,
     train,
 )
 from .training.event_stream import JsonLinesEmitter
@@ -61,7 +62,8 @@ class ProgressPrinter:
         elif isinstance(event, (Failed, Cancelled)):
             if self.tty:
                 self.stream.write("\n")
-            print(f"[{event.run}] " + (event.message if isinstance(event, Failed) else "cancelled"), file=self.stream)
+            print(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
+                                       f"cancelled at epoch {event.epoch}, step {event.step}"), file=self.stream)
         elif isinstance(event, Finished):
             print(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
                   f"{event.final_val_acc:.3f}; {event.run_dir}", file=self.stream)
@@ -96,8 +98,32 @@ def launch(args: argparse.Namespace) -> int:
 
 def stop_on_sigterm(control: RunControl) -> None:
     """SIGTERM (the GUI's Stop, torchrun shutting its ranks down, a cluster's scheduler) ends the run
-    after its current step, like Stop in the GUI: checkpoints and metrics so far are kept."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: control.stop())
+    after its current step, like Stop in the GUI: checkpoints and metrics so far are kept.
+
+    Sent to the whole process group, it also kills the DataLoader's workers. PyTorch's SIGCHLD
+    handler would then raise wherever this process happens to be (printing an event, say); once
+    a stop is requested it is replaced by one that does nothing (not SIG_DFL: a SIGCHLD already
+    pending would then raise "ignored due to race condition"), and the engine takes the lost
+    workers, met where it reads the next batch, as the stop.
+    """
+    def handler(signum, frame) -> None:
+        control.stop()
+        if hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, _ignore_signal)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _ignore_signal(signum, frame) -> None:
+    """A Python-level handler that does nothing (see ``stop_on_sigterm``)."""
+
+
+def summary_line(name: str, result: RunResult) -> str:
+    """The line a run ends with; a run stopped or failed before its first epoch ended has no accuracy."""
+    if not result.epochs:
+        return f"{name}: {result.status}, no epoch was evaluated, {result.run_dir}"
+    return (f"{name}: {result.status}, best val acc {result.best_val_acc:.3f} (epoch {result.best_epoch}), "
+            f"final val acc {result.final_val_acc:.3f}, {result.run_dir}")
 
 
 def die_with_parent() -> None:
@@ -144,6 +170,8 @@ def _train_configs(args: argparse.Namespace) -> int:
     if args.print_torchrun:
         print(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
         return 0
+    for cfg in configs:  # every run's folder checked before the first run starts
+        runs_folder(cfg)
     if args.nproc is not None:
         return launch(args)
     rank, world, _ = env_rank()
@@ -180,8 +208,7 @@ def _train_configs(args: argparse.Namespace) -> int:
         return status
     out = sys.stderr if args.events_jsonl else sys.stdout  # stdout carries only events then
     for name, result in results.items():
-        print(f"{name}: {result.status}, best val acc {result.best_val_acc:.3f}, final val acc "
-              f"{result.final_val_acc:.3f}, {result.run_dir}", file=out)
+        print(summary_line(name, result), file=out)
     if args.compare:
         figure = Path(args.figure) if args.figure else Path(next(iter(results.values())).run_dir).parent / "compare.png"
         render_curves({name: r.epochs for name, r in results.items()}, figure)

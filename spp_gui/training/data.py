@@ -3,14 +3,14 @@
 Images are decoded and resized in the loader (CPU) and shipped as uint8; flip and normalisation
 run on the batch on the training device, which moves a quarter of the bytes to a GPU and lets a
 small dataset be decoded once and kept in memory (``cache``). Unreadable images are skipped and
-counted, never a crash.
+counted, never a crash; whether too many were skipped is the engine's call (``data.max_unreadable``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,10 @@ class SplitInfo:
 
     def summary(self) -> str:
         return f"{len(self.classes)} classes, {len(self.samples)} images"
+
+    def missing_classes(self) -> list[Path]:
+        """Class folders that were scanned but are gone now (deleted or moved while a run reads them)."""
+        return [self.root / c for c in self.classes if not (self.root / c).is_dir()]
 
 
 def scan_split(root: str | os.PathLike, what: str = "dataset") -> SplitInfo:
@@ -132,6 +136,22 @@ def collate(items) -> Batch:
                  torch.tensor([it[2] for it in good]), skipped)
 
 
+def is_worker_loss(exc: BaseException) -> bool:
+    """The error a DataLoader raises when one of its worker processes died (killed, or exited)."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
+def shutdown_workers(loader: DataLoader) -> None:
+    """Stop a loader's worker processes now; persistent workers otherwise live until garbage collection.
+
+    The DataLoader keeps the iterator that owns them (``_iterator``) and has no public way to end it.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    loader._iterator = None
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """forkserver where it exists, else spawn: forking a process that runs Qt threads can deadlock."""
     methods = multiprocessing.get_all_start_methods()
@@ -182,6 +202,8 @@ class BatchSource:
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
         self.unreadable = 0
+        self.vanished: list[Path] = []  # class folders found gone during the latest pass
+        self.cut = False  # the latest pass of ``batches`` ended early: its workers died after a stop request
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -193,6 +215,7 @@ class BatchSource:
             self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Batch]:
+        self.vanished = []
         if self._images is None and self.use_cache and self.world > 1 and self.shuffle:
             self._fill_all()
         if self._images is not None:
@@ -205,6 +228,8 @@ class BatchSource:
         skipped = 0
         for batch in self.loader:
             skipped += batch.skipped
+            if batch.skipped and not self.vanished:  # an unreadable image: is its class folder still there?
+                self.vanished = self.split.missing_classes()
             if fill and len(batch.indices):
                 images[batch.indices] = batch.images
                 valid[batch.indices] = True
@@ -225,12 +250,48 @@ class BatchSource:
         for batch in loader:
             images[batch.indices] = batch.images
             valid[batch.indices] = True
+            if batch.skipped and not self.vanished:
+                self.vanished = self.split.missing_classes()
+        shutdown_workers(loader)
         # each rank counts the unreadable images of its own stride, so the ranks' counts sum to the total
         self.unreadable = int((~valid[self.rank::self.world]).sum())
         self._images = images[valid]
         self._labels = torch.tensor([lab for _, lab in self.split.samples])[valid]
         if self.pin:
             self._images = self._images.pin_memory()
+
+    def batches(self, stopping: Callable[[], bool], pad: bool = False) -> Iterator[Batch]:
+        """This pass's batches, where a stop request may have killed the loader's workers.
+
+        A SIGTERM to the whole process group (the GUI's Stop, torchrun, a scheduler) reaches the
+        workers too. When ``stopping()`` and a worker is lost, the pass ends as the stop it is:
+        ``cut`` is set and the workers are shut down. ``pad``: the rest of the pass comes as empty
+        batches instead, so a torchrun rank still joins each step's all-reduce until the ranks
+        agree to stop. A worker lost without a stop request is an error, raised as it was.
+        """
+        self.cut = False
+        served = 0
+        batches = iter(self)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                if not (stopping() and is_worker_loss(exc)):
+                    raise
+                self.close()
+                self.cut = True
+                break
+            served += 1
+            yield batch
+        if pad:
+            for _ in range(len(self) - served):
+                yield collate([])
+
+    def close(self) -> None:
+        """End the loader's worker processes (a run calls this however it ends)."""
+        shutdown_workers(self.loader)
 
     def _from_cache(self) -> Iterator[Batch]:
         assert self._images is not None and self._labels is not None

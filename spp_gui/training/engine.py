@@ -3,9 +3,11 @@
 ``train(config, control)`` yields ``Started``, ``Step`` (every ``log_every`` steps), ``Epoch``,
 ``CheckpointSaved`` and ends with one of ``Finished``, ``Cancelled`` or ``Failed``; its return value
 is a ``RunResult``. Losses and accuracy counts stay on the device between log points, so a step
-costs no host sync. Errors a user causes before the run starts (bad dataset, bad spec, mapping
-that does not fit) raise SppError; failures during the run (NaN loss, out of memory) end it with a
-``Failed`` event and keep the last good checkpoint.
+costs no host sync. Errors a user causes before the run starts (bad config value or run folder,
+bad dataset, bad spec, mapping that does not fit) raise SppError; failures during the run (NaN loss,
+out of memory, too many unreadable images, a class folder gone) end it with a ``Failed`` event and
+keep the last good checkpoint. A stop request ends it with ``Cancelled``, also when the same SIGTERM
+killed the DataLoader's worker processes.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs once per process with
 DistributedDataParallel: ``run.batch_size`` is the global batch, split across the processes;
@@ -18,7 +20,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from ..core.atomic import atomic_write_text
 from ..core.errors import SppError
 from ..core.mapping import Mapping
 from ..core.specs import build_model
-from .config import RunConfig
-from .data import BatchSource, DatasetError, scan_dataset
+from .config import ConfigError, RunConfig, check_run_name
+from .data import IMAGE_SUFFIXES, Batch, BatchSource, DatasetError, SplitInfo, is_worker_loss, scan_dataset
 from .distributed import DistContext, per_rank_batch, setup
 from .metrics import MetricsLog
 from .plot import render_curves
@@ -115,7 +117,7 @@ class Cancelled(Event):
 class Failed(Event):
     run_dir: str
     message: str
-    kind: str  # nan | oom
+    kind: str  # nan | oom | data
     retry_batch_size: int | None = None
 
 
@@ -129,7 +131,7 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     message: str = ""
     retry_batch_size: int | None = None
-    failure: str = ""  # nan | oom, when status is failed
+    failure: str = ""  # nan | oom | data, when status is failed
 
 
 class RunControl:
@@ -257,19 +259,38 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
     return None
 
 
+def runs_folder(cfg: RunConfig) -> Path:
+    """``run.out``, checked before any work: a folder, or one that can be made (no file in the way),
+    and a run name that keeps the run inside it."""
+    where = cfg.path or "run config"
+    check_run_name(cfg.run.name, where)
+    out = Path(cfg.resolve(cfg.run.out) or "runs")
+    for folder in (out, *out.parents):
+        if folder.is_dir():
+            break
+        if folder.exists() or folder.is_symlink():
+            raise ConfigError(f"{where}: run.out = {cfg.run.out!r}: {folder} is a file, not a folder; "
+                              "set run.out to the folder that holds the run folders")
+    return out
+
+
 def new_run_dir(cfg: RunConfig) -> Path:
     """``out/name``, or ``out/name-2`` ... when taken: a run never overwrites another."""
-    out = Path(cfg.resolve(cfg.run.out) or "runs")
+    out = runs_folder(cfg)
     name = cfg.run.name or time.strftime("run-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10000):
-        path = out / (name if i == 1 else f"{name}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise SppError(f"cannot create a run folder under {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10000):
+            path = out / (name if i == 1 else f"{name}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise SppError(f"cannot create the run folder in {out} (run.out): {exc.strerror or exc}; "
+                       "pick a folder you can write to") from None
+    raise SppError(f"cannot create a run folder under {out}: {name} and 9998 numbered ones are taken")
 
 
 def _frozen_config(cfg: RunConfig) -> RunConfig:
@@ -324,6 +345,8 @@ def _is_oom(exc: BaseException) -> bool:
 def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event, None, RunResult]:
     """Run one training as a generator of events; see the module docstring."""
     control = control or RunControl()
+    cfg.validate(cfg.path or "run config")  # also a config built in code, not only one read from a file
+    runs_folder(cfg)
     train_split, val_split = scan_dataset(cfg.resolve(cfg.data.train), cfg.resolve(cfg.data.val))
     ctx, device = setup(pick_device(cfg.run.device))
     try:  # the process group ends with the run, whichever way it ends (also when the generator is closed)
@@ -386,6 +409,21 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
     count_buf = torch.zeros(log_every, device=device)
     step = 0
     best_acc, best_epoch, last_good_epoch = -1.0, 0, 0
+    limit = cfg.data.max_unreadable
+
+    def stopping() -> bool:
+        return control.stop_requested
+
+    def cancel(epoch: int) -> Generator[Event, None, RunResult]:
+        train_data.close()  # now: workers a SIGTERM did not reach must not outlive the stop
+        val_data.close()
+        if ctx.main:  # the steps of an unfinished epoch are kept too
+            log.flush()
+        yield Cancelled(name, str(run_dir), epoch, step)
+        result.status = "cancelled"
+        return result
+
+    epoch = 0
     try:
         for epoch in range(1, epochs + 1):
             net.train()
@@ -395,18 +433,22 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
             paused = 0.0
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            seen, filled, since_images = 0, 0, 0
+            seen, filled, since_images, skipped = 0, 0, 0, 0
             t_log = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            for i, batch in enumerate(train_data, 1):
+            for i, batch in enumerate(train_data.batches(stopping, pad=ctx.distributed), 1):
                 paused += control.wait_if_paused()
                 # one process: stop now; several: all must agree, per step on the CPU (an all-reduce
                 # of one number), at log points on GPUs (where a per-step host sync would cost speed)
                 if control.stop_requested if not ctx.distributed else (
                         stop_each_step and ctx.any(control.stop_requested, device)):
-                    yield Cancelled(name, str(run_dir), epoch, step)
-                    result.status = "cancelled"
-                    return result
+                    return (yield from cancel(epoch))
+                if batch.skipped and not ctx.distributed:  # torchrun: checked at the epoch's end, all ranks alike
+                    skipped += batch.skipped
+                    problem = _data_problem(train_split, "train", skipped, None, limit, train_data.vanished)
+                    if problem:
+                        yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
+                        return result
                 n = len(batch.labels)
                 if n == 0 and not ctx.distributed:
                     continue
@@ -441,21 +483,32 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                         yield from _fail_nonfinite(name, run_dir, epoch, step, losses, lr, last_good_epoch, result)
                         return result
                     if ctx.distributed and ctx.any(control.stop_requested, device):  # all ranks stop together
-                        yield Cancelled(name, str(run_dir), epoch, step)
-                        result.status = "cancelled"
-                        return result
+                        return (yield from cancel(epoch))
                     now = time.perf_counter()
                     rate = since_images * ctx.world / max(now - t_log - paused, 1e-9)
                     if ctx.main:
                         log.add_steps(step - filled + 1, losses, lr)
                     yield Step(name, epoch, step, total_steps, losses, lr, rate, i / steps_per_epoch)
                     t_log, filled, since_images, paused = time.perf_counter(), 0, 0, 0.0
+            if train_data.cut:  # one process: the pass ended because its workers died after the stop request
+                return (yield from cancel(epoch))
             # sums over all ranks (a padded shard repeats at most world - 1 training images)
-            v_loss, v_correct, v_seen = evaluate_sums(model, val_data, prepare, autocast, device)
-            t_loss, t_correct, t_seen, vl, vc, vn, unreadable = ctx.sum(torch.stack([
+            v_loss, v_correct, v_seen = evaluate_sums(model, val_data.batches(stopping), prepare, autocast, device)
+            if ctx.any(val_data.cut, device):  # a part of the validation is missing: not an epoch to keep
+                return (yield from cancel(epoch))
+            t_loss, t_correct, t_seen, vl, vc, vn, t_bad, v_bad, vanished = ctx.sum(torch.stack([
                 loss_sum.to(sum_dtype), correct.to(sum_dtype), torch.tensor(seen, dtype=sum_dtype, device=device),
                 v_loss.to(sum_dtype), v_correct.to(sum_dtype), torch.tensor(v_seen, dtype=sum_dtype, device=device),
-                torch.tensor(train_data.unreadable + val_data.unreadable, dtype=sum_dtype, device=device)]))
+                *(torch.tensor(v, dtype=sum_dtype, device=device) for v in (
+                    train_data.unreadable, val_data.unreadable, len(train_data.vanished) + len(val_data.vanished)))]))
+            for split, what, bad, good, gone in ((train_split, "train", t_bad, t_seen, train_data.vanished),
+                                                 (val_split, "val", v_bad, vn, val_data.vanished)):
+                # under torchrun a rank that saw no gone folder itself looks now, so all ranks fail alike
+                gone = gone or (split.missing_classes() if vanished else [])
+                problem = _data_problem(split, what, int(bad), int(good), limit, gone)
+                if problem:
+                    yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
+                    return result
             train_loss, train_acc = t_loss / max(t_seen, 1), t_correct / max(t_seen, 1)
             if not math.isfinite(train_loss):
                 yield from _fail_nonfinite(name, run_dir, epoch, step, [train_loss], lr, last_good_epoch, result)
@@ -466,14 +519,16 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                 scheduler.step()
             is_best = val_acc > best_acc
             event = Epoch(name, epoch, epochs, train_loss, train_acc, val_loss, val_acc, lr, seconds,
-                          t_seen / max(seconds, 1e-9), int(unreadable), is_best)
+                          t_seen / max(seconds, 1e-9), int(t_bad + v_bad), is_best)
             result.epochs.append(event.row())
             if ctx.main:
                 log.add_epoch(event.row())
-            yield event
-            last_good_epoch = epoch
             if is_best:
                 best_acc, best_epoch = val_acc, epoch
+            # a run that stops or fails later still reports the epochs it evaluated
+            result.best_val_acc, result.best_epoch, result.final_val_acc = best_acc, best_epoch, val_acc
+            yield event
+            last_good_epoch = epoch
             if ctx.main:
                 save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
                 yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
@@ -483,6 +538,8 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                     yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
                 render_curves({name: log.epochs}, run_dir / "curves.png")
     except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if is_worker_loss(exc) and control.stop_requested and not ctx.distributed:
+            return (yield from cancel(epoch))  # raised outside a loader's own call (PyTorch's SIGCHLD handler)
         if not _is_oom(exc):
             raise
         if cuda:
@@ -493,10 +550,37 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
         result.status, result.message, result.retry_batch_size, result.failure = "failed", msg, half, "oom"
         yield Failed(name, str(run_dir), msg, "oom", half)
         return result
-    result.best_val_acc, result.best_epoch = best_acc, best_epoch
-    result.final_val_acc = result.epochs[-1]["val_acc"]
+    finally:
+        train_data.close()
+        val_data.close()
     yield Finished(name, str(run_dir), best_acc, best_epoch, result.final_val_acc)
     return result
+
+
+def _data_problem(split: SplitInfo, what: str, unreadable: int, readable: int | None, limit: float,
+                  vanished: list[Path]) -> str | None:
+    """Why a split's images cannot be trained on, or None; ``readable`` is known at the end of a pass."""
+    if vanished:
+        more = f" (and {len(vanished) - 1} more)" if len(vanished) > 1 else ""
+        return (f"the class folder {vanished[0]}{more} vanished during the run; restore it, or start a new run "
+                "on the folders as they are now")
+    if readable == 0:
+        return (f"no image in the {what} folder {split.root} could be read; check that its files are images "
+                f"({', '.join(IMAGE_SUFFIXES[:4])} ...) and not damaged")
+    if unreadable > limit * len(split):
+        return (f"{unreadable} of the {len(split)} images in the {what} folder {split.root} could not be read, "
+                f"more than data.max_unreadable = {limit:g} allows; replace or remove them, or raise "
+                "data.max_unreadable")
+    return None
+
+
+def _fail_data(name: str, run_dir: Path, epoch: int, step: int, problem: str, last_good_epoch: int,
+               result: RunResult) -> Generator[Event, None, None]:
+    kept = (f"the last good weights (epoch {last_good_epoch}) are in {run_dir / 'last.safetensors'}"
+            if last_good_epoch else "no checkpoint was saved")
+    msg = f"{problem}. The run stopped at epoch {epoch}, step {step}; {kept}"
+    result.status, result.message, result.failure = "failed", msg, "data"
+    yield Failed(name, str(run_dir), msg, "data")
 
 
 def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: list[float], lr: float,
@@ -516,7 +600,7 @@ def evaluate(model: nn.Module, data: BatchSource, prepare: Callable, autocast, d
     return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
 
 
-def evaluate_sums(model: nn.Module, data: BatchSource, prepare: Callable, autocast, device: torch.device
+def evaluate_sums(model: nn.Module, data: Iterable[Batch], prepare: Callable, autocast, device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Summed validation loss and correct count (on the device) and the image count: sums add across ranks."""
     model.eval()

@@ -225,3 +225,31 @@ def test_run_folder_keeps_the_mapping_it_used(make_config, mapped):
     frozen = RunConfig.load(Path(result.run_dir) / "config.toml")
     assert frozen.model.mapping == str(kept.resolve()) and frozen.model.source.endswith("source.safetensors")
     assert Path(frozen.data.train).is_absolute()
+
+
+def test_a_stopped_run_reports_the_epochs_it_evaluated(make_config):
+    control = RunControl()
+    events = []
+    gen = train(make_config(run__epochs=5), control)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        events.append(event)
+        if isinstance(event, Step) and event.epoch == 2:
+            control.stop()
+    assert result.status == "cancelled" and isinstance(events[-1], Cancelled)
+    epoch_1 = next(e for e in events if isinstance(e, Epoch))
+    assert (result.best_epoch, result.best_val_acc, result.final_val_acc) == (1, epoch_1.val_acc, epoch_1.val_acc)
+
+
+def test_cli_summary_of_a_run_without_an_evaluated_epoch():
+    from spp_gui.cli_train import summary_line
+    from spp_gui.training.engine import RunResult
+
+    line = summary_line("tiny", RunResult("cancelled", "runs/tiny"))
+    assert line == "tiny: cancelled, no epoch was evaluated, runs/tiny"
+    done = RunResult("finished", "runs/tiny", 0.5, 1, 0.25, [{"epoch": 1}])
+    assert summary_line("tiny", done) == "tiny: finished, best val acc 0.500 (epoch 1), final val acc 0.250, runs/tiny"
