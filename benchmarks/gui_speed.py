@@ -6,7 +6,11 @@ for a plain QTreeWidget baseline on the same keys:
               ParamTrees are built on the load worker (printed apart); QTreeWidgetItems cannot be.
   * filter:   a substring and a regex filter, applied and painted (goal < 100 ms)
   * frame:    one paint of trees (+ link canvas) after a scroll step, median over frames (goal < 16 ms)
-Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_speed.py [--layers 60 --experts 256]
+and, against QTreeView's own expandAll on the same two trees (what Expand all used to call):
+  * expand:   Expand all on both trees, collapsed to painted with the link canvas, median of --rounds
+              rounds, the two alternating (goal < 500 ms). TreePanel.expand_all expands what is on screen
+  * step:     the worst page-down step after it (expanding what comes on screen, then painting; goal < 100 ms)
+Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_speed.py [--layers 60 --experts 256 --rounds 5]
 """
 
 from __future__ import annotations
@@ -52,7 +56,40 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def editor_run(src: Side, tgt: Side, pairs: dict[str, str], app: QApplication) -> dict[str, float]:
+def spread(times: list[float]) -> str:
+    return f"median {ms(statistics.median(times))} [{ms(min(times))} .. {ms(max(times))}]"
+
+
+def expand_run(window: MainWindow, rounds: int) -> dict[str, list[float]]:
+    """Expand all on both trees, QTreeView.expandAll against TreePanel.expand_all, from collapsed to painted."""
+    panels = (window.source_panel, window.target_panel)
+    out: dict[str, list[float]] = {"base": [], "ours": [], "step": []}
+    for _ in range(rounds):
+        for name, expand in (("base", lambda p: p.view.expandAll()), ("ours", lambda p: p.expand_all())):
+            for p in panels:
+                p.collapse_all()
+            window.repaint()
+            start = time.perf_counter()
+            for p in panels:
+                expand(p)
+            window.canvas.invalidate()
+            window.repaint()
+            out[name].append(time.perf_counter() - start)
+    for _ in range(40):  # page down through the expand-all mode: each step expands what comes on screen
+        start = time.perf_counter()
+        for p in panels:
+            bar = p.view.verticalScrollBar()
+            bar.setValue(bar.value() + bar.pageStep())
+            p.expand_visible()
+        window.repaint()
+        out["step"].append(time.perf_counter() - start)
+    for p in panels:
+        p.collapse_all()
+    return out
+
+
+def editor_run(src: Side, tgt: Side, pairs: dict[str, str], app: QApplication,
+               rounds: int) -> tuple[dict[str, float], dict[str, list[float]]]:
     window = MainWindow()
     window.resize(1600, 1000)
     window.show()
@@ -60,7 +97,7 @@ def editor_run(src: Side, tgt: Side, pairs: dict[str, str], app: QApplication) -
     s_loaded = Loaded(src, ParamTree(src.table), "source")  # built on the load worker in the app
     t_loaded = Loaded(tgt, ParamTree(tgt.table), "target")
     start = time.perf_counter()
-    window.apply_sides(s_loaded, t_loaded, Mapping.from_pairs(pairs))
+    window.session.reset(s_loaded, t_loaded, Mapping.from_pairs(pairs), None)
     window.repaint()
     populate = time.perf_counter() - start
 
@@ -97,10 +134,11 @@ def editor_run(src: Side, tgt: Side, pairs: dict[str, str], app: QApplication) -
             p.view.verticalScrollBar().setValue(step * 60)
         area.repaint()
         frames.append(time.perf_counter() - start)
+    expand = expand_run(window, rounds)
     window.stack.setClean()
     window._sides_changed = False
     window.close()
-    return {"populate": populate, "filter": max(filters), "frame": statistics.median(frames)}
+    return {"populate": populate, "filter": max(filters), "frame": statistics.median(frames)}, expand
 
 
 def widget_tree(table) -> QTreeWidget:
@@ -189,6 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, default=60)
     parser.add_argument("--experts", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of Expand all, each way")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
     s_state = moe_state(args.layers, args.experts, ("w1", "w3", "w2"), "model.", "mlp")
@@ -200,7 +239,7 @@ def main() -> None:
     ParamTree(src.table)
     ParamTree(tgt.table)
     print(f"ParamTree build of both sides (core, on the load worker): {ms(time.perf_counter() - start)}")
-    ours = editor_run(src, tgt, pairs, app)
+    ours, expand = editor_run(src, tgt, pairs, app, args.rounds)
     base = baseline_run(src, tgt, app)
     goals = {"populate": 1.0, "filter": 0.1, "frame": 0.016}
     for name, label in (("populate", "both trees populated"), ("filter", "filter (worst of substring, regex)"),
@@ -210,6 +249,13 @@ def main() -> None:
               f"speed-up {ratio:.1f}x   goal < {ms(goals[name])}")
         bench_row(f"gui {name}", ms(ours[name]), f"QTreeWidget {ms(base[name])}", ratio, f"< {ms(goals[name])}",
                   ours[name] < goals[name])
+    mine, theirs, worst = statistics.median(expand["ours"]), statistics.median(expand["base"]), max(expand["step"])
+    print(f"expand all, both trees ({args.rounds} rounds)  editor {spread(expand['ours'])}   "
+          f"QTreeView.expandAll {spread(expand['base'])}   speed-up {theirs / mine:.1f}x   goal < {ms(0.5)}")
+    print(f"page-down step after it (worst of {len(expand['step'])})  editor {ms(worst)} "
+          f"({spread(expand['step'])})   goal < {ms(0.1)}")
+    bench_row("gui expand all", ms(mine), f"QTreeView.expandAll {ms(theirs)}", theirs / mine, f"< {ms(0.5)}", mine < 0.5)
+    bench_row("gui expand-all scroll step", ms(worst), "-", None, f"< {ms(0.1)}", worst < 0.1)
 
 
 if __name__ == "__main__":

@@ -247,6 +247,11 @@ class ParamTreeModel(QAbstractItemModel):
         self.highlightChanged.emit(len(self._highlight), self.highlight_count)
         return self.highlight_count
 
+    @property
+    def highlight_shown(self) -> int:
+        """How many of the ``highlight_count`` same-shape keys are bold (at most HIGHLIGHT_MAX)."""
+        return len(self._highlight)
+
     def highlighted(self, node: Node) -> bool:
         """Whether ``node``'s row is shown bold (one of the capped same-shape keys)."""
         return node.uid in self._highlight

@@ -149,6 +149,7 @@ def test_same_shape_highlight_is_capped_nearest_first(qtbot):
         total = model.set_highlight((32, 64), near="model.layers.3.experts.7.w1.weight")
     assert total == model.highlight_count == 2 * 6 * 16
     assert changed.args == [HIGHLIGHT_MAX, total]
+    assert model.highlight_shown == HIGHLIGHT_MAX
     shown = bold()
     assert len(shown) == HIGHLIGHT_MAX
     assert {"transformer.layers.3.experts.7.gate_proj.weight", "transformer.layers.3.experts.7.up_proj.weight",
