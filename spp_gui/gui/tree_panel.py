@@ -202,8 +202,9 @@ class TreePanel(QWidget):
         text = self.filter.text()
         if text and not self.model.filtered and self._before_filter is None:
             self._before_filter = self.view_state()
+        filtering = bool(text) or self.model.filtered  # else no model reset: it would collapse every row
         try:
-            count = self.model.set_filter(text, self.regex.isChecked())
+            count = self.model.set_filter(text, self.regex.isChecked()) if filtering else self.model.match_count
         except re.error as exc:
             self.filter.setStyleSheet("QLineEdit { border: 1px solid #d64541; }")
             self.filter.setToolTip(f"Not a valid regular expression: {exc}")

@@ -222,3 +222,35 @@ def test_same_shape_label_counts_and_caps(qtbot, moe_doc):
     assert panel.same_shape.text() == f"same shape: 50 of {total:,} shown"
     panel.model.set_highlight(None)
     assert not panel.same_shape.isVisibleTo(panel)
+
+
+def test_busy_cursor_while_a_tree_expands_at_once(qtbot, monkeypatch):
+    """6 x 32 experts: 1,416 rows, past BUSY_ROWS and within FULL_EXPAND_ROWS: expanded at once."""
+    source = Side(moe_table(6, 32, ("w1", "w3", "w2"), "model.", "mlp"))
+    panel = make_panel(qtbot, make_doc(source, source, {}))
+    assert tree_panel.BUSY_ROWS < panel.model.shown_count() <= tree_panel.FULL_EXPAND_ROWS
+    cursors = []
+    expand_all = panel.view.expandAll
+
+    def watched() -> None:
+        cursor = QApplication.overrideCursor()
+        cursors.append(cursor.shape() if cursor is not None else None)
+        expand_all()
+
+    monkeypatch.setattr(panel.view, "expandAll", watched)
+    with qtbot.waitSignal(panel.view.expansionReset):  # the link canvas listens: no per-row signals
+        panel.expand_all()
+    assert cursors == [Qt.CursorShape.WaitCursor]
+    assert QApplication.overrideCursor() is None
+    assert len(shown_rows(panel.view)) == panel.model.shown_count()
+    with qtbot.waitSignal(panel.view.expansionReset):
+        panel.collapse_all()
+
+
+def test_regex_toggle_on_an_empty_filter_keeps_the_expansion(qtbot, resnet_doc):
+    panel = make_panel(qtbot, resnet_doc)
+    layer1 = panel.model.index_of_path("layer1.0")
+    panel.view.expand(layer1)
+    panel.regex.setChecked(True)
+    assert panel.view.isExpanded(layer1)
+    assert panel.matches.text() == f"{len(resnet_doc.target.tree):,} keys"
