@@ -47,18 +47,11 @@ def _toml_run(tmp_path: Path, data: Path, **extra: str) -> Path:
 # -- 4 and 6: a stop, by SIGTERM to the whole process group, also while loader workers run -----------
 
 
-@pytest.mark.parametrize(("workers", "epoch"), [(2, 2), (0, 1)])
-def test_sigterm_to_the_process_group_stops_the_run(tmp_path, workers, epoch):
-    """The GUI's Stop, torchrun or a scheduler signal the whole group: loader workers die with the trainer's
-    SIGTERM; the run must end as a stop (cancelled, checkpoints kept), not crash on the dead workers.
-    Stopped in epoch 1, nothing was evaluated, and the summary says so rather than "best val acc nan"."""
-    data = tmp_path / "data"
-    write_split(data / "train", CLASSES, 40, 32, seed=0, cluttered=False)
-    write_split(data / "val", CLASSES, 8, 32, seed=1, cluttered=False)
-    config = _toml_run(tmp_path, data, data__workers=str(workers), data__cache='"no"', run__epochs="1000")
+def _stop_group_in_epoch(command: list[str], epoch: int) -> tuple[int, str, str]:
+    """Start ``command`` in a process group of its own, SIGTERM the whole group at its third step of
+    ``epoch``; its exit code, the stdout after the signal, and all of stderr."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(config), "--events-jsonl"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
@@ -81,7 +74,24 @@ def test_sigterm_to_the_process_group_stops_the_run(tmp_path, workers, epoch):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     reader.join(timeout=10)
-    err = "".join(stderr)
+    return code, rest, "".join(stderr)
+
+
+def _long_run(tmp_path: Path, workers: int) -> Path:
+    data = tmp_path / "data"
+    write_split(data / "train", CLASSES, 40, 32, seed=0, cluttered=False)
+    write_split(data / "val", CLASSES, 8, 32, seed=1, cluttered=False)
+    return _toml_run(tmp_path, data, data__workers=str(workers), data__cache='"no"', run__epochs="1000")
+
+
+@pytest.mark.parametrize(("workers", "epoch"), [(2, 2), (0, 1)])
+def test_sigterm_to_the_process_group_stops_the_run(tmp_path, workers, epoch):
+    """The GUI's Stop, torchrun or a scheduler signal the whole group: loader workers die with the trainer's
+    SIGTERM; the run must end as a stop (cancelled, checkpoints kept), not crash on the dead workers.
+    Stopped in epoch 1, nothing was evaluated, and the summary says so rather than "best val acc nan"."""
+    config = _long_run(tmp_path, workers)
+    code, rest, err = _stop_group_in_epoch([sys.executable, "-m", "spp_gui", "train", str(config), "--events-jsonl"],
+                                           epoch)
     assert "Traceback" not in err and "exited unexpectedly" not in err, err
     assert '"event":"Cancelled"' in rest, (rest, err)
     assert code == 1, err  # as for any run that did not finish: the code a Stop has always given
