@@ -294,7 +294,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
 
         self.push(everything=True)
         exporter = ImageExporter(self.scene())
-        exporter.parameters()["width"] = int(round(self.scene().sceneRect().width() * scale))
+        exporter.parameters()["width"] = self.width() * scale  # the height follows (same aspect)
         image = exporter.export(toBytes=True)
         data = QByteArray()
         buffer = QBuffer(data)

@@ -370,7 +370,7 @@ class TrainPanel(QWidget):
         self._session = self._reader() if self._reader is not None else None
         spec = str(getattr(self._session, "target_spec", "") or "")
         current = self.spec_edit.text().strip()
-        if spec and not self.spec_edit.isModified() and current in ("", self._session_spec):
+        if spec and (not current or (not self.spec_edit.isModified() and current == self._session_spec)):
             self.spec_edit.setText(spec)
             self._session_spec = spec
         self._show_session()

@@ -45,7 +45,7 @@ def test_two_runs_overlaid_then_exported(panel, qtbot, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "all.csv")))
     assert [r["run"] for r in rows] == [names[0]] * 2 + [names[1]] * 2
     panel.export_png(tmp_path / "curves.png")
-    assert Image.open(tmp_path / "curves.png").size[0] == 2 * int(panel.plots.scene().sceneRect().width())
+    assert Image.open(tmp_path / "curves.png").size[0] == 2 * panel.plots.width()
 
 
 def test_pause_resume_stop(panel, qtbot):

@@ -12,6 +12,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QMessageBox, QPushButton  # noqa: E402
+
 from spp_gui.gui.process_run import ProcessRun  # noqa: E402
 from spp_gui.gui.train_panel import TORCHRUN  # noqa: E402
 from spp_gui.training.metrics import read_epochs  # noqa: E402
@@ -143,3 +146,29 @@ def test_closing_the_panel_mid_run_stops_the_processes(panel, qtbot, tmp_path):
     assert not any(alive(p) for p in ranks)
     assert "stopped at epoch" in panel.status_label.text()
     assert (tmp_path / "runs" / panel.run_names[0] / "metrics.jsonl").is_file()
+
+
+def test_closing_the_window_asks_about_the_job(panel, qtbot):
+    """ask_to_stop names what Stop does to the processes; Keep leaves them running, Stop lets the window close."""
+    panel.epochs_spin.setValue(500)
+    panel.start_button.click()
+    ranks = rank_pids(qtbot, panel)
+    texts = []
+
+    def answer(button: str) -> None:
+        def click():
+            boxes = [b for b in panel.findChildren(QMessageBox, "stopRunBox") if b.isVisible()]
+            if not boxes:
+                QTimer.singleShot(10, click)
+                return
+            texts.append(boxes[0].text())
+            boxes[0].findChild(QPushButton, button).click()
+        QTimer.singleShot(0, click)
+
+    answer("stopRunKeep")
+    assert panel.ask_to_stop() == "keep" and panel.busy and all(alive(p) for p in ranks)
+    assert "torchrun processes" in texts[0] and "SIGTERM" in texts[0]
+    answer("stopRunStop")
+    assert panel.ask_to_stop() == "stop"
+    panel.shutdown()  # the window's closeEvent, after "stop"
+    assert not panel.busy and not any(alive(p) for p in ranks)
