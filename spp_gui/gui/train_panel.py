@@ -259,6 +259,9 @@ class TrainPanel(QWidget):
         self.setup_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.setup_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setup_scroll.setWidget(setup)
+        # it scrolls up and down only: never narrower than the form, whose fields would be cut off
+        bar = self.setup_scroll.style().pixelMetric(self.setup_scroll.style().PixelMetric.PM_ScrollBarExtent)
+        self.setup_scroll.setMinimumWidth(setup.minimumSizeHint().width() + bar)
 
         self.plots = RunPlots()
         self.run_model = RunListModel(self.plots, self)
