@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import stat
 import struct
 import zipfile
@@ -161,6 +162,85 @@ def _not_regular(path: Path, st: os.stat_result) -> str:
             else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
             else "a folder" if stat.S_ISDIR(st.st_mode) else "not a file")
     return f"{path} is {kind}, not a regular file; give a checkpoint file or the folder holding one"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON from a file someone sent: safetensors headers and shard indexes
+
+#: Deeper than any header or index nests (they nest three or four levels); serde_json, behind the
+#: reference safetensors library, stops at 128.
+MAX_JSON_DEPTH = 64
+#: Digits in one JSON integer: 20 hold any 64-bit size or offset.
+MAX_JSON_INT_DIGITS = 20
+
+
+class _JSONProblem(ValueError):
+    """What is wrong with otherwise parseable JSON, said as the end of a sentence."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _JSONProblem(f"has the key {twice[:80]!r} twice")
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_JSON_INT_DIGITS and len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise _JSONProblem(f"holds an integer of {len(text.lstrip('-')):,} digits (at most {MAX_JSON_INT_DIGITS} fit a size)")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise _JSONProblem(f"holds {name}, which JSON does not allow")
+
+
+def _check_nesting(value: Any, raw: bytes) -> None:
+    """Depth at most MAX_JSON_DEPTH, and every string valid Unicode (JSON escapes can make lone surrogates)."""
+    containers = (dict, list)
+    level, depth = [value], 1
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            raise _JSONProblem(f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        deeper = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            deeper.extend(child for child in children if type(child) in containers)
+        level, depth = deeper, depth + 1
+    if re.search(rb"\\u[dD][89a-fA-F]", raw):  # only such an escape can make a lone surrogate
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _JSONProblem("holds a string with a lone surrogate escape, which is not valid Unicode") from None
+
+
+def parse_untrusted_json(raw: bytes, path: Path, what: str, fix: str) -> Any:
+    """Parse JSON from a file someone sent; any problem is one SourceError naming ``path`` and ``what``.
+
+    Nesting, integer size, duplicate keys, non-JSON constants and encodings are all checked, so a
+    crafted file can neither exhaust the stack or the CPU nor be read two ways.
+    """
+    def refuse(problem: str) -> SourceError:
+        return SourceError(f"{path}: {what} {problem}; {fix}")
+
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise refuse("starts with a UTF-8 byte-order mark, which JSON does not allow")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise refuse(f"is not UTF-8 text (byte {exc.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int, parse_constant=_no_constant)
+        _check_nesting(value, raw)
+    except RecursionError:
+        raise refuse(f"is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except json.JSONDecodeError as exc:
+        raise refuse(f"is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    except ValueError as exc:  # _JSONProblem, or a number the json module itself refuses
+        raise refuse(str(exc) if isinstance(exc, _JSONProblem) else f"is not valid JSON ({str(exc)[:200]})") from None
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +558,7 @@ _ST_DTYPES = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32", "U64": "uint64",
 }
 ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100_000_000  # the reference library's limit
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[TensorInfo, int, int]], dict, int]:
@@ -496,37 +576,96 @@ def _read_safetensors_header(fh, path: Path) -> tuple[dict[str, tuple[TensorInfo
     if n > MAX_HEADER or n > size - 8:
         raise SourceError(f"{path}: header length {n} is larger than the file allows (corrupt or truncated)")
     raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{path}: header is not valid JSON ({exc}); not a safetensors file or corrupt") from exc
+    if len(raw) != n:
+        raise SourceError(f"{path}: file ends inside its header (truncated?)")
+    if not raw.startswith(b"{") and not raw.startswith(b"\xef\xbb\xbf"):
+        raise SourceError(f"{path}: header does not begin with '{{'; not a safetensors file, or damaged")
+    header = parse_untrusted_json(raw, path, "header", ST_FIX)
     if not isinstance(header, dict):
-        raise SourceError(f"{path}: header is not a JSON object")
-    meta = header.pop("__metadata__", None) or {}
+        raise SourceError(f"{path}: header is not a JSON object; {ST_FIX}")
+    meta = _st_metadata(header.pop("__metadata__", None), path)
     data_start = 8 + n
     data_len = size - data_start
-    out: dict[str, tuple[TensorInfo, int, int]] = {}
-    spans = []
-    for name, entry in header.items():
-        try:
-            dtype = _ST_DTYPES[entry["dtype"]]
-            shape = tuple(int(s) for s in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SourceError(f"{path}: malformed header entry for {name!r} ({exc!r})") from exc
-        info = TensorInfo(name, shape, dtype)
-        if any(s < 0 for s in shape) or not 0 <= begin <= end <= data_len:
-            raise SourceError(f"{path}: {name!r} points outside the file (offsets {begin}..{end}, data {data_len} bytes)")
-        if end - begin != info.nbytes:
-            raise SourceError(f"{path}: {name!r} has {end - begin} bytes for shape {shape} {dtype} ({info.nbytes})")
-        out[name] = (info, begin, end)
-        spans.append((begin, end, name))
-    spans.sort()
+    out = {name: _st_entry(name, entry, data_len, path) for name, entry in header.items()}
+    spans = sorted((begin, end, name) for name, (_info, begin, end) in out.items())
+    covered = 0
     for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
             raise SourceError(f"{path}: tensors {n0!r} and {n1!r} overlap in the file (corrupt or crafted header)")
+    for begin, end, name in spans:  # like the reference library: the tensors tile the data exactly
+        if begin != covered:
+            raise SourceError(f"{path}: {begin - covered} bytes before {name!r} belong to no tensor; {ST_FIX}")
+        covered = end
+    if covered != data_len:
+        raise SourceError(f"{path}: {data_len - covered} bytes after the last tensor belong to no tensor; {ST_FIX}")
     ordered = dict(sorted(out.items(), key=lambda kv: kv[1][1]))
     return ordered, meta, data_start
+
+
+ST_FIX = "the file is damaged, or was not written by a safetensors writer"
+#: torch sizes are int64: no dimension or element count may pass this
+MAX_NUMEL = (1 << 63) - 1
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _st_metadata(meta: Any, path: Path) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise SourceError(f"{path}: __metadata__ is {_kind(meta)}, not an object of strings; {ST_FIX}")
+    for key, value in meta.items():
+        if not isinstance(value, str):
+            raise SourceError(f"{path}: __metadata__ value for {key[:80]!r} is {_kind(value)}, not a string; {ST_FIX}")
+    return meta
+
+
+def _is_size(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_NUMEL
+
+
+def _st_entry(name: str, entry: Any, data_len: int, path: Path) -> tuple[TensorInfo, int, int]:
+    """One tensor of a safetensors header, checked as strictly as the reference library checks it."""
+    if type(entry) is not dict:
+        raise SourceError(f"{path}: header entry for {name[:200]!r} is {_kind(entry)}, not an object; {ST_FIX}")
+    dtype = entry.get("dtype")
+    if type(dtype) is not str or dtype not in _ST_DTYPES:
+        shown = repr(dtype[:40]) if isinstance(dtype, str) else _kind(dtype)
+        raise SourceError(f"{path}: {name[:200]!r} has dtype {shown}, which is not a safetensors dtype "
+                          f"({', '.join(_ST_DTYPES)}); {ST_FIX}")
+    shape = entry.get("shape")
+    numel = 1
+    for dim in shape if type(shape) is list else [None]:  # checked as it goes, like the reference library:
+        if type(dim) is not int or not 0 <= dim <= MAX_NUMEL:  # [2**40, 2**40, 0] overflows before the 0
+            raise SourceError(f"{path}: {name[:200]!r} has shape {_brief(shape)}; a shape is a list of integers "
+                              f"from 0 to 2**63 - 1; {ST_FIX}")
+        numel *= dim
+        if numel > MAX_NUMEL:
+            raise SourceError(f"{path}: {name[:200]!r} has shape {_brief(shape)}, too large for any tensor; {ST_FIX}")
+    offsets = entry.get("data_offsets")
+    if not (type(offsets) is list and len(offsets) == 2 and _is_size(offsets[0]) and _is_size(offsets[1])
+            and offsets[0] <= offsets[1]):
+        raise SourceError(f"{path}: {name[:200]!r} has data_offsets {_brief(offsets)}; they must be two integers, "
+                          f"begin <= end; {ST_FIX}")
+    begin, end = offsets
+    info = TensorInfo(name, tuple(shape), _ST_DTYPES[dtype])
+    if end > data_len:
+        raise SourceError(f"{path}: {name[:200]!r} points outside the file (offsets {begin}..{end}, "
+                          f"data {data_len} bytes)")
+    if end - begin != info.nbytes:
+        raise SourceError(f"{path}: {name[:200]!r} has {end - begin} bytes for shape {info.shape} {info.dtype} "
+                          f"({info.nbytes})")
+    return info, begin, end
+
+
+def _brief(value: Any) -> str:
+    """A JSON value as an error message shows it: short, whatever its size."""
+    if isinstance(value, list) and len(value) > 8:
+        return json.dumps(value[:8])[:-1] + ", ...]"
+    return json.dumps(value)[:200]
 
 
 class SafetensorsSource(FileSource):
@@ -564,6 +703,8 @@ def _shard_path(index: Path, shard: str) -> Path:
     folder = Path(os.path.abspath(index)).parent
     path = folder / shard
     target = path.resolve()
+    if target.is_dir():
+        raise SourceError(f"{index}: shard {shard[:200]!r} is a folder, not a shard file; {INDEX_FIX}")
     if folder.resolve() in target.parents:
         return path
     named_inside = not Path(shard).is_absolute() and ".." not in Path(shard).parts
@@ -574,6 +715,27 @@ def _shard_path(index: Path, shard: str) -> Path:
             break
     raise SourceError(f"{index}: shard {shard!r} lies outside the checkpoint folder (it resolves to {target}); "
                       "copy the shard into the folder of the index")
+
+
+INDEX_FIX = "the index is damaged, or not a sharded-checkpoint index (*.index.json with a weight_map)"
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    """An index's ``weight_map`` (tensor name -> shard file name), read as untrusted JSON."""
+    with _open_regular(index) as fh:
+        raw = fh.read(MAX_HEADER + 1)
+    if len(raw) > MAX_HEADER:
+        raise SourceError(f"{index}: index is larger than {MAX_HEADER:,} bytes; {INDEX_FIX}")
+    data = parse_untrusted_json(raw, index, "index", INDEX_FIX)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise SourceError(f"{index}: not a sharded-checkpoint index (its weight_map is "
+                          f"{'missing' if weight_map is None else _kind(weight_map)}, not an object)")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise SourceError(f"{index}: weight_map value for {name[:200]!r} is {_kind(shard)}, not a shard file name; "
+                              f"{INDEX_FIX}")
+    return weight_map
 
 
 class ShardedSource(Source):
@@ -587,18 +749,16 @@ class ShardedSource(Source):
     def __init__(self, index: Path, spec: str | None = None, trust_pickle: bool = False) -> None:
         super().__init__(spec or str(index))
         self.path = index
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError("weight_map is not an object")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SourceError(f"{index}: not a sharded-checkpoint index ({exc})") from exc
+        weight_map = _read_weight_map(index)
         shard_names = list(dict.fromkeys(weight_map.values()))
         self.shards: dict[str, Source] = {}
         self._where: dict[str, str] = {}  # tensor name -> shard name
         self._open: OrderedDict[str, None] = OrderedDict()  # shards with an open file, least recently read first
         try:
             for shard in shard_names:
+                if shard.endswith(INDEX_SUFFIX):
+                    raise SourceError(f"{index}: shard {shard[:200]!r} is itself an index; an index lists "
+                                      ".safetensors or .bin files")
                 src = _open_checkpoint_file(_shard_path(index, shard), trust_pickle=trust_pickle)
                 src.close()
                 self.shards[shard] = src

@@ -276,3 +276,106 @@ def test_fifo_as_a_shard_or_folder_candidate_is_refused(tmp_path, fifo):
     os.mkfifo(folder / "model.safetensors")
     finished, error = _in_thread(load_source, folder)
     assert finished and isinstance(error, SourceError) and "not a regular file" in str(error)
+
+
+ONE = '{"dtype":"F32","shape":[4],"data_offsets":[0,16]}'
+BAD_HEADERS = {  # name: (header text, tensor data, what the message must say)
+    "nested past 1,000 levels": ('{"__metadata__":{"x":' + "[" * 5000 + "]" * 5000 + "}}", b"", "nested"),
+    "nested past the cap": ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"x":' + "[" * 200 + "]" * 200 + "}}",
+                            bytes(16), "nested"),
+    "integer over 4,300 digits": ('{"a":{"dtype":"F32","shape":[' + "9" * 5000 + '],"data_offsets":[0,16]}}',
+                                  bytes(16), "digits"),
+    "Infinity in a shape": ('{"a":{"dtype":"F32","shape":[Infinity],"data_offsets":[0,4]}}', bytes(4), "Infinity"),
+    "NaN in metadata": ('{"__metadata__":{"k":NaN},"a":' + ONE + '}', bytes(16), "NaN"),
+    "1.5 in a shape": ('{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}', bytes(4), "shape"),
+    "4.0 in a shape": ('{"a":{"dtype":"F32","shape":[4.0],"data_offsets":[0,16]}}', bytes(16), "shape"),
+    "true in a shape": ('{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}', bytes(4), "shape"),
+    "shape [0, 2**70]": (f'{{"a":{{"dtype":"F32","shape":[0,{2**70}],"data_offsets":[0,0]}}}}', b"", "digits|shape"),
+    "shape [0, 2**63]": (f'{{"a":{{"dtype":"F32","shape":[0,{2**63}],"data_offsets":[0,0]}}}}', b"", "shape"),
+    "shape overflowing before its 0": (f'{{"a":{{"dtype":"F32","shape":[{2**40},{2**40},0],"data_offsets":[0,0]}}}}',
+                                       b"", "shape"),
+    "duplicate tensor": ('{"a":' + ONE + ',"a":' + ONE + "}", bytes(16), "twice"),
+    "duplicate metadata key": ('{"__metadata__":{"k":"1","k":"2"},"a":' + ONE + '}', bytes(16), "twice"),
+    "UTF-8 BOM": ('\ufeff{"a":' + ONE + '}', bytes(16), "byte-order mark"),
+    "__metadata__ a list": ('{"__metadata__":[1],"a":' + ONE + '}', bytes(16), "__metadata__"),
+    "__metadata__ a string": ('{"__metadata__":"x","a":' + ONE + '}', bytes(16), "__metadata__"),
+    "metadata value an int": ('{"__metadata__":{"k":1},"a":' + ONE + '}', bytes(16), "__metadata__"),
+    "metadata value an object": ('{"__metadata__":{"k":{}},"a":' + ONE + '}', bytes(16), "__metadata__"),
+    "lone surrogate": ('{"\\ud800":' + ONE + '}', bytes(16), "surrogate"),
+    "entry a list": ('{"a":[1,2]}', bytes(16), "'a'"),
+    "dtype a list": ('{"a":{"dtype":["F32"],"shape":[4],"data_offsets":[0,16]}}', bytes(16), "dtype"),
+    "three offsets": ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16,3]}}', bytes(16), "data_offsets"),
+    "offsets as floats": ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0.0,16.0]}}', bytes(16), "data_offsets"),
+    "a gap before a tensor": ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}', bytes(16), "no tensor"),
+    "bytes after the last tensor": ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(16), "no tensor"),
+    "not starting with {": (' {"a":' + ONE + '}', bytes(16), "begin"),
+    "invalid UTF-8": ('{"a\xff":' + ONE + '}', bytes(16), "UTF-8"),
+}
+
+
+def _crafted_safetensors(tmp_path, text, data):
+    raw = text.encode("utf-8", "surrogatepass") if "\xff" not in text else text.encode("latin-1")
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_HEADERS))
+def test_crafted_safetensors_headers_are_one_clear_source_error(tmp_path, case):
+    text, data, says = BAD_HEADERS[case]
+    path = _crafted_safetensors(tmp_path, text, data)
+    with pytest.raises(SourceError, match=says) as err:
+        load_source(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,data", [
+    ('{"__metadata__":null,"a":' + ONE + '}', bytes(16)),
+    ('{"a":' + ONE + '}       ', bytes(16)),  # the space padding safetensors writes
+    ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"extra":{"k":[1]}}}', bytes(16)),
+    ('{"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"a":' + ONE + '}', bytes(16)),
+    ("{}", b""),
+], ids=["null metadata", "padded", "unknown field", "empty tensor", "no tensors"])
+def test_headers_the_reference_library_accepts_still_load(tmp_path, text, data):
+    from safetensors import safe_open
+
+    path = _crafted_safetensors(tmp_path, text, data)
+    with safe_open(path, "pt") as ref:
+        expected = {k: ref.get_tensor(k) for k in ref.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    with load_source(path) as src:
+        got = _read_all(src)
+    assert set(got) == set(expected) and all(torch.equal(got[k], v) for k, v in expected.items())
+
+
+def _index(folder, text):
+    save_file({"a": torch.ones(2)}, folder / "one.safetensors")
+    (folder / "model.safetensors.index.json").write_text(text)
+    return folder / "model.safetensors.index.json"
+
+
+@pytest.mark.parametrize("text,says", [
+    ('{"weight_map":{"a":"model.safetensors.index.json"}}', "itself an index"),
+    ('{"weight_map":{"a":"other.safetensors.index.json"}}', "itself an index"),
+    ('{"weight_map":{"a":"."}}', "is a folder, not a shard file"),
+    ('{"metadata":' + "[" * 5000 + "]" * 5000 + ',"weight_map":{"a":"one.safetensors"}}', "nested"),
+    ('{"metadata":' + "[" * 100 + "]" * 100 + ',"weight_map":{"a":"one.safetensors"}}', "nested"),
+    ('{"metadata":{"total_size":' + "1" * 5000 + '},"weight_map":{"a":"one.safetensors"}}', "digits"),
+    ('{"weight_map":{"a":"one.safetensors","a":"one.safetensors"}}', "twice"),
+    ('{"weight_map":{"a":["one.safetensors"]}}', "weight_map"),
+    ('{"weight_map":{"a":7}}', "weight_map"),
+    ('{"weight_map":[]}', "weight_map"),
+    ('{"metadata":{}}', "weight_map"),
+    ("[1]", "weight_map"),
+    ('\ufeff{"weight_map":{"a":"one.safetensors"}}', "byte-order mark"),
+    ('{"weight_map":{"a":"one.safetensors"}', "not valid JSON"),
+], ids=["itself", "another index", "a folder", "nested past 1,000", "nested past the cap", "huge integer",
+        "duplicate key", "list shard", "int shard", "list weight_map", "no weight_map", "not an object", "BOM",
+        "cut"])
+def test_crafted_shard_indexes_are_one_clear_source_error(tmp_path, text, says):
+    index = _index(tmp_path, text)
+    (tmp_path / "other.safetensors.index.json").write_text('{"weight_map":{"a":"model.safetensors.index.json"}}')
+    for where in (index, tmp_path):
+        with pytest.raises(SourceError, match=says) as err:
+            load_source(where)
+        assert str(err.value).startswith(f"{index}: ")
