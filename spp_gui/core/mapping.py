@@ -101,7 +101,7 @@ def _side(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     return side
 
 
-def _read_untrusted(path: Path) -> str:
+def read_untrusted_text(path: Path) -> str:
     """The text of a file someone may have sent: a regular file only, at most MAX_FILE_BYTES.
 
     A FIFO would block ``open`` forever and ``/dev/zero`` would be read until memory runs out,
@@ -306,7 +306,7 @@ class Mapping:
     def load(cls, path: str | os.PathLike) -> Mapping:
         """Read a mapping file as untrusted data: any malformed content is one MappingError."""
         path = Path(path)
-        text = _read_untrusted(path)
+        text = read_untrusted_text(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

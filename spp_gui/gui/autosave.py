@@ -20,7 +20,8 @@ from PySide6.QtCore import QObject, QStandardPaths, QTimer, Slot
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import SppError
-from ..core.mapping import Mapping
+from ..core.mapping import Mapping, read_untrusted_text
+from .session import MappingSession, Services
 
 FORMAT = "spp-gui-autosave"
 DELAY_MS = 2000
@@ -52,12 +53,12 @@ def pending() -> Recovered | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_untrusted_text(path))  # a regular file of bounded size, like any mapping
         if data.get("format") != FORMAT:
             raise SppError("not an autosave file")
         return Recovered(str(data["source"]), str(data["target"]), Mapping.from_dict(data["mapping"]),
                          data.get("mapping_path"), float(data.get("saved_at", 0)))
-    except (OSError, ValueError, KeyError, TypeError, SppError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, SppError):
         with contextlib.suppress(OSError):
             path.replace(path.with_suffix(".damaged.json"))
         return None
@@ -69,18 +70,18 @@ def forget() -> None:
 
 
 class Autosaver(QObject):
-    """Watches a window's session and keeps the autosave file in step with its unsaved work."""
+    """Watches the session and keeps the autosave file in step with its unsaved work."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        self.w = window
+    def __init__(self, session: MappingSession, services: Services, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session, self.services = session, services
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DELAY_MS)
         self.timer.timeout.connect(self.save_now)
-        window.doc.changed.connect(self.schedule)
-        window.stack.indexChanged.connect(self.schedule)
-        window.stack.cleanChanged.connect(self.schedule)
+        session.changed.connect(self.schedule)
+        session.stack.indexChanged.connect(self.schedule)
+        session.stack.cleanChanged.connect(self.schedule)
 
     @Slot()
     def schedule(self, *_args) -> None:
@@ -89,16 +90,16 @@ class Autosaver(QObject):
     @Slot()
     def save_now(self) -> bool:
         """Write the session if it has unsaved work, else remove the file; True when written."""
-        doc = self.w.doc
-        if not (doc.ready and self.w.modified):
+        session = self.session
+        if not (session.ready and session.modified):
             forget()
             return False
-        data = {"format": FORMAT, "saved_at": time.time(), "source": doc.source.spec, "target": doc.target.spec,
-                "mapping_path": self.w.files.mapping_path, "mapping": doc.mapping.to_dict()}
+        data = {"format": FORMAT, "saved_at": time.time(), "source": session.source.spec,
+                "target": session.target.spec, "mapping_path": session.path, "mapping": session.mapping.to_dict()}
         try:
             atomic_write_text(autosave_path(), json.dumps(data) + "\n")
         except OSError as exc:  # never interrupt editing for this; say it once in the status bar
-            self.w.message(f"Autosave failed: {exc}")
+            self.services.message(f"Autosave failed: {exc}")
             return False
         return True
 

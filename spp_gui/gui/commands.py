@@ -1,11 +1,34 @@
-"""Undo commands: every user edit of the mapping is one QUndoCommand calling one document method."""
+"""Undo commands: every user edit of the session is one QUndoCommand calling one owner method."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtGui import QUndoCommand
 
-from ..core.mapping import Entry
-from .document import MappingDocument
+from ..core.mapping import Entry, Mapping
+from .document import Loaded, MappingDocument
+
+if TYPE_CHECKING:
+    from .session import MappingSession
+
+
+class ReplaceSides(QUndoCommand):
+    """A new source and/or target, with the mapping that goes with them: one undo step."""
+
+    def __init__(self, session: MappingSession, source: Loaded | None, target: Loaded | None,
+                 mapping: Mapping, text: str) -> None:
+        super().__init__(text)
+        doc = session.doc
+        self._session = session
+        self._new = (source or doc.source, target or doc.target, mapping.copy())
+        self._old = (doc.source, doc.target, doc.mapping.copy())
+
+    def redo(self) -> None:
+        self._session._install(*self._new)
+
+    def undo(self) -> None:
+        self._session._install(*self._old)
 
 
 class ReplaceEntries(QUndoCommand):

@@ -1,7 +1,8 @@
-"""The editing session: one source, one target, one mapping, and the statuses derived from them.
+"""The mapping document: one source, one target, one mapping, and the statuses derived from them.
 
-A QObject only to announce changes; every mapping edit goes through :meth:`replace`, the single
-method the undo commands call, so undo/redo and the views can never disagree.
+Owned by :class:`~spp_gui.gui.session.MappingSession`. A QObject only to announce changes; every
+mapping edit goes through :meth:`replace`, the single method the undo commands call, so undo/redo
+and the views can never disagree.
 """
 
 from __future__ import annotations
@@ -44,14 +45,12 @@ class MappingDocument(QObject):
 
     # -- sides --------------------------------------------------------------------------------
     def set_sides(self, source: Loaded | None, target: Loaded | None, mapping: Mapping | None = None) -> None:
-        """Swap in new sides (and optionally a mapping); the old source file is closed."""
-        old = self.source
+        """Swap in new sides (and optionally a mapping). Only :class:`MappingSession` calls this, from a
+        command or a reset; it also decides when a side's file is closed (undo may bring it back)."""
         if source is not None:
             self.source = source
         if target is not None:
             self.target = target
-        if old is not None and old is not self.source and old.source is not None:
-            old.source.close()
         if mapping is not None:
             self.mapping = mapping
         if self.source is not None:

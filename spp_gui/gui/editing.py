@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -24,9 +23,9 @@ from ..core.mapping import Entry
 from ..core.strategies import Suggestion
 from ..core.tensors import format_shape
 from ..core.transforms import Transform, describe_transform
-from .commands import ReplaceEntries, map_text
-from .document import MappingDocument
+from .commands import map_text
 from .pairing import ModulePairing, channels_before, fitting_transforms, pair_modules, refusal
+from .session import MappingSession
 
 
 class PairingPreview(QDialog):
@@ -58,18 +57,13 @@ class PairingPreview(QDialog):
 
 
 class EditController:
-    """Turns gestures into undoable edits of the document."""
+    """Turns gestures into undoable edits of the session's mapping."""
 
-    def __init__(self, doc: MappingDocument, stack: QUndoStack, message: Callable[[str], None],
-                 parent: QWidget | None = None) -> None:
-        self.doc, self.stack, self.message, self.parent = doc, stack, message, parent
+    def __init__(self, session: MappingSession, message: Callable[[str], None], parent: QWidget | None = None) -> None:
+        self.session, self.doc, self.message, self.parent = session, session.doc, message, parent
 
     def push(self, changes: dict[str, Entry | None], text: str | None = None) -> bool:
-        changes = {t: e for t, e in changes.items() if self.doc.mapping.get(t) != e}
-        if not changes:
-            return False
-        self.stack.push(ReplaceEntries(self.doc, changes, text or map_text(changes)))
-        return True
+        return self.session.replace_entries(changes, text or map_text(changes))
 
     # -- mapping gestures ---------------------------------------------------------------------
     def map_paths(self, sources: list[str], target: str) -> bool:
@@ -154,15 +148,26 @@ class EditController:
             return False
         return self.push({target: new}, f"Set transform of {target}")
 
-    def accept(self, suggestions: list[Suggestion]) -> bool:
-        """Accept a batch of suggestions: one undo step."""
+    def unmap_sources(self, sources: list[str]) -> bool:
+        """Delete in the source tree: remove the entries that read these source keys."""
+        wanted = set(sources)
+        keys = [t for t, e in self.doc.mapping.entries.items() if e.source in wanted]
+        if not keys:
+            self.message("Nothing to remove: the selected source keys are not used by the mapping")
+            return False
+        return self.push(dict.fromkeys(keys))
+
+    def accept(self, suggestions: list[Suggestion], text: str | None = None) -> bool:
+        """Put a batch of suggestions into the mapping: one undo step; says what changed."""
         changes: dict[str, Entry | None] = {}
         for s in suggestions:
-            if s.target not in changes:
+            if s.source and s.target not in changes:
                 changes[s.target] = s.entry()
         if not changes:
-            self.message("No suggestions to accept")
+            self.message("No suggestions to apply")
             return False
-        done = self.push(changes, f"Accept {len(changes)} suggestions")
-        self.message(f"Accepted {len(changes)} suggestions" if done else "Those suggestions are already in the mapping")
+        new = {t: e for t, e in changes.items() if self.doc.mapping.get(t) != e}
+        done = self.push(changes, text or f"Apply {len(new)} suggestions")
+        self.message(f"Applied {len(new)} suggestions: now in the mapping" if done
+                     else "Those suggestions are already in the mapping")
         return done

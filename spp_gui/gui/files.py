@@ -1,7 +1,9 @@
 """Opening sources, targets and mappings, saving mappings and exporting weights.
 
-Loads run as a *plan*: every side it names is loaded on a worker; only when all succeeded does the
-session change, so an error or a cancel leaves the window exactly as it was.
+Loads run as a *plan*: every side it names (and a mapping file) is read on a worker; only when all
+succeeded does the session change, so an error or a cancel leaves the window exactly as it was.
+A whole new session (start-up, a mapping file, a restored autosave) resets the session's history;
+a side replaced in an open session is one undoable step, after asking what becomes of the mapping.
 """
 
 from __future__ import annotations
@@ -9,22 +11,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..core.errors import SppError, UnsafePickleError
 from ..core.mapping import Mapping
-from ..core.strategies import Suggestions
 from ..core.trust import UntrustedCodeError, trust_file, trust_named_specs
 from . import settings
-from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog, error_box
+from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog
 from .document import Loaded
-from .jobs import Job, ProgressBridge, export_weights, load_side, run_suggest, start_job
+from .jobs import Job, ProgressBridge, export_weights, load_mapping, load_side, start_job
+from .session import MappingSession, Services
+from .suggest_control import SuggestController
 
-if TYPE_CHECKING:
-    from .window import MainWindow
+PROBLEMS_NAMED = 5  # invalid entries a dialog names before it says "and N more"
 
 
 @dataclass
@@ -32,6 +33,7 @@ class LoadPlan:
     """What one open gesture asked for, and what has arrived so far."""
 
     specs: dict[str, str]  # role -> spec
+    whole: bool  # a new session (history reset) rather than a side replaced in this one
     mapping: Mapping | None = None
     mapping_path: str | None = None
     strategy: str | None = None
@@ -41,54 +43,98 @@ class LoadPlan:
     failed: bool = False
     recovered: bool = False  # a session restored from the autosave: unsaved until saved
 
+    def again(self, **changes) -> LoadPlan:
+        """The same request, started afresh (after the user allowed a pickle or code)."""
+        fields = dict(specs=self.specs, whole=self.whole, mapping=self.mapping, mapping_path=self.mapping_path,
+                      strategy=self.strategy, trust=dict(self.trust), recovered=self.recovered)
+        fields.update(changes)
+        return LoadPlan(**fields)
+
+
+def problems_text(problems: dict[str, str]) -> str:
+    named = [f"{key}: {why}" for key, why in list(problems.items())[:PROBLEMS_NAMED]]
+    more = len(problems) - len(named)
+    return "\n".join(named) + (f"\n\u2026and {more} more" if more > 0 else "")
+
 
 class FileController(QObject):
-    """The window's file and session actions; long steps go through :func:`start_job`."""
+    """The session's file actions; long steps go through :func:`start_job`."""
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.w = window
+    recentChanged = Signal()
+    problemsRequested = Signal()  # the user should see the Problems view
+
+    def __init__(self, session: MappingSession, services: Services, suggester: SuggestController,
+                 allow_download: bool = False, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session, self.services, self.suggester = session, services, suggester
+        self.allow_download = allow_download
         self.plan: LoadPlan | None = None
-        self.mapping_path: str | None = None
-        self.suggest_job: Job | None = None
-        self.export_job: Job | None = None
+        self.mapping_job: Job | None = None
         self.last_report = None
+        self._box: QMessageBox | None = None  # the open question, if any (tests answer it)
 
     # -- loading ------------------------------------------------------------------------------
     def open_session(self, source: str | None, target: str | None, mapping_path: str | None = None,
                      strategy: str | None = None, recovered: Mapping | None = None) -> None:
-        """Load the named sides (and mapping); apply them together once all have loaded.
+        """Load the named sides (and mapping); change the session once all have loaded.
 
-        ``recovered`` is a mapping from the autosave: it is applied like an opened file, but the
-        session stays marked unsaved, and saving goes to ``mapping_path`` (its original file).
+        ``recovered`` is a mapping from the autosave: it is restored as one undoable step on top of
+        a fresh history, so the session stays unsaved until saved (to ``mapping_path``, its file).
         """
-        mapping = recovered
+        self.cancel_plan()
         if mapping_path and recovered is None:
-            try:
-                mapping = Mapping.load(mapping_path)
-            except SppError as exc:
-                error_box(self.w, "Cannot open mapping", str(exc))
-                return
-            source = source or mapping.source_spec or None
-            target = target or mapping.target_spec or None
-        specs = {role: spec for role, spec in (("source", source), ("target", target)) if spec}
-        if self.plan is not None:
-            self.cancel_plan()
-        self.plan = LoadPlan(specs, mapping, mapping_path, strategy, recovered=recovered is not None)
-        if not specs:
-            self._finish_plan(self.plan)
+            job = Job(f"Reading {Path(mapping_path).name}",
+                      lambda m: self._mapping_read(job, m, mapping_path, source, target, strategy),
+                      lambda exc: self._mapping_failed(job, mapping_path, exc),
+                      lambda: self._mapping_cancelled(job), self)
+            self.mapping_job = job
+            self.services.progress.track(job)
+            start_job(self.services.pool, job, load_mapping, mapping_path)
             return
-        for role, spec in specs.items():
-            self._start_side(self.plan, role, spec)
+        self._start_plan(source, target, recovered, mapping_path, strategy, recovered is not None)
+
+    def _mapping_read(self, job: Job, mapping: Mapping, path: str, source: str | None, target: str | None,
+                      strategy: str | None) -> None:
+        if job is not self.mapping_job:
+            return
+        self.mapping_job = None
+        self._start_plan(source or mapping.source_spec or None, target or mapping.target_spec or None,
+                         mapping, path, strategy, False)
+
+    def _mapping_failed(self, job: Job, path: str, exc: Exception) -> None:
+        if job is self.mapping_job:
+            self.mapping_job = None
+            self._error("Cannot open mapping", f"Could not open {path}:\n\n{self._text(exc)}\n\n"
+                        "The session is unchanged.", exc)
+
+    def _mapping_cancelled(self, job: Job) -> None:
+        if job is self.mapping_job:
+            self.mapping_job = None
+            self.services.message("Opening the mapping cancelled; the session is unchanged")
+
+    def _start_plan(self, source: str | None, target: str | None, mapping: Mapping | None,
+                    mapping_path: str | None, strategy: str | None, recovered: bool) -> None:
+        specs = {role: spec for role, spec in (("source", source), ("target", target)) if spec}
+        whole = mapping is not None or not self.session.ready or len(specs) == 2
+        plan = LoadPlan(specs, whole, mapping, mapping_path, strategy, recovered=recovered)
+        self._run_plan(plan)
+
+    def _run_plan(self, plan: LoadPlan) -> None:
+        self.plan = plan
+        if not plan.specs:
+            self._finish_plan(plan)
+            return
+        for role, spec in plan.specs.items():
+            self._start_side(plan, role, spec)
 
     def _start_side(self, plan: LoadPlan, role: str, spec: str) -> None:
         job = Job(f"Loading {role} {spec}", lambda result, r=role: self._side_loaded(plan, r, result),
                   lambda exc, r=role, s=spec: self._side_failed(plan, r, s, exc),
                   lambda: self._plan_cancelled(plan), self)
         plan.jobs.append(job)
-        self.w.progress.track(job)
-        start_job(self.w.pool, job, load_side, spec, role, plan.trust.get(role, False),
-                  download=self.w.allow_download)
+        self.services.progress.track(job)
+        start_job(self.services.pool, job, load_side, spec, role, plan.trust.get(role, False),
+                  download=self.allow_download)
 
     def _side_loaded(self, plan: LoadPlan, role: str, loaded: Loaded) -> None:
         if plan is not self.plan or plan.failed:
@@ -102,38 +148,48 @@ class FileController(QObject):
     def _side_failed(self, plan: LoadPlan, role: str, spec: str, exc: Exception) -> None:
         if plan is not self.plan or plan.failed:
             return
-        plan.failed = True
-        for job in plan.jobs:
-            job.cancel()
-        self.plan = None
+        self._drop_plan(plan)
         if isinstance(exc, UnsafePickleError):
-            self._offer_trust(plan, role, spec, exc)
+            self._offer_pickle_trust(plan, role, exc)
             return
         if isinstance(exc, UntrustedCodeError):
             self._offer_code_trust(plan, exc)
             return
-        text = str(exc) if isinstance(exc, SppError) else f"{type(exc).__name__}: {exc}"
-        detail = "" if isinstance(exc, SppError) else getattr(exc, "__traceback_text__", "")
-        error_box(self.w, f"Cannot open {role}", f"Could not open {spec}:\n\n{text}\n\nThe session is unchanged.",
-                  detail)
-        self.w.message(f"Could not open {role}: {text}")
+        text = self._text(exc)
+        self._error(f"Cannot open {role}", f"Could not open {spec}:\n\n{text}\n\nThe session is unchanged.", exc)
+        self.services.message(f"Could not open {role}: {text}")
 
-    def _offer_trust(self, plan: LoadPlan, role: str, spec: str, exc: Exception) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, "Unsafe checkpoint",
-                          f"{exc}\n\nOnly trust files whose origin you know.", QMessageBox.StandardButton.Cancel, self.w)
-        box.setObjectName("errorBox")
-        trust = box.addButton("Trust this file", QMessageBox.ButtonRole.AcceptRole)
-        trust.setObjectName("trustButton")
+    def _drop_plan(self, plan: LoadPlan) -> None:
+        plan.failed = True
+        for job in plan.jobs:
+            job.cancel()
+        for loaded in plan.done.values():
+            if loaded.source is not None:
+                loaded.source.close()
+        plan.done.clear()
+        if plan is self.plan:
+            self.plan = None
+
+    def _ask(self, box: QMessageBox, answered) -> None:
+        """Open a question without blocking; ``answered(clicked_button)`` runs once it is answered."""
+        self._box = box
 
         def finished(_result: int) -> None:
-            if box.clickedButton() is trust:
-                retry = LoadPlan(plan.specs, plan.mapping, plan.mapping_path, plan.strategy, {**plan.trust, role: True})
-                self.plan = retry
-                for r, s in retry.specs.items():
-                    self._start_side(retry, r, s)
+            self._box = None
+            answered(box.clickedButton())
 
         box.finished.connect(finished)
         box.open()
+
+    def _offer_pickle_trust(self, plan: LoadPlan, role: str, exc: Exception) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsafe checkpoint",
+                          f"{exc}\n\nOnly trust files whose origin you know.", QMessageBox.StandardButton.Cancel,
+                          self.services.parent)
+        box.setObjectName("errorBox")
+        trust = box.addButton("Trust this file", QMessageBox.ButtonRole.AcceptRole)
+        trust.setObjectName("trustButton")
+        self._ask(box, lambda clicked: clicked is trust and self._run_plan(
+            plan.again(trust={**plan.trust, role: True})))
 
     def _offer_code_trust(self, plan: LoadPlan, exc: UntrustedCodeError) -> None:
         """A spec read from a file names Python code: run it only after a yes that names the file."""
@@ -142,112 +198,131 @@ class FileController(QObject):
                           f"sha256 {exc.sha256}\n\nIt is named by {exc.spec!r}, which you did not type yourself "
                           "(it comes from a mapping or a saved session). Running it can do anything your account "
                           "can do. Run it only if you know where it comes from.",
-                          QMessageBox.StandardButton.Cancel, self.w)
+                          QMessageBox.StandardButton.Cancel, self.services.parent)
         box.setObjectName("codeTrustBox")
         run = box.addButton("Run this file", QMessageBox.ButtonRole.AcceptRole)
         run.setObjectName("runCodeButton")
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
 
-        def finished(_result: int) -> None:
-            if box.clickedButton() is not run:
-                self.w.message("Not opened: the session names code you did not allow to run")
+        def answered(clicked) -> None:
+            if clicked is not run:
+                self.services.message("Not opened: the session names code you did not allow to run")
                 return
             trust_file(exc.path, exc.sha256)  # these bytes only: a changed file asks again
-            retry = LoadPlan(plan.specs, plan.mapping, plan.mapping_path, plan.strategy, dict(plan.trust),
-                             recovered=plan.recovered)
-            self.plan = retry
-            for r, s in retry.specs.items():
-                self._start_side(retry, r, s)
+            self._run_plan(plan.again())
 
-        box.finished.connect(finished)
-        box.open()
+        self._ask(box, answered)
 
     def _plan_cancelled(self, plan: LoadPlan) -> None:
         if plan is self.plan:
-            self.plan = None
-            self.w.message("Loading cancelled; the session is unchanged")
+            self._drop_plan(plan)
+            self.services.message("Loading cancelled; the session is unchanged")
 
     def cancel_plan(self) -> None:
+        if self.mapping_job is not None:
+            self.mapping_job.cancel()
+            self.mapping_job = None
         if self.plan is not None:
-            for job in self.plan.jobs:
-                job.cancel()
-            self.plan = None
+            self._drop_plan(self.plan)
+
+    @property
+    def busy(self) -> bool:
+        return self.plan is not None or self.mapping_job is not None
 
     def _finish_plan(self, plan: LoadPlan) -> None:
         self.plan = None
-        mapping = plan.mapping
-        fresh = mapping is not None or "target" in plan.done and "source" in plan.done
-        if mapping is None and fresh:
-            mapping = Mapping()
-        self.w.apply_sides(plan.done.get("source"), plan.done.get("target"), mapping)
-        if plan.recovered:
-            self.mapping_path = plan.mapping_path
-            self.w.mark_recovered()
-        elif plan.mapping_path:
-            self.mapping_path = plan.mapping_path
-            settings.add_recent("mappings", plan.mapping_path)
-        elif fresh:
-            self.mapping_path = None
+        source, target = plan.done.get("source"), plan.done.get("target")
+        if plan.whole:
+            self._open_whole(plan, source, target)
+        else:
+            self._replace_side(plan, source, target)
         for role, spec in plan.specs.items():
             if os.path.exists(spec):
                 settings.add_recent(role, spec)
-        self.w.refresh_recent()
-        if plan.strategy:
-            self.run_suggest(plan.strategy, {}, initial=True)
+        self.recentChanged.emit()
 
-    # -- suggestions ----------------------------------------------------------------------------
-    def run_suggest(self, strategy: str, options: dict, initial: bool = False) -> None:
-        doc = self.w.doc
-        if not doc.ready:
+    def _open_whole(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
+        session = self.session
+        if plan.recovered:
+            session.reset(source, target, Mapping(), plan.mapping_path)
+            session.replace_sides(None, None, plan.mapping or Mapping(), "Restore autosaved session")
+            self.services.message(f"Restored the autosaved session: {len(session.mapping)} entries, not saved yet")
             return
-        if self.suggest_job is not None:
-            self.suggest_job.cancel()
-        job = Job(f"Suggesting ({strategy})", lambda result: self._suggested(job, result, initial),
-                  lambda exc: self._suggest_failed(job, exc), lambda: self._suggest_ended(job), self)
-        self.suggest_job = job
-        self.w.suggest.set_running(True)
-        self.w.progress.track(job)
-        job.ended.connect(lambda: self._suggest_ended(job))
-        start_job(self.w.pool, job, run_suggest, doc.source.side, doc.target.side, strategy, options)
+        session.reset(source, target, plan.mapping, plan.mapping_path)
+        if plan.mapping_path:
+            settings.add_recent("mappings", plan.mapping_path)
+        problems = session.problems()
+        if problems:
+            self.services.message(f"{len(problems)} entries of the mapping cannot be applied: see Problems")
+            self.problemsRequested.emit()
+        if plan.strategy and session.ready:
+            self.suggester.run(plan.strategy, {}, initial=True)
 
-    def _suggest_ended(self, job: Job) -> None:
-        if job is self.suggest_job:
-            self.suggest_job = None
-            self.w.suggest.set_running(False)
-
-    def _suggested(self, job: Job, result: Suggestions, initial: bool) -> None:
-        if job is not self.suggest_job:
+    # -- replacing one side -----------------------------------------------------------------------
+    def _replace_side(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
+        session = self.session
+        role = "source" if source is not None else "target"
+        name = (source or target).spec
+        new_source, new_target = source or session.source, target or session.target
+        mapping = session.mapping
+        if not len(mapping) or new_source is None or new_target is None:
+            session.replace_sides(source, target, Mapping(), f"Open {role} {name}")
+            self.services.message(f"Opened {role} {name}" + ("; Suggest (Ctrl+R) maps it" if session.ready else ""))
             return
-        self.w.suggest.show_suggestions(result.strategy, result.items)
-        if initial and not self.w.doc.mapping.entries:
-            mapping = result.to_mapping(self.w.doc.mapping.source_spec, self.w.doc.mapping.target_spec)
-            mapping.source_sha256 = self.w.doc.mapping.source_sha256
-            self.w.apply_sides(None, None, mapping)
-        accepted = len(result.accepted)
-        self.w.message(f"{result.strategy}: {accepted} suggestions accepted, {len(result.items) - accepted} candidates")
+        status = mapping.status(new_source.side.table, new_target.side.table)
+        kept = mapping.copy()
+        for key in status.problems:
+            kept.remove(key)
+        dropped = len(mapping) - len(kept)
+        box = QMessageBox(QMessageBox.Icon.Question, f"New {role}: what about the mapping?",
+                          f"The mapping has {len(mapping)} entries for the old {role}. With {name}, "
+                          f"{len(kept)} of them still fit and {dropped} do not.",
+                          QMessageBox.StandardButton.Cancel, self.services.parent)
+        box.setObjectName("replaceSideBox")
+        strategy = self.suggester.strategy()
+        resuggest = box.addButton(f"Suggest again ({strategy})", QMessageBox.ButtonRole.AcceptRole)
+        resuggest.setObjectName("resuggestButton")
+        keep = box.addButton(f"Keep {len(kept)} that fit" + (f", drop {dropped}" if dropped else ""),
+                             QMessageBox.ButtonRole.AcceptRole)
+        keep.setObjectName("keepButton")
+        clear = box.addButton("Clear the mapping", QMessageBox.ButtonRole.DestructiveRole)
+        clear.setObjectName("clearButton")
+        box.setDefaultButton(resuggest)
 
-    def _suggest_failed(self, job: Job, exc: Exception) -> None:
-        if job is self.suggest_job:
-            error_box(self.w, "Suggestion failed", str(exc), getattr(exc, "__traceback_text__", ""))
+        def answered(clicked) -> None:
+            if clicked is keep:
+                session.replace_sides(source, target, kept, f"Open {role} {name} (kept {len(kept)} entries)")
+                self.services.message(f"Opened {role} {name}: kept {len(kept)} entries, dropped {dropped}")
+            elif clicked in (resuggest, clear):
+                session.replace_sides(source, target, Mapping(), f"Open {role} {name}")
+                self.services.message(f"Opened {role} {name}: the mapping was cleared")
+                if clicked is resuggest:
+                    self.suggester.run(strategy, self.suggester.options(), initial=True)
+            else:
+                for side in (source, target):
+                    if side is not None and side.source is not None:
+                        side.source.close()
+                self.services.message(f"Not opened: {name}; the session is unchanged")
+
+        self._ask(box, answered)
 
     # -- dialogs --------------------------------------------------------------------------------
     def open_side_dialog(self, role: str) -> None:
-        doc = self.w.doc
-        side = doc.source if role == "source" else doc.target
-        dialog = SpecDialog(role, side.spec if side else "", self.w)
+        side = self.session.source if role == "source" else self.session.target
+        dialog = SpecDialog(role, side.spec if side else "", self.services.parent)
         if dialog.exec() == SpecDialog.DialogCode.Accepted and dialog.spec():
             trust_named_specs([dialog.spec()])  # typed or browsed by the user: theirs to run
             self.open_session(**{role: dialog.spec(), "source" if role == "target" else "target": None})
 
     def open_side_file(self, role: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.w, f"Open {role} checkpoint", "", CHECKPOINT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self.services.parent, f"Open {role} checkpoint", "", CHECKPOINT_FILTER)
         if path:
             self.open_file(role, path)
 
     def open_file(self, role: str, path: str) -> bool:
         """A checkpoint for one side (also what dropping a file on a tree does); a mapping file opens as such."""
         if path.endswith(".json") and not path.endswith(".index.json"):
-            if not self.w.confirm_discard():
+            if not self.confirm_discard():
                 return False
             self.open_session(None, None, mapping_path=path)
             return True
@@ -255,70 +330,117 @@ class FileController(QObject):
         return True
 
     def open_mapping_dialog(self) -> None:
-        if not self.w.confirm_discard():
+        if not self.confirm_discard():
             return
-        path, _ = QFileDialog.getOpenFileName(self.w, "Open mapping", "", MAPPING_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self.services.parent, "Open mapping", "", MAPPING_FILTER)
         if path:
             self.open_session(None, None, mapping_path=path)
 
-    def save_mapping(self, path: str | None = None) -> bool:
-        path = path or self.mapping_path
+    def confirm_discard(self) -> bool:
+        """Ask before unsaved changes are lost: Save, Discard or Cancel. True to go on."""
+        if not self.session.modified:
+            return True
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
+                          "The mapping has unsaved changes. Save them?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self.services.parent)
+        box.setObjectName("saveChangesBox")
+        answer = box.exec()
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save_mapping()
+        return answer == QMessageBox.StandardButton.Discard
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save_mapping(self, path: str | None = None, even_with_problems: bool = False) -> bool:
+        path = path or self.session.path
         if not path:
             return self.save_mapping_as()
-        try:
-            self.w.doc.mapping.save(path)
-        except (OSError, SppError) as exc:
-            error_box(self.w, "Cannot save mapping", f"Could not write {path}: {exc}")
+        problems = self.session.problems()
+        if problems and not even_with_problems and not self._save_anyway(problems):
             return False
-        self.mapping_path = path
-        self.w.mark_saved()
+        try:
+            self.session.mapping.save(path)
+        except (OSError, SppError) as exc:
+            self._error("Cannot save mapping", f"Could not write {path}: {exc}", exc)
+            return False
+        self.session.mark_saved(path)
         settings.add_recent("mappings", path)
-        self.w.refresh_recent()
-        self.w.message(f"Saved {len(self.w.doc.mapping)} entries to {path}")
+        self.recentChanged.emit()
+        self.services.message(f"Saved {len(self.session.mapping)} entries to {path}")
         return True
 
+    def _save_anyway(self, problems: dict[str, str]) -> bool:
+        self.problemsRequested.emit()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Entries that cannot be applied",
+                          f"{len(problems)} entries of this mapping cannot be applied; `spp-gui apply` and "
+                          f"Export refuse the file until they are fixed or removed (see Problems):\n\n"
+                          f"{problems_text(problems)}", QMessageBox.StandardButton.Cancel, self.services.parent)
+        box.setObjectName("saveProblemsBox")
+        anyway = box.addButton("Save anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is anyway
+
     def save_mapping_as(self) -> bool:
-        start = self.mapping_path or str(Path.cwd() / "mapping.json")
-        path, _ = QFileDialog.getSaveFileName(self.w, "Save mapping", start, MAPPING_FILTER)
+        start = self.session.path or str(Path.cwd() / "mapping.json")
+        path, _ = QFileDialog.getSaveFileName(self.services.parent, "Save mapping", start, MAPPING_FILTER)
         return bool(path) and self.save_mapping(path)
 
     # -- export ---------------------------------------------------------------------------------
     def export_dialog(self) -> None:
-        path, chosen = QFileDialog.getSaveFileName(self.w, "Export weights", "mapped.safetensors", WEIGHTS_FILTER)
+        if not self._exportable():
+            return
+        path, chosen = QFileDialog.getSaveFileName(self.services.parent, "Export weights", "mapped.safetensors",
+                                                   WEIGHTS_FILTER)
         if path:
             if not path.endswith((".safetensors", ".pth", ".pt", ".bin")):
                 path += ".pth" if "pth" in chosen else ".safetensors"
             self.export(path)
 
+    def _exportable(self) -> bool:
+        session = self.session
+        if not session.ready:
+            self.services.message("Nothing to export: open a source and a target first")
+            return False
+        problems = session.problems()
+        if problems:
+            self.problemsRequested.emit()
+            self._error("Cannot export", f"{len(problems)} entries of the mapping cannot be applied; fix or "
+                        f"remove them first (they are listed under Problems):\n\n{problems_text(problems)}", None)
+            return False
+        return True
+
     def export(self, path: str) -> Job | None:
         """Write the mapped target weights to ``path`` on a worker, with progress and cancel."""
-        doc = self.w.doc
-        if not doc.ready:
+        if not self._exportable():
             return None
-        if doc.status.problems:
-            key, why = next(iter(doc.status.problems.items()))
-            error_box(self.w, "Cannot export", f"The mapping has {len(doc.status.problems)} invalid entries; "
-                      f"fix or remove them first.\n\n{key}: {why}")
-            return None
-        src = doc.source
+        session = self.session
+        src = session.source
         source = str(src.source.path) if src.source is not None and src.source.path is not None else src.spec
         bridge = ProgressBridge(self)
         job = Job(f"Exporting {Path(path).name}", lambda report: self._exported(path, report),
-                  lambda exc: self._export_failed(path, exc), lambda: self.w.message("Export cancelled"), self)
+                  lambda exc: self._export_failed(path, exc), lambda: self.services.message("Export cancelled"), self)
         bridge.progressed.connect(job._yielded)
         worker_ref: list = []
-        self.export_job = job
-        self.w.progress.track(job)
+        self.services.progress.track(job)
         # the worker gets its own copy, taken here: the user may go on editing while it writes
-        start_job(self.w.pool, job, export_weights, doc.mapping.copy(), path, source, doc.target.spec, src.trust_pickle,
-                  bridge, worker_ref)
+        start_job(self.services.pool, job, export_weights, session.mapping.copy(), path, source, session.target.spec,
+                  src.trust_pickle, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
 
     def _exported(self, path: str, report) -> None:
         self.last_report = report
-        self.w.message(f"Exported {path}: {report.summary()}")
+        self.services.message(f"Exported {path}: {report.summary()}")
 
     def _export_failed(self, path: str, exc: Exception) -> None:
-        text = str(exc) if isinstance(exc, SppError) else f"{type(exc).__name__}: {exc}"
-        error_box(self.w, "Export failed", f"Could not export {path}:\n\n{text}", getattr(exc, "__traceback_text__", ""))
+        self._error("Export failed", f"Could not export {path}:\n\n{self._text(exc)}", exc)
+
+    # -- messages -------------------------------------------------------------------------------
+    @staticmethod
+    def _text(exc: Exception) -> str:
+        return str(exc) if isinstance(exc, SppError) else f"{type(exc).__name__}: {exc}"
+
+    def _error(self, title: str, text: str, exc: Exception | None) -> None:
+        detail = "" if exc is None or isinstance(exc, SppError) else getattr(exc, "__traceback_text__", "")
+        self.services.error(title, text, detail)

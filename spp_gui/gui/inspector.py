@@ -11,16 +11,19 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from ..core.strategies import Suggestion
 from ..core.tensors import format_shape
 from ..core.transforms import describe_transform
-from .document import MappingDocument
 from .pairing import channels_before, fitting_transforms
+from .session import MappingSession
 from .style import STATUS_STYLE
 
 
@@ -29,11 +32,13 @@ class Inspector(QWidget):
 
     transformRequested = Signal(str, object)  # target key, transform dict or None
     removeRequested = Signal(str)
+    suggestionChosen = Signal(object)  # a Suggestion to put into the mapping
     message = Signal(str)
 
-    def __init__(self, doc: MappingDocument, parent=None) -> None:
+    def __init__(self, session: MappingSession, parent=None) -> None:
         super().__init__(parent)
-        self.doc = doc
+        self.session = session
+        self.doc = session.doc
         self.target: str | None = None
         self.labels: dict[str, QLabel] = {}
         form = QFormLayout()
@@ -50,6 +55,7 @@ class Inspector(QWidget):
         self.fits.setToolTip("Transforms that make the source tensor fit the target shape")
         self.transform = QLineEdit()
         self.transform.setPlaceholderText('transform as JSON, e.g. {"op": "slice"}; empty for a plain copy')
+        self.fits.setObjectName("transformChoice")
         self.apply_button = QPushButton("Set transform")
         self.remove_button = QPushButton("Remove entry")
         self.remove_button.setToolTip("Unmap this target key (Delete)")
@@ -63,11 +69,22 @@ class Inspector(QWidget):
         layout.addWidget(self.fits)
         layout.addWidget(self.transform)
         layout.addLayout(row)
-        layout.addStretch(1)
+        self.options_label = QLabel("Suggestions for this key:")
+        self.options = QListWidget()
+        self.options.setObjectName("inspectorOptions")
+        self.options.setToolTip("What the last Suggest offered for this target key; double-click or Use to apply one")
+        self.use_button = QPushButton("Use")
+        self.use_button.setObjectName("useSuggestion")
+        layout.addWidget(self.options_label)
+        layout.addWidget(self.options, 1)
+        layout.addWidget(self.use_button)
         self.fits.activated.connect(self._pick_fit)
+        self.options.itemDoubleClicked.connect(lambda _item: self._use())
+        self.use_button.clicked.connect(self._use)
+        session.suggestionsChanged.connect(self.refresh)
         self.apply_button.clicked.connect(self._apply)
         self.remove_button.clicked.connect(self._remove)
-        doc.changed.connect(self.refresh)
+        session.changed.connect(self.refresh)
         self.refresh()
 
     def show_target(self, target: str | None) -> None:
@@ -76,6 +93,7 @@ class Inspector(QWidget):
 
     def refresh(self) -> None:
         self._fill()
+        self._fill_options()
         for label in self.labels.values():  # labels are clipped to one line: the tooltip has it all
             label.setToolTip(label.text())
 
@@ -111,11 +129,53 @@ class Inspector(QWidget):
         self.labels["Problem"].setText(self.doc.status.problems.get(self.target, ""))
         self.transform.setText(json.dumps(entry.transform) if entry.transform else "")
         self.fits.clear()
-        self.fits.addItem("plain copy (no transform)", None)
+        if sinfo is not None and sinfo.shape == tinfo.shape:
+            self.fits.addItem("plain copy (no transform)", None)
         if sinfo is not None:
             for t in fitting_transforms(sinfo.shape, tinfo.shape,
-                                            channels_before(self.doc.source.side.table, entry.source)):
+                                        channels_before(self.doc.source.side.table, entry.source)):
                 self.fits.addItem(describe_transform(t), t)
+        current = self.fits.findData(entry.transform) if entry.transform else (0 if self.fits.count() and
+                                                                               self.fits.itemData(0) is None else -1)
+        if current < 0 and entry.transform:  # set by hand or by a strategy: shown as it is, first
+            self.fits.insertItem(0, f"{describe_transform(entry.transform)} (current)", entry.transform)
+            current = 0
+        self.fits.setCurrentIndex(current)
+
+    def _options_for(self, target: str) -> list[Suggestion]:
+        found = self.session.suggestions
+        if found is None:
+            return []
+        out: list[Suggestion] = []
+        for s in found.items:
+            if s.target != target:
+                continue
+            if s.source:
+                out.append(s)
+            for source, confidence, reason in s.alternatives:
+                out.append(Suggestion(target, source, confidence, reason, s.origin, None, accepted=False))
+        return out
+
+    def _fill_options(self) -> None:
+        self.options.clear()
+        options = self._options_for(self.target) if self.target else []
+        for s in options:
+            state = "in mapping" if self.session.in_mapping(s) else ("proposed" if s.accepted else "candidate")
+            how = f" [{describe_transform(s.transform)}]" if s.transform else ""
+            item = QListWidgetItem(f"{s.source}{how}  {s.confidence:.2f}  {state}: {s.reason}")
+            item.setData(Qt.ItemDataRole.UserRole, s)
+            item.setToolTip(item.text())
+            self.options.addItem(item)
+        if not options:
+            self.options_label.setText("Suggestions for this key: none (run Suggest)" if self.target else "")
+        else:
+            self.options_label.setText(f"Suggestions for this key ({len(options)}):")
+        self.use_button.setEnabled(bool(options))
+
+    def _use(self) -> None:
+        item = self.options.currentItem() or (self.options.item(0) if self.options.count() else None)
+        if item is not None:
+            self.suggestionChosen.emit(item.data(Qt.ItemDataRole.UserRole))
 
     def _pick_fit(self, row: int) -> None:
         transform = self.fits.itemData(row)

@@ -64,6 +64,12 @@ def _hash(path) -> Generator[Progress, None, str]:
     return digest.hexdigest()
 
 
+def load_mapping(path: str) -> Generator[Progress, None, Mapping]:
+    """Read a mapping file off the GUI thread (a slow or odd file must never freeze the window)."""
+    yield 0, 0, f"Reading {path}"
+    return Mapping.load(path)
+
+
 def run_suggest(source: Side, target: Side, strategy: str, options: dict[str, Any]) -> Suggestions:
     return suggest(source, target, strategy, **options)
 

@@ -1,4 +1,9 @@
-"""Auto-suggest: run a strategy, preview what it proposes (accepted vs candidates), accept some of it."""
+"""Auto-suggest: run a strategy, preview what it proposes, apply some of it.
+
+Honest wording: a row is "in mapping" only when the mapping holds that very entry; otherwise it
+"will apply" (proposed by the strategy, or at or above the threshold the user set) or is a
+"candidate" (needs a transform, low confidence, or only an alternative), until Apply.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from ..core.strategies import STRATEGIES, Suggestion, strategy_names
 from ..core.transforms import describe_transform
+from .session import MappingSession
 from .style import status_icon
 
 Index = QModelIndex | QPersistentModelIndex
@@ -29,12 +35,43 @@ SUGGEST_COLUMNS = ("", "Target", "Source", "Confidence", "Reason")
 DEFAULT_RULES = "^module\\.=\n"
 
 
-class SuggestionsModel(QAbstractTableModel):
-    """The strategy's suggestions as a flat table; accepted ones first."""
+IN_MAPPING, WILL_APPLY, CANDIDATE = "in mapping", "will apply", "candidate"
 
-    def __init__(self, parent=None) -> None:
+
+def candidate_why(s: Suggestion) -> str:
+    if s.transform:
+        return "needs a transform"
+    if not s.source:
+        return "no source"
+    return "low confidence" if s.confidence < 0.5 else "not proposed"
+
+
+class SuggestionsModel(QAbstractTableModel):
+    """The current pair's suggestions as a flat table; proposed ones first."""
+
+    def __init__(self, session: MappingSession, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.items: list[Suggestion] = []
+        self.threshold: float | None = None  # None: as the strategy proposed
+
+    def will_apply(self, s: Suggestion) -> bool:
+        if not s.source:
+            return False
+        return s.accepted if self.threshold is None else s.confidence >= self.threshold
+
+    def state(self, s: Suggestion) -> str:
+        if self.session.in_mapping(s):
+            return IN_MAPPING
+        return WILL_APPLY if self.will_apply(s) else CANDIDATE
+
+    def set_threshold(self, threshold: float | None) -> None:
+        self.threshold = threshold
+        self.refresh_states()
+
+    def refresh_states(self) -> None:
+        if self.items:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.items) - 1, 0))
 
     def set_items(self, items: list[Suggestion]) -> None:
         self.beginResetModel()
@@ -59,7 +96,8 @@ class SuggestionsModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
-                return "accepted" if s.accepted else "candidate"
+                state = self.state(s)
+                return f"candidate: {candidate_why(s)}" if state == CANDIDATE else state
             if col == 1:
                 return s.target
             if col == 2:
@@ -68,10 +106,12 @@ class SuggestionsModel(QAbstractTableModel):
                 return f"{s.confidence:.2f}"
             return s.reason
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
-            return status_icon("exact" if s.accepted else ("adapted" if s.transform else "unmapped"))
+            state = self.state(s)
+            return status_icon("exact" if state == IN_MAPPING else ("adapted" if state == WILL_APPLY else "unmapped"))
         if role == Qt.ItemDataRole.ToolTipRole:
             alts = "".join(f"\n  {a} ({c:.2f}): {r}" for a, c, r in s.alternatives[:5])
-            kind = "accepted by the strategy" if s.accepted else "candidate: offered, not applied unless you accept it"
+            kind = {IN_MAPPING: "in the mapping", WILL_APPLY: "will apply when you press Apply",
+                    CANDIDATE: f"candidate ({candidate_why(s)}): applied only if you choose it"}[self.state(s)]
             return f"{s.target} \u2190 {s.source}\n{kind}\n{s.reason}" + (f"\nalternatives:{alts}" if alts else "")
         return None
 
@@ -84,8 +124,9 @@ class SuggestPanel(QWidget):
     acceptRequested = Signal(list)  # list[Suggestion]
     suggestionSelected = Signal(object)  # Suggestion | None
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session: MappingSession, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.strategy = QComboBox()
         self.strategy.setObjectName("strategy")
         self.refresh_strategies()
@@ -99,7 +140,7 @@ class SuggestPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.description = QLabel("")
         self.description.setWordWrap(True)
-        self.table_model = SuggestionsModel(self)
+        self.table_model = SuggestionsModel(session, self)
         self.table = QTableView()
         self.table.setModel(self.table_model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -108,14 +149,17 @@ class SuggestPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.setWordWrap(False)
         self.threshold = QDoubleSpinBox()
+        self.threshold.setObjectName("threshold")
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.9)
-        self.threshold.setToolTip("Confidence threshold for 'Accept \u2265'")
-        self.accept_all = QPushButton("Accept proposed")
-        self.accept_all.setToolTip("Put every suggestion the strategy accepted into the mapping (one undo step)")
-        self.accept_above = QPushButton("Accept \u2265")
-        self.accept_selected = QPushButton("Accept selected")
+        self.threshold.setSpecialValueText("as proposed")
+        self.threshold.setValue(0.0)
+        self.threshold.setToolTip("Which rows Apply puts into the mapping: as the strategy proposed, "
+                                  "or every suggestion at or above this confidence (transforms included)")
+        self.accept_all = QPushButton("Apply")
+        self.accept_all.setObjectName("applyButton")
+        self.accept_all.setToolTip("Put every row that reads 'will apply' into the mapping (one undo step)")
+        self.accept_selected = QPushButton("Apply selected")
         self.alternatives = QListWidget()
         self.alternatives.setToolTip("Other plausible sources for the selected target; double-click to use one")
         self.counts = QLabel("")
@@ -126,9 +170,9 @@ class SuggestPanel(QWidget):
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.accept_all)
-        buttons.addWidget(self.accept_above)
+        buttons.addWidget(QLabel("Apply:"))
         buttons.addWidget(self.threshold)
+        buttons.addWidget(self.accept_all)
         buttons.addWidget(self.accept_selected)
         buttons.addStretch(1)
         buttons.addWidget(self.counts)
@@ -156,7 +200,9 @@ class SuggestPanel(QWidget):
         self.run_button.clicked.connect(self.request_run)
         self.cancel_button.clicked.connect(self.cancelRequested)
         self.accept_all.clicked.connect(self._accept_all)
-        self.accept_above.clicked.connect(self._accept_above)
+        self.threshold.valueChanged.connect(self._threshold_changed)
+        session.suggestionsChanged.connect(self._session_suggestions)
+        session.changed.connect(self._mapping_changed)
         self.accept_selected.clicked.connect(self._accept_selected)
         self.table.selectionModel().currentRowChanged.connect(self._row_changed)
         self.alternatives.itemDoubleClicked.connect(self._use_alternative)
@@ -193,6 +239,31 @@ class SuggestPanel(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    def _session_suggestions(self) -> None:
+        found = self.session.suggestions
+        self.show_suggestions(found.strategy if found else self.strategy.currentText(), found.items if found else [])
+
+    def _mapping_changed(self) -> None:
+        self.table_model.refresh_states()
+        self._count()
+
+    def _threshold_changed(self, value: float) -> None:
+        self.table_model.set_threshold(None if value <= self.threshold.minimum() else value)
+        self._count()
+
+    def will_apply(self) -> list[Suggestion]:
+        """The rows Apply puts into the mapping now."""
+        return [s for s in self.table_model.items if self.table_model.state(s) == WILL_APPLY]
+
+    def _count(self) -> None:
+        items = self.table_model.items
+        if not items:
+            self.counts.setText("")
+            return
+        states = [self.table_model.state(s) for s in items]
+        self.counts.setText(f"{states.count(IN_MAPPING)} in mapping, {states.count(WILL_APPLY)} will apply, "
+                            f"{states.count(CANDIDATE)} candidates")
+
     def show_suggestions(self, strategy: str, items: list[Suggestion]) -> None:
         if self.strategy.currentText() != strategy:
             self.strategy.blockSignals(True)
@@ -203,17 +274,12 @@ class SuggestPanel(QWidget):
         self.table.resizeColumnToContents(0)
         for col in (1, 2):
             self.table.setColumnWidth(col, 170)
-        accepted = sum(1 for s in items if s.accepted)
-        self.counts.setText(f"{accepted} accepted, {len(items) - accepted} candidates")
+        self._count()
         self.alternatives.clear()
 
-    # -- accepting ----------------------------------------------------------------------------
+    # -- applying -----------------------------------------------------------------------------
     def _accept_all(self) -> None:
-        self.acceptRequested.emit([s for s in self.table_model.items if s.accepted and s.source])
-
-    def _accept_above(self) -> None:
-        limit = self.threshold.value()
-        self.acceptRequested.emit([s for s in self.table_model.items if s.source and s.confidence >= limit])
+        self.acceptRequested.emit(self.will_apply())
 
     def selected(self) -> list[Suggestion]:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})

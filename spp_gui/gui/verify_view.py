@@ -7,7 +7,7 @@ dialog) and drops the result as soon as the mapping or a side changes: it then d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QAction
@@ -28,12 +28,9 @@ from PySide6.QtWidgets import (
 from ..core.errors import SppError
 from ..core.specs import looks_like_model_spec
 from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, LayerCheck, VerifyReport, parse_input_shape
-from .dialogs import error_box
 from .jobs import Job, ProgressBridge, start_job, verify_session
+from .session import MappingSession, Services
 from .style import STATUS_STYLE, VERIFY_ORDER, status_icon
-
-if TYPE_CHECKING:
-    from .window import MainWindow
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 RANK = {DISAGREE: 0, AGREE: 1, NOT_COMPARED: 2}  # the report lists what needs attention first
@@ -242,10 +239,12 @@ class VerifyController(QObject):
 
     reported = Signal(object)  # a VerifyReport now shown
     failed = Signal(str)  # why a run could not start or did not finish
+    coloursChanged = Signal(object)  # the report the links are coloured by, or None
+    layerActivated = Signal(str, str)  # target, source: the user wants to see this pair
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.w = window
+    def __init__(self, session: MappingSession, services: Services, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session, self.services = session, services
         self.input_shape = DEFAULT_INPUT_SHAPE
         self.report: VerifyReport | None = None
         self.job: Job | None = None
@@ -255,8 +254,8 @@ class VerifyController(QObject):
         self.bar.detailsRequested.connect(self.show_dialog)
         self.bar.clearRequested.connect(self.clear)
         self._generation = 0  # bumped by every change that makes a result stale
-        window.doc.changed.connect(self._stale)
-        window.stack.indexChanged.connect(self._stale)
+        session.changed.connect(self._stale)
+        session.stack.indexChanged.connect(self._stale)
 
     def bind_action(self, action: QAction) -> None:
         self.action = action
@@ -265,7 +264,7 @@ class VerifyController(QObject):
     # -- when it may run ----------------------------------------------------------------------
     def blocked(self) -> str | None:
         """Why Verify cannot run on this session (one sentence a user can act on), or None."""
-        doc = self.w.doc
+        doc = self.session.doc
         if not doc.ready:
             return "Verify needs a source and a target: open both first."
         if not doc.mapping.entries:
@@ -287,7 +286,7 @@ class VerifyController(QObject):
     def _refresh_action(self) -> None:
         if self.action is None:
             return
-        doc = self.w.doc
+        doc = self.session.doc
         ready = doc.ready and bool(doc.mapping.entries)
         self.action.setEnabled(ready)
         tip = VERIFY_TIP if ready else f"Verify: {self.blocked()}"
@@ -299,13 +298,13 @@ class VerifyController(QObject):
         """Start a verification of the current mapping on a worker; None (and a message) if it cannot."""
         why = self.blocked()
         if why is not None:
-            error_box(self.w, "Cannot verify", why)
-            self.w.message(f"Cannot verify: {why.splitlines()[0]}")
+            self.services.error("Cannot verify", why, "")
+            self.services.message(f"Cannot verify: {why.splitlines()[0]}")
             self.failed.emit(why)
             return None
         if self.job is not None:
             self.job.cancel()
-        doc = self.w.doc
+        doc = self.session.doc
         generation, shape = self._generation, self.input_shape
         bridge = ProgressBridge(self)
         job = Job(f"Verifying on {dims(shape)}", lambda report: self._verified(job, generation, report),
@@ -314,8 +313,8 @@ class VerifyController(QObject):
         job.ended.connect(lambda: self._ended(job))
         worker_ref: list = []
         self.job = job
-        self.w.progress.track(job)
-        start_job(self.w.pool, job, verify_session, doc.mapping.copy(), doc.source.spec, doc.target.spec,
+        self.services.progress.track(job)
+        start_job(self.services.pool, job, verify_session, doc.mapping.copy(), doc.source.spec, doc.target.spec,
                   doc.source.trust_pickle, shape, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
@@ -332,12 +331,12 @@ class VerifyController(QObject):
         if job is not self.job:
             return
         if generation != self._generation:
-            self.w.message("Verify result dropped: the mapping changed while it ran; verify again")
+            self.services.message("Verify result dropped: the mapping changed while it ran; verify again")
             return
         self.report = report
-        self.w.canvas.set_verify(report)
+        self.coloursChanged.emit(report)
         self.bar.show_report(report)
-        self.w.message(f"Verify: {counts_text(report)}")
+        self.services.message(f"Verify: {counts_text(report)}")
         self._dialog().show_report(report)
         self.dialog.present()
         self.reported.emit(report)
@@ -348,19 +347,19 @@ class VerifyController(QObject):
         if isinstance(exc, SppError):
             self._show_error(str(exc))
         else:  # a bug: the traceback is for the report
-            error_box(self.w, "Verify failed", f"{type(exc).__name__}: {exc}", getattr(exc, "__traceback_text__", ""))
-            self.w.message(f"Verify failed: {type(exc).__name__}: {exc}")
+            self.services.error("Verify failed", f"{type(exc).__name__}: {exc}", getattr(exc, "__traceback_text__", ""))
+            self.services.message(f"Verify failed: {type(exc).__name__}: {exc}")
             self.failed.emit(str(exc))
 
     def _show_error(self, text: str) -> None:
-        self.w.message(f"Verify failed: {text}")
+        self.services.message(f"Verify failed: {text}")
         self._dialog().show_error(text, self.input_shape)
         self.dialog.present()
         self.failed.emit(text)
 
     def _cancelled(self, job: Job) -> None:
         if job is self.job:
-            self.w.message("Verify cancelled")
+            self.services.message("Verify cancelled")
 
     def _ended(self, job: Job) -> None:
         if job is self.job:
@@ -369,9 +368,9 @@ class VerifyController(QObject):
     # -- showing ------------------------------------------------------------------------------
     def _dialog(self) -> VerifyDialog:
         if self.dialog is None:
-            self.dialog = VerifyDialog(self.w)
+            self.dialog = VerifyDialog(self.services.parent)
             self.dialog.rerunRequested.connect(self.rerun)
-            self.dialog.layerActivated.connect(self.w.select_link)
+            self.dialog.layerActivated.connect(self.layerActivated)
         return self.dialog
 
     def show_dialog(self) -> None:
@@ -382,7 +381,7 @@ class VerifyController(QObject):
     def clear(self) -> None:
         """Forget the result: the links return to their status colours."""
         self.report = None
-        self.w.canvas.set_verify(None)
+        self.coloursChanged.emit(None)
         self.bar.show_report(None)
 
     def _stale(self, *args) -> None:

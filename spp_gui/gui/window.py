@@ -1,13 +1,15 @@
-"""The main window: composes the trees, link canvas, docks, menus and status bar.
+"""The main window: composes the editor page (trees, links, docks), the Training page, menus and status bar.
 
-Behaviour lives in small collaborators: :class:`EditController` (edits), :class:`FileController`
-(files, loads, export), the panels and item models. This module only wires them together.
+The session has one owner, :class:`MappingSession`; behaviour lives in controllers that get the
+session and a :class:`Services` (never this window): :class:`EditController` (edits),
+:class:`SuggestController`, :class:`FileController` (files, loads, export), :class:`VerifyController`,
+:class:`Autosaver`. This module only builds the widgets and wires them together.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtCore import QByteArray, QModelIndex, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFrame,
@@ -18,23 +20,27 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.mapping import Mapping
 from ..core.strategies import Suggestion
 from . import settings
 from .autosave import Autosaver
-from .dialogs import show_about
-from .document import Loaded, MappingDocument
+from .dialogs import error_box, show_about
+from .document import Loaded
 from .editing import EditController
 from .files import FileController
 from .inspector import Inspector
 from .link_canvas import LinkCanvas
+from .problems import ProblemsPanel
 from .progress import ProgressArea
+from .session import MappingSession, Services
 from .style import STATUS_ORDER, STATUS_STYLE, app_icon, status_icon
+from .suggest_control import SuggestController
 from .suggest_panel import SuggestPanel
+from .train_panel import TrainPanel
 from .tree_model import ParamTreeModel
 from .tree_panel import TreePanel
 from .verify_view import VERIFY_TIP, VerifyController
@@ -60,31 +66,32 @@ def legend() -> QWidget:
 
 
 class MainWindow(QMainWindow):
-    """One mapping session: source tree | links | target tree, with suggest, inspector and training docks."""
+    """One mapping session: the editor page (source tree | links | target tree, with its docks) and Training."""
 
     def __init__(self, allow_download: bool = False) -> None:
         super().__init__()
-        self.allow_download = allow_download
         self.setWindowIcon(app_icon())
-        self.doc = MappingDocument(self)
-        self.stack = QUndoStack(self)
+        self.session = MappingSession(self)
         self.pool = WorkerPool(self)
-        self._sides_changed = False  # a new side since the last save is a change too
-        self._train_stale = True  # the training tab has not seen the current session yet
-        self._train_shown = False
-        self.source_model = ParamTreeModel(self.doc, "source", self)
-        self.target_model = ParamTreeModel(self.doc, "target", self)
+        self.progress = ProgressArea()
+        self.services = Services(self.pool, self.progress, self.message, self._error, self)
+        self.source_model = ParamTreeModel(self.session.doc, "source", self)
+        self.target_model = ParamTreeModel(self.session.doc, "target", self)
         self.source_panel = TreePanel(self.source_model, "Source")
         self.target_panel = TreePanel(self.target_model, "Target")
-        self.canvas = LinkCanvas(self.doc, self.source_panel.view, self.target_panel.view)
+        self.canvas = LinkCanvas(self.session.doc, self.source_panel.view, self.target_panel.view)
         self.canvas.setObjectName("linkCanvas")
-        self.edits = EditController(self.doc, self.stack, self.message, self)
-        self.files = FileController(self)
-        self.autosave = Autosaver(self)
-        self.verify = VerifyController(self)
-        self.progress = ProgressArea()
+        self.edits = EditController(self.session, self.message, self)
+        self.suggest = SuggestPanel(self.session)
+        self.suggester = SuggestController(self.session, self.services, self.suggest, self.edits, self)
+        self.files = FileController(self.session, self.services, self.suggester, allow_download, self)
+        self.autosave = Autosaver(self.session, self.services, self)
+        self.verify = VerifyController(self.session, self.services, self)
+        self.problems = ProblemsPanel(self.session)
+        self.inspector = Inspector(self.session)
         self.summary = QLabel("")
         self.summary.setObjectName("summary")
+        self._revealing = False  # selecting a partner must not bounce back
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.source_panel)
@@ -100,64 +107,53 @@ class MainWindow(QMainWindow):
         layout.addWidget(splitter, 1)
         layout.addWidget(legend())
         layout.addWidget(self.verify.bar)
-        self.setCentralWidget(central)
-        self.statusBar().addWidget(self.summary, 1)
-        self.statusBar().addPermanentWidget(self.progress)
-
-        self.suggest = SuggestPanel()
-        self.inspector = Inspector(self.doc)
+        # the editor is a page with docks of its own, so Training gets the whole window when shown
+        self.editor = QMainWindow()
+        self.editor.setObjectName("editorPage")
+        self.editor.setCentralWidget(central)
         self.suggest_dock = self._dock("Auto-suggest", self.suggest, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.problems_dock = self._dock("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.editor.tabifyDockWidget(self.suggest_dock, self.problems_dock)
         inspector_scroll = QScrollArea()  # wrapped labels need their height: scroll rather than overlap
         inspector_scroll.setWidgetResizable(True)
         inspector_scroll.setFrameShape(QFrame.Shape.NoFrame)
         inspector_scroll.setWidget(self.inspector)
         self.inspector_dock = self._dock("Inspector", inspector_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.train_panel = self._train_panel()
+        self.train_panel = TrainPanel()
+        self.train_panel.set_session_reader(self.session.snapshot)
+        self.pages = QTabWidget()
+        self.pages.setObjectName("pages")
+        self.pages.setDocumentMode(True)
+        self.pages.addTab(self.editor, "Editor")
+        self.pages.addTab(self.train_panel, "Training")
+        self.setCentralWidget(self.pages)
+        self.statusBar().addWidget(self.summary, 1)
+        self.statusBar().addPermanentWidget(self.progress)
 
-        self._train_sync_timer = QTimer(self)  # edits while training is shown: sync once they pause
-        self._train_sync_timer.setSingleShot(True)
-        self._train_sync_timer.setInterval(500)
-        self._train_sync_timer.timeout.connect(self._sync_train_panel)
         self._wire()
         self._menus()
         self.resize(1400, 900)
         self._restore_layout()
+        self._session_changed()
         self.update_title()
 
     # -- construction ---------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title, self)
+        dock = QDockWidget(title, self.editor)
         dock.setObjectName(title.replace(" ", "").replace("-", "") + "Dock")
         dock.setWidget(widget)
-        self.addDockWidget(area, dock)
+        self.editor.addDockWidget(area, dock)
         return dock
 
-    def _train_panel(self):
-        """The training tab, when its module exists (another part of the app provides it)."""
-        try:
-            from .train_panel import TrainPanel
-        except ImportError:
-            return None
-        try:
-            panel = TrainPanel(self)
-        except Exception as exc:  # its bugs must not keep the editor from opening
-            self.message(f"Training panel unavailable: {exc}")
-            return None
-        scroll = QScrollArea()  # the panel's full form would otherwise set the tabbed docks' minimum height
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(panel)
-        dock = self._dock("Training", scroll, Qt.DockWidgetArea.BottomDockWidgetArea)
-        dock.visibilityChanged.connect(self._train_visibility)
-        self.tabifyDockWidget(self.suggest_dock, dock)
-        self.suggest_dock.raise_()
-        return panel
-
     def _wire(self) -> None:
-        self.doc.changed.connect(self._doc_changed)
-        self.doc.sidesChanged.connect(self._sides_loaded)
-        self.stack.cleanChanged.connect(self.update_title)
-        self.stack.indexChanged.connect(self.update_title)
+        session = self.session
+        session.changed.connect(self._session_changed)
+        session.sidesChanged.connect(self._sides_loaded)
+        session.modifiedChanged.connect(self.update_title)
+        session.pathChanged.connect(self.update_title)
+        session.stack.indexChanged.connect(self.update_title)
+        self.files.recentChanged.connect(self.refresh_recent)
+        self.files.problemsRequested.connect(self.show_problems)
         self.target_model.on_drop_keys = self.edits.map_paths
         self.source_model.on_drop_files = lambda files: self.files.open_file("source", files[0])
         self.target_model.on_drop_files = lambda files: self.files.open_file("target", files[0])
@@ -166,13 +162,16 @@ class MainWindow(QMainWindow):
         self.source_panel.filterChanged.connect(self.canvas.invalidate)
         self.target_panel.filterChanged.connect(self.canvas.invalidate)
         self.canvas.linkClicked.connect(self.select_link)
-        self.suggest.runRequested.connect(self.files.run_suggest)
-        self.suggest.cancelRequested.connect(self._cancel_suggest)
-        self.suggest.acceptRequested.connect(self._accept)
         self.suggest.suggestionSelected.connect(self._suggestion_selected)
         self.inspector.transformRequested.connect(self.edits.set_transform)
         self.inspector.removeRequested.connect(lambda key: self.edits.unmap([key]))
+        self.inspector.suggestionChosen.connect(lambda s: self.edits.accept([s], f"Use {s.source} for {s.target}"))
         self.inspector.message.connect(self.message)
+        self.problems.removeRequested.connect(self._remove_problems)
+        self.problems.entrySelected.connect(self.select_link)
+        self.verify.coloursChanged.connect(self.canvas.set_verify)
+        self.verify.layerActivated.connect(self.select_link)
+        self.pages.currentChanged.connect(self._page_changed)
 
     def _action(self, menu: QMenu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -207,15 +206,16 @@ class MainWindow(QMainWindow):
         a(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
         e = bar.addMenu("&Edit")
-        undo = self.stack.createUndoAction(self, "&Undo")
+        undo = self.session.stack.createUndoAction(self, "&Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
-        redo = self.stack.createRedoAction(self, "&Redo")
+        redo = self.session.stack.createRedoAction(self, "&Redo")
         redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
         e.addActions([undo, redo])
         self.addActions([undo, redo])
         e.addSeparator()
         a(e, "&Map selected", self.map_selected, "M", "Map the selected source key onto the selected target key")
-        a(e, "&Remove entry", self.remove_selected, QKeySequence.StandardKey.Delete, "Unmap the selected target keys")
+        a(e, "&Remove entry", self.remove_selected, QKeySequence.StandardKey.Delete,
+          "Unmap the selected keys of the tree that has the focus")
         a(e, "&Clear mapping", self.clear_mapping, None, "Unmap everything (one undo step)")
 
         v = bar.addMenu("&View")
@@ -224,12 +224,16 @@ class MainWindow(QMainWindow):
         a(v, "&Expand all", self.expand_all, "Ctrl+Shift+E")
         a(v, "&Collapse all", self.collapse_all, "Ctrl+Shift+C")
         v.addSeparator()
-        for dock in self.findChildren(QDockWidget):
+        a(v, "E&ditor page", lambda: self.pages.setCurrentWidget(self.editor), "Ctrl+1")
+        a(v, "&Training page", lambda: self.pages.setCurrentWidget(self.train_panel), "Ctrl+2")
+        v.addSeparator()
+        for dock in self.editor.findChildren(QDockWidget):
             v.addAction(dock.toggleViewAction())
 
         s = bar.addMenu("&Suggest")
         a(s, "&Run strategy", self.suggest.request_run, "Ctrl+R", "Run the chosen strategy and preview its suggestions")
-        a(s, "&Accept proposed", self.suggest.accept_all.click, "Ctrl+Shift+A")
+        a(s, "&Apply suggestions", self.suggest.accept_all.click, "Ctrl+Shift+A",
+          "Put the rows that read 'will apply' into the mapping (one undo step)")
         s.addSeparator()
         self.verify_action = a(s, "&Verify mapping", self.verify.run, "Ctrl+Shift+V", VERIFY_TIP)
         self.verify.bind_action(self.verify_action)
@@ -241,51 +245,28 @@ class MainWindow(QMainWindow):
         a(h, "&About spp-gui", lambda: show_about(self))
         self.refresh_recent()
 
-    # -- session --------------------------------------------------------------------------------
-    def apply_sides(self, source: Loaded | None, target: Loaded | None, mapping: Mapping | None) -> None:
-        """Install loaded sides and/or a mapping as a fresh, saved state (undo history cleared)."""
-        self.doc.set_sides(source, target, mapping)
-        if mapping is not None:
-            self.stack.clear()
-            self._sides_changed = False
-        elif source is not None or target is not None:
-            self._sides_changed = True
-        self.update_title()
+    # -- the session as the views show it ----------------------------------------------------------
+    @property
+    def doc(self):
+        return self.session.doc
+
+    @property
+    def stack(self):
+        return self.session.stack
+
+    @property
+    def modified(self) -> bool:
+        return self.session.modified
 
     def _sides_loaded(self) -> None:
-        for model, panel, side in ((self.source_model, self.source_panel, self.doc.source),
-                                   (self.target_model, self.target_panel, self.doc.target)):
+        for model, panel, side in ((self.source_model, self.source_panel, self.session.source),
+                                   (self.target_model, self.target_panel, self.session.target)):
             if side is not None and model.tree is not side.tree:
                 model.set_tree(side.tree)
                 panel.reset()
                 panel.set_heading(side.spec, self._note(side))
         self.inspector.show_target(None)
-        self._train_stale = True
-        if self._train_shown:
-            self._train_sync_timer.start()
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self.suggest_dock.raise_()  # the editor's own tab in front; training when asked for
-        if getattr(self, "_needs_dock_sizes", False):
-            self._needs_dock_sizes = False
-            QTimer.singleShot(0, self._default_dock_sizes)
-
-    def _train_visibility(self, visible: bool) -> None:
-        self._train_shown = visible
-        if visible and self._train_stale:
-            self._train_sync_timer.start()
-
-    def _sync_train_panel(self) -> None:
-        """Hand the session to the training tab only while it is shown: it copies the whole mapping."""
-        if self.train_panel is None or self.doc.target is None or not self._train_stale or not self._train_shown:
-            return
-        self._train_stale = False
-        try:
-            self.train_panel.set_session(self.doc.target.spec, self.doc.mapping,
-                                         self.doc.source.spec if self.doc.source else None)
-        except Exception as exc:  # the training tab must not break the editor
-            self.message(f"Training panel: {exc}")
+        self.update_title()
 
     @staticmethod
     def _note(side: Loaded) -> str:
@@ -294,75 +275,88 @@ class MainWindow(QMainWindow):
         notes = [n for n in side.notes if not n.startswith("torchvision weights from")]
         return "; ".join(notes)
 
-    def _doc_changed(self) -> None:
-        self._train_stale = True
-        if self._train_shown:
-            self._train_sync_timer.start()
-        s = self.doc.summary()
+    def _session_changed(self) -> None:
+        s = self.session.doc.summary()
         text = (f"{s['mapped']} of {s['targets']} target tensors mapped \u00b7 {s['share']:.1%} of target "
                 f"parameters from the source \u00b7 {s['unused']} source tensors unused")
         if s["invalid"]:
-            text += f" \u00b7 {s['invalid']} invalid"
+            text += f" \u00b7 {s['invalid']} cannot be applied (see Problems)"
         self.summary.setText(text)
+        problems = self.problems.count()
+        self.problems_dock.setWindowTitle(f"Problems ({problems})" if problems else "Problems")
         for panel in (self.source_panel, self.target_panel):
             panel.view.viewport().update()
         self.update_title()
 
-    @property
-    def modified(self) -> bool:
-        return not self.stack.isClean() or self._sides_changed
-
-    def mark_recovered(self) -> None:
-        """A session restored from the autosave holds work that was never saved."""
-        self._sides_changed = True
-        self.update_title()
-
-    def mark_saved(self) -> None:
-        self.stack.setClean()
-        self._sides_changed = False
-        self.update_title()
-
-    def update_title(self) -> None:
-        doc = self.doc
-        name = self.files.mapping_path or "untitled mapping"
-        sides = f"{doc.source.spec} \u2192 {doc.target.spec}" if doc.ready else "no session"
+    def update_title(self, *_args) -> None:
+        session = self.session
+        name = session.path or "untitled mapping"
+        sides = f"{session.source.spec} \u2192 {session.target.spec}" if session.ready else "no session"
         self.setWindowTitle(f"{name}[*] \u2014 {sides} \u2014 spp-gui")
-        self.setWindowModified(self.modified)
+        self.setWindowModified(session.modified)
 
     def message(self, text: str) -> None:
         self.statusBar().showMessage(text, 10000)
 
+    def _error(self, title: str, text: str, detail: str = "") -> None:
+        error_box(self, title, text, detail)
+
+    def show_problems(self) -> None:
+        self.pages.setCurrentWidget(self.editor)
+        self.problems_dock.show()
+        self.problems_dock.raise_()
+
+    def _remove_problems(self, keys: list[str]) -> None:
+        self.edits.push(dict.fromkeys(keys), f"Remove {len(keys)} entries that cannot be applied")
+
+    def _page_changed(self, index: int) -> None:
+        if self.pages.widget(index) is self.train_panel:
+            self.train_panel.refresh_session()
+
     # -- selection ------------------------------------------------------------------------------
     def _source_current(self, current: QModelIndex, previous: QModelIndex) -> None:
         node = self.source_model.node(current) if current.isValid() else None
-        shape = node.tensor.shape if node is not None and node.tensor is not None else None
-        self.target_model.set_highlight(shape)
+        leaf = node is not None and node.tensor is not None
+        self.target_model.set_highlight(node.tensor.shape if leaf else None, near=node.path if leaf else None)
         self.source_model.set_highlight(None)
         self.target_panel.view.viewport().update()
         self.source_panel.view.viewport().update()
+        if leaf and not self._revealing:
+            users = self.session.doc.status.source_used_by.get(node.path)
+            if users:
+                self._reveal(self.target_panel, users[0])
+                self.inspector.show_target(users[0])
 
     def _target_current(self, current: QModelIndex, previous: QModelIndex) -> None:
         node = self.target_model.node(current) if current.isValid() else None
         leaf = node is not None and node.tensor is not None
-        self.source_model.set_highlight(node.tensor.shape if leaf else None)
+        self.source_model.set_highlight(node.tensor.shape if leaf else None, near=node.path if leaf else None)
         self.target_model.set_highlight(None)
         self.source_panel.view.viewport().update()
         self.target_panel.view.viewport().update()
         self.inspector.show_target(node.path if leaf else None)
+        if leaf and not self._revealing:
+            entry = self.session.mapping.get(node.path)
+            if entry is not None and entry.source in self.session.source.side.table:
+                self._reveal(self.source_panel, entry.source)
 
-    def _select(self, panel: TreePanel, path: str) -> None:
-        index = panel.model.index_of_path(path)
-        if not index.isValid():
-            return
-        panel.view.scrollTo(index)
-        panel.view.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+    def _reveal(self, panel: TreePanel, path: str) -> None:
+        self._revealing = True
+        try:
+            panel.reveal(path)
+        finally:
+            self._revealing = False
 
     def select_link(self, target: str, source: str) -> None:
-        """A clicked link selects its entry: both rows, and the inspector shows it."""
-        self._select(self.source_panel, source)
-        self._select(self.target_panel, target)
-        self.inspector.show_target(target if target in self.doc.mapping else None)
+        """A clicked link (or problem, or verified layer) selects its entry: both rows, and the inspector."""
+        self._revealing = True
+        try:
+            if source:
+                self.source_panel.reveal(source, current=True)
+            self.target_panel.reveal(target, current=True)
+        finally:
+            self._revealing = False
+        self.inspector.show_target(target if target in self.session.mapping else None)
 
     def _suggestion_selected(self, s: Suggestion | None) -> None:
         if s is not None:
@@ -381,23 +375,22 @@ class MainWindow(QMainWindow):
         return self.edits.map_paths(sources, targets[0])
 
     def remove_selected(self) -> bool:
-        targets = self._selected_paths(self.target_panel)
-        keys: list[str] = []
-        for path in targets:
-            node = self.doc.target.tree.node(path)
-            keys += [leaf.path for leaf in node.leaves()]
+        """Delete: unmap what is selected in the tree that has the focus (the target tree otherwise)."""
+        if not self.session.ready:
+            return False
+        if self.source_panel.view.hasFocus():
+            keys = []
+            for path in self._selected_paths(self.source_panel):
+                keys += [leaf.path for leaf in self.session.source.tree.node(path).leaves()]
+            return self.edits.unmap_sources(keys)
+        keys = []
+        for path in self._selected_paths(self.target_panel):
+            keys += [leaf.path for leaf in self.session.target.tree.node(path).leaves()]
         return self.edits.unmap(keys)
 
     def clear_mapping(self) -> None:
-        if self.doc.mapping.entries:
-            self.edits.push(dict.fromkeys(self.doc.mapping.entries), "Clear mapping")
-
-    def _accept(self, suggestions: list) -> None:
-        self.edits.accept(suggestions)
-
-    def _cancel_suggest(self) -> None:
-        if self.files.suggest_job is not None:
-            self.files.suggest_job.cancel()
+        if self.session.mapping.entries:
+            self.edits.push(dict.fromkeys(self.session.mapping.entries), "Clear mapping")
 
     def _focus(self, widget: QWidget) -> None:
         widget.setFocus()
@@ -405,12 +398,12 @@ class MainWindow(QMainWindow):
 
     def expand_all(self) -> None:
         for panel in (self.source_panel, self.target_panel):
-            panel.view.expandAll()
+            panel.expand_all()
         self.canvas.invalidate()
 
     def collapse_all(self) -> None:
         for panel in (self.source_panel, self.target_panel):
-            panel.view.collapseAll()
+            panel.collapse_all()
         self.canvas.invalidate()
 
     def show_shortcuts(self) -> None:
@@ -438,52 +431,54 @@ class MainWindow(QMainWindow):
                     action.triggered.connect(lambda _=False, p=path, r=role: self.files.open_file(r, p))
         self.recent_menu.setEnabled(not self.recent_menu.isEmpty())
 
-    def confirm_discard(self) -> bool:
-        """Ask before unsaved changes are lost: Save, Discard or Cancel. True to go on."""
-        if not self.modified:
-            return True
-        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
-                          "The mapping has unsaved changes. Save them?",
-                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                          | QMessageBox.StandardButton.Cancel, self)
-        box.setObjectName("saveChangesBox")
-        answer = box.exec()
-        if answer == QMessageBox.StandardButton.Save:
-            return self.files.save_mapping()
-        return answer == QMessageBox.StandardButton.Discard
-
     # -- layout and closing ---------------------------------------------------------------------
     def _restore_layout(self) -> None:
         store = settings.settings()
-        geometry, state = store.value("window/geometry"), store.value("window/state")
+        geometry, state = store.value("window/geometry"), store.value("window/editorState")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
-            self.restoreState(state)
+            self.editor.restoreState(state)
         else:  # first start: the trees get most of the height, the docks what they need
             self._needs_dock_sizes = True
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if getattr(self, "_needs_dock_sizes", False):
+            self._needs_dock_sizes = False
+            QTimer.singleShot(0, self._default_dock_sizes)
+        if not getattr(self, "_focused_once", False):
+            self._focused_once = True  # where the keys work: M, Delete, Ctrl+E, Ctrl+Z act on the trees
+            self.suggest_dock.raise_()
+            self.target_panel.view.setFocus()
+
     @Slot()
     def _default_dock_sizes(self) -> None:
-        self.resizeDocks([self.suggest_dock], [max(200, self.height() // 3)], Qt.Orientation.Vertical)
-        self.resizeDocks([self.inspector_dock], [max(260, self.width() // 5)], Qt.Orientation.Horizontal)
+        self.editor.resizeDocks([self.suggest_dock], [max(200, self.height() // 3)], Qt.Orientation.Vertical)
+        self.editor.resizeDocks([self.inspector_dock], [max(260, self.width() // 5)], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.confirm_discard():
+        if self.train_panel.busy:
+            answer = self.train_panel.ask_to_stop()
+            if answer != "stop":
+                if answer == "keep":
+                    self.pages.setCurrentWidget(self.train_panel)
+                event.ignore()
+                return
+        if not self.files.confirm_discard():
             event.ignore()
             return
         self.autosave.discard()  # saved or knowingly discarded: nothing to restore next time
-        if self.train_panel is not None:
-            try:
-                self.train_panel.shutdown()
-            except Exception:  # closing must always work
-                pass
+        try:
+            self.train_panel.shutdown()
+        except Exception:  # noqa: BLE001 - closing must always work
+            pass
         self.progress.cancel_all()
         self.files.cancel_plan()
+        self.suggester.cancel()
         self.pool.stop_all()
         store = settings.settings()
         store.setValue("window/geometry", self.saveGeometry())
-        store.setValue("window/state", self.saveState())
-        if self.doc.source is not None and self.doc.source.source is not None:
-            self.doc.source.source.close()
+        store.setValue("window/editorState", self.editor.saveState())
+        self.session.close()
         event.accept()

@@ -46,7 +46,7 @@ def no_leftover_threads(monkeypatch):
 
 
 def _wait_idle(qtbot, window, timeout: int = 30000) -> None:
-    qtbot.waitUntil(lambda: not window.progress.busy and not window.pool.busy and window.files.plan is None,
+    qtbot.waitUntil(lambda: not window.progress.busy and not window.pool.busy and not window.files.busy,
                     timeout=timeout)
 
 
@@ -74,8 +74,9 @@ def open_window(qtbot):
 
     yield opener
     for window in windows:  # closed here, not by qtbot, so no save prompt blocks the teardown
-        window.stack.setClean()
-        window._sides_changed = False
+        window.session.stack.setClean()
+        if window.train_panel.busy:
+            window.train_panel.shutdown()
         window.close()
         window.pool.stop_all()
         window.deleteLater()

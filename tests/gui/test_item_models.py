@@ -84,13 +84,17 @@ def test_source_mime_data_drops_on_target_rows_only(doc):
 
 
 def test_suggestions_model_passes_the_tester(qtbot):
-    model = SuggestionsModel()
+    from spp_gui.gui.session import MappingSession
+
+    model = SuggestionsModel(MappingSession())
     QAbstractItemModelTester(model, FATAL)
     result = suggest("torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "order")
     model.set_items(result.items)
     assert model.rowCount() == len(result.items)
-    assert model.index(0, 0).data() == "accepted"
-    assert model.index(model.rowCount() - 1, 0).data() == "candidate"
+    assert model.index(0, 0).data() == "will apply"  # not in the mapping until Apply
+    assert model.index(model.rowCount() - 1, 0).data().startswith("candidate")
+    model.set_threshold(0.0)  # everything with a source at or above 0 would apply
+    assert model.index(model.rowCount() - 1, 0).data() in ("will apply", "candidate: no source")
 
 
 def test_module_counts_come_from_contiguous_leaf_slices(doc):

@@ -1,0 +1,165 @@
+"""The editor as one session: the reproductions of issue 10, chained the way a user chains actions."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from spp_gui.cli import main as cli
+from spp_gui.core.mapping import Entry, Mapping
+
+PAIR = ["torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20"]
+
+
+def _box(window, name: str) -> QMessageBox | None:
+    boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible() and b.objectName() == name]
+    return boxes[0] if boxes else None
+
+
+def _click(qtbot, window, box_name: str, button_name: str) -> None:
+    qtbot.waitUntil(lambda: _box(window, box_name) is not None, timeout=30000)
+    box = _box(window, box_name)
+    [button] = [b for b in box.buttons() if b.objectName() == button_name]
+    button.click()
+
+
+def test_restoring_another_pair_drops_the_old_pairs_suggestions(open_window, qtbot, tmp_path, wait_idle, capsys):
+    """Reproduction 1: restore resnet18 -> resnet34 after the default session, then Apply and Save."""
+    window = open_window([*PAIR, "--strategy", "auto"])
+    assert window.session.suggestions is not None and window.suggest.table_model.items
+    restored = Mapping()
+    restored.set(Entry("conv1.weight", "conv1.weight"))
+    window.files.open_session("torchvision:resnet18", "torchvision:resnet34", recovered=restored)
+    wait_idle(window)
+    assert window.session.target.spec == "torchvision:resnet34"
+    assert window.session.suggestions is None and window.suggest.table_model.items == []
+    assert window.modified, "a restored session is unsaved work"
+    before = window.session.mapping.copy()
+    window.suggest.accept_all.click()  # Apply: nothing of AlexNet's can reach this pair
+    assert window.session.mapping == before and "No suggestions" in window.statusBar().currentMessage()
+    out = tmp_path / "restored.json"
+    assert window.files.save_mapping(str(out))
+    assert not window.session.problems() and not window.modified
+    assert cli(["apply", str(out), "-o", str(tmp_path / "w.safetensors")]) == 0, capsys.readouterr().err
+
+
+def test_a_new_source_asks_what_becomes_of_the_mapping(open_window, qtbot, wait_idle):
+    """Reproduction 2: another source while a mapping exists: asked, nothing left invalid, undoable."""
+    window = open_window()  # AlexNet -> AlexNet_SPP with `order`: 13 entries
+    old_source, old_mapping = window.session.source, window.session.mapping.copy()
+    assert len(old_mapping) == 13
+    window.files.open_session("torchvision:resnet18", None)
+    _click(qtbot, window, "replaceSideBox", "keepButton")
+    wait_idle(window)
+    assert window.session.source.spec == "torchvision:resnet18"
+    assert not window.session.problems(), "no entry is left that no view shows"
+    assert len(window.session.mapping) == 0 and window.session.suggestions is None
+    snap = window.session.snapshot()
+    assert snap.mapping is None, "training is not told about entries of another source"
+    window.session.stack.undo()  # the new source was one step: undo brings the old one back, mapping and all
+    assert window.session.source is old_source and window.session.mapping == old_mapping
+    assert window.source_model.tree is old_source.tree
+
+
+def test_cancel_keeps_the_session_and_resuggest_maps_the_new_pair(open_window, qtbot, wait_idle):
+    window = open_window()
+    before = (window.session.source, window.session.mapping.copy())
+    window.files.open_session("torchvision:alexnet?num_classes=10", None)
+    qtbot.waitUntil(lambda: _box(window, "replaceSideBox") is not None, timeout=30000)
+    _box(window, "replaceSideBox").reject()
+    wait_idle(window)
+    assert (window.session.source, window.session.mapping) == before
+    window.files.open_session("torchvision:alexnet?num_classes=10", None)
+    _click(qtbot, window, "replaceSideBox", "resuggestButton")
+    qtbot.waitUntil(lambda: window.session.suggestions is not None and not window.suggester.busy, timeout=60000)
+    assert window.session.source.spec == "torchvision:alexnet?num_classes=10"
+    assert len(window.session.mapping) >= 10 and not window.session.problems()
+
+
+def test_suggest_then_apply_is_honest(open_window, qtbot, wait_idle):
+    """Reproduction 3: suggestions are not 'accepted' until Apply; the threshold reaches transforms."""
+    window = open_window([*PAIR, "--strategy", "none"])
+    window.suggest.strategy.setCurrentText("auto")
+    window.suggest.request_run()
+    qtbot.waitUntil(lambda: window.session.suggestions is not None and not window.suggester.busy, timeout=60000)
+    model = window.suggest.table_model
+    states = [model.data(model.index(r, 0)) for r in range(model.rowCount())]
+    assert "accepted" not in " ".join(states) and "will apply" in states
+    assert len(window.session.mapping) == 0, "nothing is mapped before Apply"
+    assert "until you press Apply" in window.statusBar().currentMessage()
+    window.suggest.threshold.setValue(0.6)
+    assert any(s.target == "classifier.1.weight" for s in window.suggest.will_apply())
+    window.suggest.accept_all.click()
+    entry = window.session.mapping.get("classifier.1.weight")
+    assert entry is not None and entry.transform["op"] == "spp_grid"
+    states = [model.data(model.index(r, 0)) for r in range(model.rowCount())]
+    assert states.count("in mapping") == len(window.session.mapping)
+    window.session.stack.undo()
+    assert len(window.session.mapping) == 0
+
+
+def test_problems_view_lists_and_removes_entries_that_cannot_apply(open_window, qtbot, tmp_path, wait_idle):
+    bad = Mapping(*PAIR)
+    bad.set(Entry("features.0.weight", "features.0.weight"))
+    bad.set(Entry("classifier.6.weight", "no.such.key"))
+    path = tmp_path / "bad.json"
+    bad.save(path)
+    window = open_window(["--mapping", str(path)])
+    assert window.problems.count() == 1 and window.problems_dock.isVisible()
+    assert "no.such.key" in window.problems.model.rows[0][1]
+    assert window.files.export(str(tmp_path / "x.safetensors")) is None  # refused, naming them
+    box = [b for b in window.findChildren(QMessageBox) if b.isVisible()][0]
+    assert "classifier.6.weight" in box.text()
+    box.accept()
+    window.problems.remove_all_button.click()
+    assert window.problems.count() == 0 and len(window.session.mapping) == 1
+
+
+def test_focus_starts_on_the_target_tree_and_delete_acts_on_the_focused_tree(open_window, qtbot):
+    """Reproduction 6."""
+    window = open_window()
+    window.activateWindow()
+    qtbot.waitUntil(lambda: window.target_panel.view.hasFocus(), timeout=5000)
+    mapped = len(window.session.mapping)
+    source_view = window.source_panel.view
+    source_view.setFocus()
+    window.source_panel.reveal("features.0.weight")
+    qtbot.keyClick(source_view, Qt.Key.Key_Delete)
+    assert window.session.mapping.get("features.0.weight") is None, "Delete in the source tree unmaps its key"
+    assert len(window.session.mapping) == mapped - 1
+    window.target_panel.view.setFocus()
+    window.target_panel.reveal("features.3.bias")
+    qtbot.keyClick(window.target_panel.view, Qt.Key.Key_Delete)
+    assert window.session.mapping.get("features.3.bias") is None and len(window.session.mapping) == mapped - 2
+
+
+def test_inspector_shows_the_entrys_transform_and_only_what_fits(open_window, qtbot):
+    """Reproduction 8."""
+    window = open_window([*PAIR, "--strategy", "none"])
+    window.edits.push({"classifier.1.weight": Entry("classifier.1.weight", "classifier.1.weight",
+                                                    {"op": "spp_grid", "levels": [1, 4, 9, 36], "bins": 36})})
+    window.target_panel.reveal("classifier.1.weight", current=True)
+    choice = window.inspector.fits
+    assert "spp_grid" in choice.currentText()
+    assert all("plain copy" not in choice.itemText(i) for i in range(choice.count())), "shapes differ"
+    assert window._selected_paths(window.source_panel) == ["classifier.1.weight"], "the partner is selected"
+
+
+def test_only_the_window_and_app_know_the_main_window():
+    """Controllers get the session and services, never the window (issue 10's structural root)."""
+    import ast
+    from pathlib import Path
+
+    import spp_gui.gui as gui
+
+    offenders = []
+    for path in Path(gui.__file__).parent.glob("*.py"):
+        if path.name in ("window.py", "app.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith("window"):
+                offenders.append(path.name)
+            if isinstance(node, ast.Name) and node.id == "MainWindow":
+                offenders.append(path.name)
+    assert not offenders, f"these modules reach into MainWindow: {sorted(set(offenders))}"
