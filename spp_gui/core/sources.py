@@ -2,9 +2,14 @@
 
 Listing a source never reads tensor data: torch zip checkpoints are unpickled onto the meta
 device (torch records each storage's byte offset in the file), safetensors headers are parsed
-directly. Tensors are read one at a time with plain file reads into fresh memory, checked
-against the zip CRC where the format has one, so applying a mapping costs one source tensor at
-a time rather than a whole checkpoint and corrupt data is caught before it is used.
+directly. Tensors are read one at a time with plain file reads into fresh memory (unpacking a
+deflated zip entry, never past its declared size), checked against the zip CRC where the format
+has one, so applying a mapping costs one source tensor at a time rather than a whole checkpoint
+and corrupt data is caught before it is used.
+
+A checkpoint file is untrusted input: only regular files are opened, every size and offset is
+bounded before it is used, JSON is parsed with caps on nesting and numbers, and whatever is wrong
+is one SourceError naming the file.
 """
 
 from __future__ import annotations
@@ -104,11 +109,14 @@ def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | N
 
 def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Tensor:
     buf = torch.empty(nbytes, dtype=torch.uint8)
-    if nbytes:
-        view = memoryview(buf.numpy()).cast("B")
-        got = os.preadv(fh.fileno(), [view], offset) if hasattr(os, "preadv") else _seek_read(fh, view, offset)
-        if got != nbytes:
+    view = memoryview(buf.numpy()).cast("B")
+    done = 0
+    while done < nbytes:  # one read returns at most ~2 GiB on Linux
+        rest = view[done:]
+        got = os.preadv(fh.fileno(), [rest], offset + done) if hasattr(os, "preadv") else _seek_read(fh, rest, offset + done)
+        if not got:
             raise SourceError(f"{path}: file ends before the data of {what} (truncated?)")
+        done += got
     return buf
 
 
@@ -282,13 +290,27 @@ def _unwrap(obj: Any, notes: list[str]) -> dict[str, Any]:
     return flat
 
 
+#: Nested state dicts deeper than this are refused (a pickle can nest dicts without end, or in a cycle).
+MAX_DICT_DEPTH = 64
+
+
 def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, torch.Tensor):
-            out[name] = value
-        elif isinstance(value, dict):
-            _flatten(value, name + ".", out)
+    """Tensors of nested dicts under dotted names, in file order; iterative, so no pickle can overflow the stack."""
+    stack = [(prefix, iter(obj.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, torch.Tensor):
+                out[name] = value
+            elif isinstance(value, dict):
+                if len(stack) >= MAX_DICT_DEPTH:
+                    raise SourceError(f"nests dicts more than {MAX_DICT_DEPTH} levels deep (or in a cycle); "
+                                      "not a state dict")
+                stack.append((name + ".", iter(value.items())))
+                break
+        else:
+            stack.pop()
 
 
 class FileSource(Source):
@@ -702,8 +724,14 @@ def _shard_path(index: Path, shard: str) -> Path:
     """
     folder = Path(os.path.abspath(index)).parent
     path = folder / shard
-    target = path.resolve()
-    if target.is_dir():
+    try:
+        if "\0" in shard:
+            raise ValueError("a NUL character")
+        target = path.resolve()
+        is_dir = target.is_dir()
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{index}: shard name {shard[:200]!r} is not a usable file name ({exc}); {INDEX_FIX}") from None
+    if is_dir:
         raise SourceError(f"{index}: shard {shard[:200]!r} is a folder, not a shard file; {INDEX_FIX}")
     if folder.resolve() in target.parents:
         return path

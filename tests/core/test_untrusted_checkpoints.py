@@ -379,3 +379,29 @@ def test_crafted_shard_indexes_are_one_clear_source_error(tmp_path, text, says):
         with pytest.raises(SourceError, match=says) as err:
             load_source(where)
         assert str(err.value).startswith(f"{index}: ")
+
+
+def _with_pickle(tmp_path, program):
+    """A torch zip whose data.pkl is ``program``, a pickle written by hand."""
+    torch.save({"w": torch.ones(2)}, tmp_path / "base.pth")
+    name = _entry(tmp_path / "base.pth", "data.pkl").filename
+    return _rezip(tmp_path / "base.pth", tmp_path / "crafted.pth", zipfile.ZIP_STORED, {name: program})
+
+
+@pytest.mark.parametrize("program", [
+    b"\x80\x02}" + b"X\x01\x00\x00\x00a}" * 100_000 + b"s" * 100_000 + b".",  # {"a": {"a": ... 100,000 deep
+    b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.",  # d = {}; d["a"] = d
+], ids=["nested 100,000 deep", "a cycle"])
+def test_pickled_dicts_nested_without_end_are_refused(tmp_path, program):
+    path = _with_pickle(tmp_path, program)
+    with pytest.raises(SourceError, match="nests dicts more than") as err:
+        load_source(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("shard", ["one\\u0000.safetensors", "x" * 5000 + ".safetensors"], ids=["NUL", "too long"])
+def test_unusable_shard_names_are_refused(tmp_path, shard):
+    index = _index(tmp_path, '{"weight_map":{"a":"' + shard + '"}}')
+    with pytest.raises(SourceError, match="not a usable file name") as err:
+        load_source(index)
+    assert str(err.value).startswith(f"{index}: ")
