@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from spp_gui import Mapping, apply_mapping, build_model, load_source, suggest_mapping
+from spp_gui import Mapping, apply_mapping, build_model, load_source, suggest_mapping, trust_code
 from spp_gui.core.errors import MappingError
 
 SPP20 = "spp_gui:alexnet_spp?num_classes=20"
@@ -62,6 +62,7 @@ class Net(torch.nn.Module):
 def test_resnet50_under_a_new_prefix_via_rename_rule(tmp_path):
     (tmp_path / "net.py").write_text(textwrap.dedent(NET_PY))
     spec = f"{tmp_path / 'net.py'}:Net?num_classes=5"
+    trust_code(tmp_path / "net.py")  # this script names its own model file
     mapping = suggest_mapping("torchvision:resnet50", spec, strategy="rename", rules=[r"^=backbone."])
     source = load_source("torchvision:resnet50")
     backbone_keys = [k for k in source.tensors if not k.startswith("fc.")]

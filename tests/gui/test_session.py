@@ -163,3 +163,60 @@ def test_only_the_window_and_app_know_the_main_window():
             if isinstance(node, ast.Name) and node.id == "MainWindow":
                 offenders.append(path.name)
     assert not offenders, f"these modules reach into MainWindow: {sorted(set(offenders))}"
+
+
+def _answer_stop_box(window, button: str, seen: list[str]) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QPushButton
+
+    def click():
+        boxes = [b for b in window.findChildren(QMessageBox, "stopRunBox") if b.isVisible()]
+        if not boxes:
+            QTimer.singleShot(10, click)
+            return
+        seen.append(boxes[0].text())
+        boxes[0].findChild(QPushButton, button).click()
+
+    QTimer.singleShot(0, click)
+
+
+def test_closing_during_a_run_asks_and_keep_or_cancel_keeps_it(open_window, qtbot, panel_data, tmp_path):
+    """Reproduction 4: Close (or Ctrl+Q) during an in-window run asks: stop and close, keep running, cancel."""
+    from conftest import TINY_SPEC
+
+    window = open_window([TINY_SPEC, TINY_SPEC, "--strategy", "none"])  # trains from scratch
+    panel = window.train_panel
+    panel.train_edit.setText(str(panel_data / "train"))
+    panel.val_edit.setText(str(panel_data / "val"))
+    panel.out_edit.setText(str(tmp_path / "runs"))
+    panel.size_spin.setValue(32)
+    panel.batch_spin.setValue(8)
+    panel.epochs_spin.setValue(500)  # long enough to be running while the questions are answered
+    panel.start()
+    qtbot.waitUntil(lambda: panel.busy and panel._latest_step is not None, timeout=60000)
+    seen: list[str] = []
+    _answer_stop_box(window, "stopRunKeep", seen)
+    window.close()
+    assert window.isVisible() and panel.busy and window.pages.currentWidget() is panel
+    _answer_stop_box(window, "stopRunCancel", seen)
+    [quit_action] = [a for a in window.actions() if a.text() == "&Quit"]
+    quit_action.trigger()  # File > Quit (Ctrl+Q) asks the same
+    assert window.isVisible() and panel.busy and len(seen) == 2
+    _answer_stop_box(window, "stopRunStop", seen)
+    window.close()
+    assert not window.isVisible() and not panel.busy and len(seen) == 3
+
+
+def test_the_training_page_shows_its_controls_at_1024x640(open_window, qtbot):
+    """Reproduction 5: Training is a page of its own; Start, Pause and Stop are on screen at 1024x640."""
+    window = open_window()
+    window.resize(1024, 640)
+    window.pages.setCurrentWidget(window.train_panel)
+    qtbot.waitUntil(lambda: window.train_panel.isVisible(), timeout=5000)
+    panel = window.train_panel
+    assert panel.height() > 400, "a page, not a 250 px dock"
+    for button in (panel.start_button, panel.pause_button, panel.stop_button):
+        top_left = button.mapTo(window, button.rect().topLeft())
+        bottom_right = button.mapTo(window, button.rect().bottomRight())
+        assert button.isVisible() and window.rect().contains(top_left) and window.rect().contains(bottom_right)
+    assert not window.suggest_dock.isVisible(), "the editor's docks stay on the editor page"
