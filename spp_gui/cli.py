@@ -7,20 +7,27 @@ in one line on stderr and exit status 2; tracebacks are for bugs.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
+import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .core.errors import SppError
-from .core.trust import stderr_announce, trust_all_code, trust_named_specs
+from .core.trust import trust_all_code, trust_named_specs
 
 # Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_export", "spp_gui.cli_train", "spp_gui.cli_verify"]
 GUI_MODULE = "spp_gui.gui.app"
 
 EXIT_USER_ERROR = 2
+#: the longest file or folder name the common filesystems allow, in bytes
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 def colour_enabled(stream=sys.stdout) -> bool:
@@ -29,6 +36,115 @@ def colour_enabled(stream=sys.stdout) -> bool:
 
 def paint(text: str, code: str, enabled: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if enabled else text
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``, ``\\u202e``), other text as it is.
+
+    Keys, specs and messages come from files someone else wrote; raw, an ANSI or OSC sequence in a
+    tensor name would clear the screen, retitle the terminal or forge a line of output.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _announce(text: str) -> None:
+    print(f"spp-gui: {printable(text)}", file=sys.stderr)
+
+
+def shorten(text: str, width: int = 60) -> str:
+    text = printable(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def check_name_lengths(text: str, what: str) -> None:
+    """A path or spec no filesystem could hold is one message, not ENAMETOOLONG from deep inside."""
+    raw = os.fsencode(text)
+    if len(raw) > PATH_MAX:
+        raise SppError(f"{what} '{shorten(text)}' is {len(raw):,} bytes long; a path may have at most "
+                       f"{PATH_MAX:,}: shorten it")
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise SppError(f"{what} '{shorten(text)}' has a part of {len(longest)} bytes; a file or folder name, and a "
+                       f"spec, may have at most {NAME_MAX}: shorten it")
+
+
+def check_inputs(*named: tuple[str, str | None]) -> None:
+    """:func:`check_name_lengths` for each ``(what, text)`` given; ``what`` names the argument as typed."""
+    for what, text in named:
+        if text is not None:
+            check_name_lengths(text, what)
+
+
+def check_output(path: str, example: str, what: str = "-o") -> None:
+    """Refuse an output path that cannot be written before any work is done.
+
+    A folder, a device or FIFO (``-o /dev/full`` would be replaced by a file), a path under a file,
+    or a folder this user cannot write into: each is one message naming the path and the fix.
+    """
+    check_name_lengths(path, what)
+    target = Path(path).expanduser()
+    where = f"{what} {printable(path)}"
+    if os.path.lexists(target):
+        try:
+            st = os.stat(target)  # through a symlink: the file it names is what gets replaced
+        except OSError as exc:
+            raise SppError(f"{where}: {exc.strerror}; name a file that can be written") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise SppError(f"{where} is a folder; name a file inside it, e.g. {printable(target / example)}")
+        if not stat.S_ISREG(st.st_mode):
+            raise SppError(f"{where} is not a regular file (a device, FIFO or socket); name a regular file")
+        target = Path(os.path.realpath(target))
+    folder = target.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not os.path.isdir(folder):
+        raise SppError(f"{where}: {printable(folder)} is a file, not a folder; choose another place")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SppError(f"{where}: the folder {printable(folder)} is not writable; choose a folder you can write to")
+
+
+_ENV_ERRNOS = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+               errno.EFBIG: "the file system or a limit (ulimit -f) refuses a file this big; write elsewhere",
+               errno.EACCES: "check the permissions or choose another place",
+               errno.EPERM: "check the permissions or choose another place",
+               errno.EROFS: "the file system is read-only; choose another place",
+               errno.ENAMETOOLONG: f"a file or folder name may have at most {NAME_MAX} bytes; shorten it",
+               errno.EIO: "the device reported an error; check the disk",
+               errno.ENOENT: "check the path", errno.ENOTDIR: "a part of the path is a file, not a folder",
+               errno.EISDIR: "name a file, not a folder", errno.EMFILE: "too many open files; raise ulimit -n",
+               errno.ENFILE: "too many open files on this machine"}
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``, if the machine (disk, permissions, limits) is what failed.
+
+    torch.save on a full disk raises RuntimeError("unexpected pos ..."), with the real ENOSPC as its context.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error_message(exc: OSError, output: str | None = None) -> str:
+    """One line naming the file (the file being written, not its hidden temporary) and what would fix it.
+
+    A write that fails on a full disk names no file; ``output``, the file the command writes, is the one.
+    """
+    where = f"writing {output}: " if output is not None and exc.filename is None and exc.errno in _WRITE_ERRNOS else ""
+    if exc.filename is not None:
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
+        where = re.sub(r"(^|/)\.(.+)\.\d+\.[0-9a-f]+\.tmp$", r"\1\2", name) + ": "
+    return f"{printable(where)}{exc.strerror or exc}; {_ENV_ERRNOS.get(exc.errno, 'check the path')}"
 
 
 def print_json(data) -> None:
@@ -79,11 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gui(argv)
     args = parser.parse_args(argv)
     if args.trust_code:
-        trust_all_code(True, announce=stderr_announce)
+        trust_all_code(True, announce=_announce)
     try:
         return int(args.func(args) or 0)
     except SppError as exc:
-        print(f"spp-gui: error: {exc}", file=sys.stderr)
+        print(f"spp-gui: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("spp-gui: interrupted", file=sys.stderr)
@@ -93,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a full disk or a refused write is the machine's answer, not a bug
+        if (cause := os_error_in(exc)) is None:
+            raise
+        print(f"spp-gui: error: {os_error_message(cause, getattr(args, 'output', None))}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

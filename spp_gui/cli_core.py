@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import colour_enabled, paint, print_json
+from .cli import check_inputs, check_output, colour_enabled, paint, print_json, printable
 from .core.apply import apply_to_file
 from .core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping
 from .core.strategies import source_side, strategy_names, suggest, target_side
@@ -23,6 +23,7 @@ def human(n: int) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    check_inputs(("spec", args.spec))
     side = source_side(args.spec, trust_pickle=args.trust_pickle)
     tree = ParamTree(side.table, side.classes)
     if args.json:
@@ -33,17 +34,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     colour = colour_enabled()
     if side.source is not None and side.source.notes:
-        print(paint("# " + "; ".join(side.source.notes), "2", colour))
+        print(paint(printable("# " + "; ".join(side.source.notes)), "2", colour))
 
     def show(node: Node, depth: int) -> None:
         for child in node.children:
-            pad = "  " * depth
+            pad, name = "  " * depth, printable(child.name)  # names come from the file: no escapes reach the terminal
             if child.tensor is not None:
                 t = child.tensor
-                print(f"{pad}{child.name:<{max(1, 40 - len(pad))}} {format_shape(t.shape):<22} {t.dtype:<9} {t.numel:>12,}")
+                print(f"{pad}{name:<{max(1, 40 - len(pad))}} {format_shape(t.shape):<22} {printable(t.dtype):<9} "
+                      f"{t.numel:>12,}")
             else:
-                cls = f" ({child.module_class})" if child.module_class else ""
-                print(paint(f"{pad}{child.name}{cls}  [{child.count} tensors, {human(child.numel)}]", "1", colour))
+                cls = f" ({printable(child.module_class)})" if child.module_class else ""
+                print(paint(f"{pad}{name}{cls}  [{child.count} tensors, {human(child.numel)}]", "1", colour))
                 show(child, depth + 1)
 
     show(tree.root, 0)
@@ -54,7 +56,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def print_status_table(mapping: Mapping, source_table, target_table, limit: int | None = None) -> None:
     status = mapping.status(source_table, target_table)
     colour = colour_enabled()
-    width = min(60, max((len(k) for k in target_table), default=10))
+    width = min(60, max((len(printable(k)) for k in target_table), default=10))
     rows = list(target_table)
     for key in rows[:limit] if limit else rows:
         st = status.target[key]
@@ -63,7 +65,8 @@ def print_status_table(mapping: Mapping, source_table, target_table, limit: int 
         extra = f"  {entry.reason}" if entry and entry.reason else ""
         if key in status.problems:
             extra = "  " + status.problems[key]
-        print(f"{paint(f'{st:<9}', STATUS_COLOURS[st], colour)} {key:<{width}} {format_shape(target_table[key].shape):<18} {src}{extra}")
+        line = printable(f"{key:<{width}} {format_shape(target_table[key].shape):<18} {src}{extra}")
+        print(f"{paint(f'{st:<9}', STATUS_COLOURS[st], colour)} {line}")
     counts = {s: status.count(s) for s in STATUS_COLOURS}
     share = mapping.share(source_table, target_table, status)
     print(f"{len(target_table) - counts[UNMAPPED] - counts[INVALID]} of {len(target_table)} target tensors mapped "
@@ -72,6 +75,8 @@ def print_status_table(mapping: Mapping, source_table, target_table, limit: int 
 
 
 def cmd_map(args: argparse.Namespace) -> int:
+    check_inputs(("source", args.source), ("target", args.target))
+    check_output(args.output, "mapping.json")
     src = source_side(args.source, trust_pickle=args.trust_pickle)
     tgt = target_side(args.target)
     options = {}
@@ -91,29 +96,31 @@ def cmd_map(args: argparse.Namespace) -> int:
     print_status_table(mapping, src.table, tgt.table)
     if mapping.candidates:
         print(f"{len(mapping.candidates)} candidates not accepted (review them in the editor)")
-    print(f"wrote {args.output}")
+    print(f"wrote {printable(args.output)}")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    check_inputs(("mapping", args.mapping), ("--source", args.source), ("--target", args.target))
+    check_output(args.output, "weights.safetensors")
     mapping = Mapping.load(args.mapping)
     show = sys.stderr.isatty()
 
     def progress(done: int, total: int, key: str) -> None:
         if show:
-            print(f"\r[{done}/{total}] {key[:60]:<60}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{done}/{total}] {printable(key)[:60]:<60}", end="", file=sys.stderr, flush=True)
 
     report = apply_to_file(mapping, args.output, source=args.source, target_spec=args.target,
                            progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
     if show:
         print(file=sys.stderr)
     for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     if args.json:
         print_json(report.to_dict())
     else:
-        print(report.summary())
-        print(f"wrote {args.output}")
+        print(printable(report.summary()))
+        print(f"wrote {printable(args.output)}")
     return 0
 
 

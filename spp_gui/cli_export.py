@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli import check_inputs, printable
 from .core.export import FORMATS, export_mapping
 from .core.mapping import Mapping
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_inputs(("mapping", args.mapping), ("--source", args.source))
     mapping = Mapping.load(args.mapping)
     source_keys = None
     if args.source or mapping.source_spec:
@@ -21,7 +23,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except SppError as exc:
             if args.source:
                 raise
-            print(f"note: source not read ({exc}); unused source keys are not diverted", file=sys.stderr)
+            print(f"note: source not read ({printable(exc)}); unused source keys are not diverted", file=sys.stderr)
     target_keys = None
     if mapping.target_spec:
         from .core.errors import SppError
@@ -30,11 +32,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             target_keys = list(target_side(mapping.target_spec).table)
         except SppError as exc:
-            print(f"note: target not built ({exc}); every unused source key is diverted", file=sys.stderr)
+            print(f"note: target not built ({printable(exc)}); every unused source key is diverted", file=sys.stderr)
     result = export_mapping(mapping, args.format, source_keys, target_keys)
     sys.stdout.write(result.text)
     for line in result.not_expressed:
-        print(f"not expressed: {line}", file=sys.stderr)
+        print(f"not expressed: {printable(line)}", file=sys.stderr)
     if result.not_expressed:
         print(f"{len(result.not_expressed)} entries could not be expressed as {args.format}; "
               f"use --as python for those", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import colour_enabled, paint, print_json
+from .cli import check_inputs, colour_enabled, paint, print_json, printable
 from .core.errors import SpecError
 from .core.mapping import Mapping
 from .core.verify import AGREE, DISAGREE, parse_input_shape, verify_mapping
@@ -20,6 +20,8 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    check_inputs(("mapping", args.mapping), ("--source", args.source), ("--source-model", args.source_model),
+                 ("--target", args.target))
     mapping = Mapping.load(args.mapping)
     report = verify_mapping(mapping, source=args.source, target_spec=args.target,
                             source_model_spec=args.source_model, input_shape=_shape(args.input_shape), seed=args.seed)
@@ -29,8 +31,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         colour = colour_enabled()
         for c in report.layers:
             nums = f"cos {c.cosine:.6f}  rel.err {c.rel_error:.2e}" if c.cosine is not None else ""
-            print(f"{paint(f'{c.status:<13}', COLOURS.get(c.status, '2'), colour)} {c.target_module:<32} "
-                  f"<- {c.source_module:<32} {nums}  {c.note}".rstrip())
+            line = printable(f"{c.target_module:<32} <- {c.source_module:<32} {nums}  {c.note}".rstrip())
+            print(f"{paint(f'{c.status:<13}', COLOURS.get(c.status, '2'), colour)} {line}")
         agree, bad = len(report.by_status(AGREE)), len(report.by_status(DISAGREE))
         print(f"{agree} layers agree, {bad} disagree, {len(report.layers) - agree - bad} not compared "
               f"(input {'x'.join(map(str, report.input_shape))})")
