@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from .errors import SpecError
 from .trust import code_to_run, trust_file
 
 SCHEMES = ("torchvision", "spp_gui")
+#: a classifier head bigger than this is a typo (and a memory bomb), not a data set
+MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,22 @@ def _load_user_class(spec: ModelSpec) -> type[nn.Module]:
     return cls
 
 
+def check_options(spec: ModelSpec) -> None:
+    """Refuse options torch would fail on deep inside (``num_classes=-5``) or build nonsense from (``inf``).
+
+    A user's own class (``file.py:Class``) decides what its options mean; only non-finite numbers are refused.
+    """
+    for key, value in spec.kwargs.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise SpecError(f"spec {spec.text!r}: {key}={value!r} is not a finite number; give a number such as 1.0")
+    if spec.kind != "file" and "num_classes" in spec.kwargs:
+        n = spec.kwargs["num_classes"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+            raise SpecError(f"spec {spec.text!r}: num_classes={n!r} is not valid; use a whole number from 1 to "
+                            f"{MAX_CLASSES:,}, e.g. num_classes=20")
+
+
 def model_constructor(spec: ModelSpec):
     if spec.kind == "torchvision":
         import torchvision
@@ -172,6 +191,7 @@ def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed:
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
+    check_options(spec)
     if trust_code and spec.kind == "file" and spec.path:
         trust_file(spec.path)
     ctor = model_constructor(spec)
@@ -181,8 +201,10 @@ def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed:
             torch.manual_seed(seed)
         try:
             model = ctor(**spec.kwargs)
-        except (TypeError, ValueError, AssertionError) as exc:
-            raise SpecError(f"cannot build {spec.text!r}: {exc}") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # options the model cannot take: torchvision raises anything from TypeError on
+            raise SpecError(f"cannot build {spec.text!r}: {exc}; check the spec's options") from exc
     if not isinstance(model, nn.Module):
         raise SpecError(f"{spec.text!r} built a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
