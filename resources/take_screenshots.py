@@ -2,8 +2,8 @@
 
 Run under a real X server: xvfb-run -s '-screen 0 1920x1080x24' .venv/bin/python resources/take_screenshots.py
 (QT_QPA_PLATFORM=offscreen works as well; widgets are grabbed with QWidget.grab()).
-Writes resources/screenshots/{state}-{size}-{palette}.png (states: session, filtered, verified),
-training-large-light.png (a short run in the Training tab) and editor.png (the README's picture).
+Writes resources/screenshots/{state}-{size}-{palette}.png (states: session, filtered, verified, problems,
+training: a short run on the Training page) and editor.png (the README's picture).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QElapsedTimer, Qt
+from PySide6.QtCore import QElapsedTimer
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QDockWidget
+from PySide6.QtWidgets import QApplication
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 SIZES = {"small": (1024, 640), "large": (1920, 1080)}
@@ -37,43 +37,54 @@ def dark_palette() -> QPalette:
 def settle(app: QApplication, window, ms: int = 30000) -> None:
     timer = QElapsedTimer()
     timer.start()
-    while (window.progress.busy or window.pool.busy or window.files.plan is not None) and timer.elapsed() < ms:
+    while (window.progress.busy or window.pool.busy or window.files.busy) and timer.elapsed() < ms:
         app.processEvents()
     for _ in range(5):
         app.processEvents()
 
 
-def training_shot(app: QApplication, window) -> None:
-    """The Training tab after a short run of the session's target on drawn images."""
+def problems_shot(app: QApplication, window, name: str) -> None:
+    """The Problems view with two entries that cannot be applied (then taken back with Undo)."""
+    from spp_gui.core.mapping import Entry
+
+    window.edits.push({"classifier.6.weight": Entry("classifier.6.weight", "classifier.6.weight"),
+                       "classifier.4.bias": Entry("classifier.4.bias", "features.99.bias")}, "Two bad entries")
+    window.show_problems()
+    app.processEvents()
+    window.grab().save(str(OUT / f"problems-{name}.png"))
+    window.stack.undo()
+
+
+def training_shot(app: QApplication, window, name: str) -> None:
+    """The Training page after a short run of the session's target on drawn images."""
     from spp_gui.training.demo_data import write_split
 
     panel = window.train_panel
-    dock = next(d for d in window.findChildren(QDockWidget) if d.windowTitle() == "Training")
-    dock.raise_()
-    window.resizeDocks([dock], [window.height() // 2], Qt.Orientation.Vertical)
+    small = "spp_gui:alexnet_spp?num_classes=4&width=0.25"  # a session whose target fits the drawn classes
+    window.files.open_session(small.replace("4&", "6&"), small, strategy="auto")
+    settle(app, window)
+    window.pages.setCurrentWidget(panel)
     with tempfile.TemporaryDirectory() as tmp:
         classes = ("circle", "square", "star", "triangle")
-        write_split(Path(tmp) / "train", classes, 32, 64, seed=0, cluttered=True)
-        write_split(Path(tmp) / "val", classes, 12, 64, seed=1, cluttered=True)
+        write_split(Path(tmp) / "train", classes, 24, 48, seed=0, cluttered=True)
+        write_split(Path(tmp) / "val", classes, 8, 48, seed=1, cluttered=True)
         settle(app, window)
-        timer = QElapsedTimer()
-        timer.start()
-        while timer.elapsed() < 1500:  # the tab takes the session when it has been shown a moment
-            app.processEvents()
-        panel.spec_edit.setText("spp_gui:alexnet_spp?num_classes=4")  # the session's target, 4 classes
         panel.train_edit.setText(str(Path(tmp) / "train"))
         panel.val_edit.setText(str(Path(tmp) / "val"))
+        panel.validate_dataset()
         panel.out_edit.setText(str(Path(tmp) / "runs"))
-        panel.size_spin.setValue(64)
-        panel.batch_spin.setValue(32)
-        panel.epochs_spin.setValue(6)
+        panel.size_spin.setValue(48)
+        panel.batch_spin.setValue(16)
+        panel.epochs_spin.setValue(5)
         panel.start()
-        timer.restart()
+        timer = QElapsedTimer()
+        timer.start()
         while panel.busy and timer.elapsed() < 120000:
             app.processEvents()
         for _ in range(5):
             app.processEvents()
-        window.grab().save(str(OUT / "training-large-light.png"))
+        window.grab().save(str(OUT / f"training-{name}.png"))
+    window.pages.setCurrentWidget(window.editor)
 
 
 def main() -> int:
@@ -108,9 +119,9 @@ def main() -> int:
             window.grab().save(str(OUT / f"verified-{size_name}-{palette_name}.png"))
             if (size_name, palette_name) == ("large", "light"):
                 shutil.copyfile(OUT / "verified-large-light.png", OUT / "editor.png")
-                training_shot(app, window)
+            problems_shot(app, window, f"{size_name}-{palette_name}")
+            training_shot(app, window, f"{size_name}-{palette_name}")
             window.stack.setClean()
-            window._sides_changed = False
             window.close()
     print(f"screenshots in {OUT}")
     return 0

@@ -285,6 +285,7 @@ class FileController(QObject):
         keep = box.addButton(f"Keep {len(kept)} that fit" + (f", drop {dropped}" if dropped else ""),
                              QMessageBox.ButtonRole.AcceptRole)
         keep.setObjectName("keepButton")
+        keep.setVisible(bool(kept))  # keeping none is clearing
         clear = box.addButton("Clear the mapping", QMessageBox.ButtonRole.DestructiveRole)
         clear.setObjectName("clearButton")
         box.setDefaultButton(resuggest)

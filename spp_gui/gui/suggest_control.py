@@ -72,6 +72,10 @@ class SuggestController(QObject):
             return
         accepted = [s for s in result.accepted if s.source]
         candidates = len(result.items) - len(accepted)
+        if not result.items:
+            self.services.message(f"{result.strategy} found nothing to map from {source.spec} to {target.spec} "
+                                  "(unrelated architectures?); map keys by hand or try another strategy")
+            return
         if mode is not None and not session.mapping.entries and accepted:
             if mode == CLEAN:  # part of opening the session: its saved state, said once
                 mapping = result.to_mapping(session.mapping.source_spec, session.mapping.target_spec)
