@@ -101,6 +101,38 @@ def _side(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     return side
 
 
+def _source_file(spec: str) -> Path | None:
+    """The file or folder a source spec names, or None for a model spec or torchvision weights."""
+    from .specs import looks_like_model_spec
+
+    if not spec or looks_like_model_spec(spec) or spec.startswith("torchvision:"):
+        return None
+    try:
+        candidate = Path(spec).expanduser()
+        return candidate.resolve() if candidate.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve_source(spec: str, absolute: Any, mapping_path: Path) -> str:
+    """Where a stored source is now: beside the mapping file first, then its recorded absolute path;
+    otherwise as written (older files stored it relative to where `map` ran)."""
+    from .specs import looks_like_model_spec
+
+    if not spec or looks_like_model_spec(spec) or spec.startswith("torchvision:"):
+        return spec
+    try:
+        if not Path(spec).is_absolute():
+            beside = mapping_path.resolve().parent / spec
+            if beside.exists():
+                return str(beside.resolve())
+        if isinstance(absolute, str) and len(absolute) < 4096 and Path(absolute).exists():
+            return absolute
+    except (OSError, ValueError):
+        pass
+    return spec
+
+
 def read_untrusted_text(path: Path) -> str:
     """The text of a file someone may have sent: a regular file only, at most MAX_FILE_BYTES.
 
@@ -300,7 +332,18 @@ class Mapping:
         return mapping
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, self.to_json())
+        """Write atomically. A source that is a file is stored relative to the mapping file (so the
+        pair can move together, and `apply` works from any folder), its absolute path beside it."""
+        data = self.to_dict()
+        where = _source_file(self.source_spec)
+        if where is not None:
+            folder = Path(path).resolve().parent
+            try:
+                data["source"]["spec"] = Path(os.path.relpath(where, folder)).as_posix()
+            except ValueError:  # another drive: only the absolute path can say where it is
+                data["source"]["spec"] = str(where)
+            data["source"]["path"] = str(where)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Mapping:
@@ -318,7 +361,9 @@ class Mapping:
             if "digits" not in str(exc):
                 raise MappingError(f"{path} is not valid JSON ({brief(str(exc))})") from None
             raise MappingError(f"{path} holds a number with more than 4,300 digits; no mapping field needs one") from None
-        return cls.from_dict(data, where=str(path))
+        mapping = cls.from_dict(data, where=str(path))
+        mapping.source_spec = _resolve_source(mapping.source_spec, (data.get("source") or {}).get("path"), path)
+        return mapping
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str] | Iterable[tuple[str, str]], origin: str = "manual", **kw: Any) -> Mapping:

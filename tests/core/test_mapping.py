@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,37 @@ def test_a_refused_lossy_cast_leaves_the_model_untouched(tmp_path):
     assert after.keys() == before.keys()
     for k, v in before.items():
         assert torch.equal(after[k], v) and after[k].dtype == v.dtype, k
+
+
+def test_a_file_source_is_stored_relative_to_the_mapping_and_found_from_anywhere(tmp_path, monkeypatch):
+    """`map` in one folder, `apply` from another: the source is found beside the mapping file."""
+    from spp_gui.cli import main
+
+    project = tmp_path / "project"
+    (project / "weights").mkdir(parents=True)
+    torch.save({"classifier.6.bias": torch.randn(1000)}, project / "weights" / "src.pth")
+    (project / "maps").mkdir()
+    monkeypatch.chdir(project)
+    mapping = Mapping("weights/src.pth", "torchvision:alexnet")
+    mapping.save(project / "maps" / "m.json")
+    raw = json.loads((project / "maps" / "m.json").read_text())
+    assert raw["source"]["spec"] == "../weights/src.pth"
+    assert raw["source"]["path"] == str((project / "weights" / "src.pth").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = Mapping.load(project / "maps" / "m.json")
+    assert Path(loaded.source_spec) == (project / "weights" / "src.pth").resolve()
+    # the pair moves together: copied to a new place, the relative path still finds the source
+    moved = tmp_path / "moved"
+    (moved / "maps").mkdir(parents=True)
+    (moved / "weights").mkdir()
+    (moved / "weights" / "src.pth").write_bytes((project / "weights" / "src.pth").read_bytes())
+    (moved / "maps" / "m.json").write_text((project / "maps" / "m.json").read_text())
+    assert Path(Mapping.load(moved / "maps" / "m.json").source_spec) == (moved / "weights" / "src.pth").resolve()
+    monkeypatch.chdir(project)
+    good = Mapping("weights/src.pth", "torchvision:alexnet")
+    good.set(Entry("classifier.6.bias", "classifier.6.bias"))
+    good.save(project / "maps" / "apply.json")
+    monkeypatch.chdir(elsewhere)
+    assert main(["apply", str(project / "maps" / "apply.json"), "-o", str(elsewhere / "w.safetensors")]) == 0
