@@ -21,7 +21,15 @@ from ..core.trust import UntrustedCodeError, trust_file, trust_named_specs
 from . import settings
 from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog
 from .document import Loaded
-from .jobs import Job, ProgressBridge, export_weights, load_mapping, load_side, start_job
+from .jobs import (
+    Job,
+    ProgressBridge,
+    export_weights,
+    load_mapping,
+    load_side,
+    start_job,
+    write_mapping_export,
+)
 from .session import MappingSession, Services
 from .suggest_control import SuggestController
 
@@ -71,6 +79,7 @@ class FileController(QObject):
         self.plan: LoadPlan | None = None
         self.mapping_job: Job | None = None
         self.last_report = None
+        self.last_mapping_export = None
         self._box: QMessageBox | None = None  # the open question, if any (tests answer it)
 
     # -- loading ------------------------------------------------------------------------------
@@ -436,6 +445,41 @@ class FileController(QObject):
 
     def _export_failed(self, path: str, exc: Exception) -> None:
         self._error("Export failed", f"Could not export {path}:\n\n{self._text(exc)}", exc)
+
+    # -- the mapping for other loaders --------------------------------------------------------------
+    def export_mapping_dialog(self, fmt: str) -> None:
+        suffix = {"python": "remap.py", "hf-key-mapping": "key_mapping.py", "mmengine-revise-keys": "revise_keys.py"}
+        if not self._exportable():
+            return
+        start = str(Path(self.session.path or Path.cwd() / "mapping.json").with_name(suffix.get(fmt, "mapping.py")))
+        path, _ = QFileDialog.getSaveFileName(self.services.parent, f"Export mapping as {fmt}", start,
+                                              "Python (*.py);;All files (*)")
+        if path:
+            self.export_mapping_as(fmt, path)
+
+    def export_mapping_as(self, fmt: str, path: str) -> Job | None:
+        """Write the mapping as a snippet another loader uses (python, HF key_mapping, MMEngine revise_keys)."""
+        if not self._exportable():
+            return None
+        session = self.session
+        job = Job(f"Exporting the mapping as {fmt}", lambda result: self._mapping_exported(fmt, path, result),
+                  lambda exc: self._error("Export failed", f"Could not export the mapping as {fmt}:\n\n"
+                                          f"{self._text(exc)}", exc),
+                  lambda: self.services.message("Export cancelled"), self)
+        self.services.progress.track(job)
+        start_job(self.services.pool, job, write_mapping_export, session.mapping.copy(), fmt,
+                  list(session.source.side.table), list(session.target.side.table), path)
+        return job
+
+    def _mapping_exported(self, fmt: str, path: str, result) -> None:
+        self.last_mapping_export = result
+        if result.not_expressed:
+            self._error(f"Exported as {fmt}, with entries left out",
+                        f"Wrote {path}. {len(result.not_expressed)} entries cannot be expressed as {fmt} "
+                        "(export as python for those):\n\n" + "\n".join(result.not_expressed[:PROBLEMS_NAMED])
+                        + (f"\n\u2026and {len(result.not_expressed) - PROBLEMS_NAMED} more"
+                           if len(result.not_expressed) > PROBLEMS_NAMED else ""), None)
+        self.services.message(f"Exported the mapping as {fmt} to {path}")
 
     # -- messages -------------------------------------------------------------------------------
     @staticmethod

@@ -14,7 +14,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal, Slot
 
 from ..core.apply import LoadReport, apply_to_file
+from ..core.atomic import atomic_write_text
 from ..core.errors import Cancelled
+from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
 from ..core.sources import load_source
 from ..core.strategies import Side, Suggestions, suggest, target_side
@@ -68,6 +70,16 @@ def load_mapping(path: str) -> Generator[Progress, None, Mapping]:
     """Read a mapping file off the GUI thread (a slow or odd file must never freeze the window)."""
     yield 0, 0, f"Reading {path}"
     return Mapping.load(path)
+
+
+def write_mapping_export(mapping: Mapping, fmt: str, source_keys: list[str], target_keys: list[str],
+                         out: str) -> Generator[Progress, None, Export]:
+    """The mapping as another loader's snippet (same checks as ``spp-gui export``), written atomically."""
+    yield 0, 0, f"Exporting the mapping as {fmt}"
+    result = export_mapping(mapping, fmt, source_keys, target_keys)
+    yield 0, 0, f"Writing {out}"
+    atomic_write_text(out, result.text)
+    return result
 
 
 def run_suggest(source: Side, target: Side, strategy: str, options: dict[str, Any]) -> Suggestions:

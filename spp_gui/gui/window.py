@@ -201,6 +201,12 @@ class MainWindow(QMainWindow):
         a(f, "Save mapping &as\u2026", self.files.save_mapping_as, QKeySequence.StandardKey.SaveAs)
         a(f, "E&xport weights\u2026", self.files.export_dialog, "Ctrl+E",
           "Apply the mapping to the target and write .safetensors or .pth")
+        as_menu = f.addMenu("Export mappin&g as")
+        for fmt, label in (("python", "&Python remap() function\u2026"),
+                           ("hf-key-mapping", "&Hugging Face key_mapping\u2026"),
+                           ("mmengine-revise-keys", "&MMEngine revise_keys\u2026")):
+            a(as_menu, label, lambda _=False, f=fmt: self.files.export_mapping_dialog(f), None,
+              f"The mapping as a {fmt} snippet another loader uses, without spp_gui")
         self.recent_menu = f.addMenu("&Recent")
         f.addSeparator()
         a(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)

@@ -116,3 +116,26 @@ def test_closing_with_unsaved_changes_asks_to_save(qtbot, tmp_path, wait_idle):
     QTimer.singleShot(0, answer(QMessageBox.StandardButton.Discard))
     assert window.close()
     window.deleteLater()
+
+
+def test_export_mapping_as_other_loaders_formats(open_window, qtbot, tmp_path):
+    """File > Export mapping as: python, HF key_mapping, MMEngine revise_keys, each checked like the CLI's."""
+    window = open_window()  # AlexNet -> AlexNet_SPP by `order`: 13 plain renames-or-copies
+    source = build_model("torchvision:alexnet", device="cpu", seed=0).state_dict()
+    target = build_model("spp_gui:alexnet_spp?num_classes=20", device="meta").state_dict()
+    out = tmp_path / "remap.py"
+    job = window.files.export_mapping_as("python", str(out))
+    with qtbot.waitSignal(job.ended, timeout=30000):
+        pass
+    namespace: dict = {}
+    exec(compile(out.read_text(), str(out), "exec"), namespace)  # the snippet runs without spp_gui
+    remapped = namespace["remap"](source, target)
+    assert set(remapped) == set(window.session.mapping.entries)
+    assert all(torch.equal(remapped[t], source[e.source]) for t, e in window.session.mapping.entries.items())
+    for fmt in ("hf-key-mapping", "mmengine-revise-keys"):
+        job = window.files.export_mapping_as(fmt, str(tmp_path / f"{fmt}.py"))
+        with qtbot.waitSignal(job.ended, timeout=30000):
+            pass
+        compile((tmp_path / f"{fmt}.py").read_text(), fmt, "exec")
+        assert window.files.last_mapping_export.format == fmt
+    assert "Exported the mapping as" in window.statusBar().currentMessage()
