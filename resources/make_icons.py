@@ -1,6 +1,7 @@
 """Draw the application icon: two columns of tensor rows joined by mapping links.
 
-Writes icons/spp-gui.svg and icons/spp-gui-{16,32,48,64,128,256}.png. Run from the repo root:
+Writes the drawing to icons/spp-gui.svg (the scalable master, for desktop themes) and the rendered
+sizes the app ships to spp_gui/icons/spp-gui-{16,32,48,64,128,256}.png. Run from the repo root:
     QT_QPA_PLATFORM=offscreen .venv/bin/python resources/make_icons.py
 """
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QPainter, QPainterPath, QPen
 
-ICONS = Path(__file__).resolve().parent.parent / "icons"
+ROOT = Path(__file__).resolve().parent.parent
+ICONS = ROOT / "icons"  # the master drawing
+PACKAGED = ROOT / "spp_gui" / "icons"  # what the wheel ships
 ROWS = (0.22, 0.40, 0.58, 0.76)
 LINKS = ((0, 0, "#2e9d4f"), (1, 2, "#2f7fd0"), (2, 1, "#2f7fd0"), (3, 3, "#9b59b6"))
 BG, ROW = "#263238", "#eceff1"
@@ -62,7 +65,7 @@ def main() -> None:
     ICONS.mkdir(exist_ok=True)
     (ICONS / "spp-gui.svg").write_text(svg())
     for size in (16, 32, 48, 64, 128, 256):
-        png(size).save(str(ICONS / f"spp-gui-{size}.png"))
+        png(size).save(str(PACKAGED / f"spp-gui-{size}.png"))
 
 
 if __name__ == "__main__":

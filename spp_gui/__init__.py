@@ -7,6 +7,9 @@ The public API, usable from any training script without the GUI::
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 from .core.apply import LoadReport, apply_mapping, save_weights
 from .core.errors import MappingError, SourceError, SpecError, SppError, UnsafePickleError
 from .core.mapping import Entry, Mapping
@@ -18,8 +21,13 @@ from .core.trust import trust_file as trust_code
 
 __version__ = "0.1.0"
 
+
+def data_path(name: str) -> Path:
+    """A file shipped with spp_gui (``mappings/alexnet_to_alexnet_spp.json``, ``spp-gui.desktop``), as a path."""
+    return Path(str(resources.files("spp_gui") / "data" / name))
+
 __all__ = [
     "load_source", "build_model", "suggest_mapping", "apply_mapping", "Mapping", "Entry", "LoadReport",
     "save_weights", "suggest", "parse_spec", "Source", "SppError", "SourceError", "SpecError", "MappingError",
-    "UnsafePickleError", "UntrustedCodeError", "trust_code", "__version__",
+    "UnsafePickleError", "UntrustedCodeError", "trust_code", "data_path", "__version__",
 ]

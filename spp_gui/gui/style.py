@@ -6,7 +6,7 @@ Colour is never the only cue: every status also has a glyph drawn in its icon an
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+from importlib import resources
 
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPalette, QPixmap
@@ -34,7 +34,9 @@ STATUS_ORDER = (EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED)
 VERIFY_ORDER = (AGREE, DISAGREE, NOT_COMPARED)
 HOLLOW = (UNMAPPED, UNUSED, NOT_COMPARED)  # drawn as rings: "nothing to say" rather than a verdict
 
-ICON_DIR = Path(__file__).resolve().parent.parent / "icons"
+def _icon_files():
+    """The packaged icon PNGs, through importlib.resources (works from a wheel or a zip)."""
+    return (resources.files("spp_gui") / "icons").iterdir()
 
 
 def status_color(status: str) -> QColor:
@@ -79,11 +81,11 @@ def status_icon(status: str, size: int = 14) -> QIcon:
 
 def app_icon() -> QIcon:
     icon = QIcon()
-    for png in sorted(ICON_DIR.glob("spp-gui-*.png")):
-        icon.addFile(str(png))
-    svg = ICON_DIR / "spp-gui.svg"
-    if icon.isNull() and svg.exists():
-        icon.addFile(str(svg))
+    for png in sorted(_icon_files(), key=lambda p: p.name):
+        if png.name.startswith("spp-gui-") and png.name.endswith(".png"):
+            image = QPixmap()
+            image.loadFromData(png.read_bytes())
+            icon.addPixmap(image)
     return icon
 
 

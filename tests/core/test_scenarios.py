@@ -119,7 +119,10 @@ def test_shipped_sample_mapping_fits_its_models():
 
     from spp_gui.core.strategies import source_side, target_side
 
-    path = Path(__file__).resolve().parents[2] / "resources" / "mappings" / "alexnet_to_alexnet_spp.json"
+    from spp_gui import data_path
+
+    path = data_path("mappings/alexnet_to_alexnet_spp.json")
+    assert Path(path).is_file() and not Path(path).is_symlink()
     mapping = Mapping.load(path)
     assert mapping.source_spec == "torchvision:alexnet:IMAGENET1K_V1"
     src, tgt = source_side("torchvision:alexnet"), target_side(mapping.target_spec)
