@@ -88,12 +88,23 @@ def launch(args: argparse.Namespace) -> int:
     print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
     with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
-        # torchrun passes SIGTERM on to its ranks, which stop after their step
-        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+        signal.signal(signal.SIGTERM, lambda signum, frame: pass_on_sigterm_once(proc))
         try:
             return proc.wait()
         except KeyboardInterrupt:  # the children got the same Ctrl-C; let torchrun shut them down
             return proc.wait()
+
+
+def pass_on_sigterm_once(proc: subprocess.Popen) -> None:
+    """The launcher's SIGTERM: torchrun passes it on to its ranks, which stop after their step.
+
+    Only the first is passed on. torchrun waits up to 30 s for its ranks after one SIGTERM, but
+    another one arriving during that wait aborts its shutdown: it exits at once and the ranks,
+    which die with it (``die_with_parent``), are killed before they end their step. A script
+    or user that repeats the signal would lose rank 0's ``Cancelled`` and its last metrics.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    proc.send_signal(signal.SIGTERM)
 
 
 def stop_on_sigterm(control: RunControl) -> None:
