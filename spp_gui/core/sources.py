@@ -7,6 +7,10 @@ deflated zip entry, never past its declared size), checked against the zip CRC w
 has one, so applying a mapping costs one source tensor at a time rather than a whole checkpoint
 and corrupt data is caught before it is used.
 
+Tensors stored verbatim can also be located (:meth:`Source.locate`) and copied file to file by a
+:class:`CopyPass`, which checks their CRCs and hashes the files in the same single pass; file
+digests are cached per file identity (:func:`cached_sha256`), so a file is hashed once.
+
 A checkpoint file is untrusted input: only regular files are opened, every size and offset is
 bounded before it is used, JSON is parsed with caps on nesting and numbers, and whatever is wrong
 is one SourceError naming the file.
@@ -14,17 +18,22 @@ is one SourceError naming the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import pickle
+import queue
 import re
 import stat
 import struct
+import sys
+import threading
+import time
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .errors import SourceError, SpecError, UnsafePickleError
 from .specs import ModelSpec, build_model, looks_like_model_spec, module_classes, parse_spec
 from .tensors import KeyTable, TensorInfo, table_of, torch_dtype
@@ -73,6 +83,15 @@ class Source:
         """Digest of the file(s) behind the source, or None when it is not a file."""
         return None
 
+    def locate(self, name: str) -> ByteSpan | None:
+        """Where tensor ``name``'s bytes lie verbatim in a file (row-major, uncompressed), or None."""
+        self._check_name(name)
+        return None
+
+    def files(self) -> list[tuple[Path, FileSource | None]]:
+        """The files :meth:`sha256` digests, in its order, each with the source that reads tensors from it."""
+        return []
+
     def close(self) -> None:
         pass
 
@@ -93,18 +112,16 @@ class Source:
 
 
 def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | None) -> str:
-    paths = list(paths)
-    total = sum(p.stat().st_size for p in paths)
-    digest = hashlib.sha256()
-    done = 0
-    for path in paths:
-        with _open_regular(path) as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-    return digest.hexdigest()
+    steps = file_sha256_steps(paths)
+    try:
+        while True:
+            done, total = next(steps)
+            if progress:
+                progress(done, total)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Tensor:
@@ -330,6 +347,9 @@ class FileSource(Source):
 
     def sha256(self, progress=None) -> str:
         return _file_sha256([self.path], progress)
+
+    def files(self) -> list[tuple[Path, FileSource | None]]:
+        return [(self.path, self)]
 
     def close(self) -> None:
         if self._fh is not None:
@@ -557,6 +577,16 @@ class TorchFileSource(FileSource):
             first = str(exc).strip().split("\n")[0][:300]
             raise SourceError(f"corrupt or unreadable checkpoint ({type(exc).__name__}: {first})") from exc
 
+    def locate(self, name: str) -> ByteSpan | None:
+        self._check_name(name)
+        if self._loaded is not None:
+            return None
+        meta, record = self._meta[name], self._storage_of[name]
+        if record.deflated or not meta.is_contiguous():
+            return None
+        size = meta.element_size()
+        return ByteSpan(self, record.start + meta.storage_offset() * size, meta.numel() * size, record)
+
     def read(self, name: str) -> torch.Tensor:
         self._check_name(name)
         if self._loaded is not None:
@@ -701,6 +731,11 @@ class SafetensorsSource(FileSource):
             self._entries, self.metadata, self._data_start = _read_safetensors_header(fh, path)
         self.tensors = {k: v[0] for k, v in self._entries.items()}
 
+    def locate(self, name: str) -> ByteSpan | None:
+        self._check_name(name)
+        _, begin, end = self._entries[name]
+        return ByteSpan(self, self._data_start + begin, end - begin)
+
     def read(self, name: str) -> torch.Tensor:
         info = self._check_name(name)
         _, begin, end = self._entries[name]
@@ -811,8 +846,16 @@ class ShardedSource(Source):
             self.shards[self._open.popitem(last=False)[0]].close()
         return self.shards[shard].read(name)
 
+    def locate(self, name: str) -> ByteSpan | None:
+        self._check_name(name)
+        return self.shards[self._where[name]].locate(name)
+
+    def files(self) -> list[tuple[Path, FileSource | None]]:
+        shards = [(s.path, s if isinstance(s, FileSource) else None) for s in self.shards.values()]
+        return [(self.path, None), *shards]
+
     def sha256(self, progress=None) -> str:
-        return _file_sha256([self.path, *(s.path for s in self.shards.values())], progress)
+        return _file_sha256([path for path, _ in self.files()], progress)
 
     def close(self) -> None:
         for src in self.shards.values():
@@ -978,3 +1021,490 @@ def load_source(
 def _looks_like_path(text: str) -> bool:
     return os.sep in text or text.endswith((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, ".json"))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the sha256 of source files, cached per file identity
+
+#: Digests remembered; the least recently used go first.
+HASH_CACHE_ENTRIES = 512
+HASH_CACHE_FILE = "sha256.json"
+_HASH_CACHE_MAX_BYTES = 1 << 22
+_cache_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where spp_gui keeps what it can always recompute.
+
+    ``SPP_GUI_CACHE_DIR``; else ``cache/`` in a relocated ``SPP_GUI_CONFIG_DIR``; else the platform's
+    user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, ``~/Library/Caches``, ``%LOCALAPPDATA%``).
+    """
+    if folder := os.environ.get("SPP_GUI_CACHE_DIR"):
+        return Path(folder)
+    if folder := os.environ.get("SPP_GUI_CONFIG_DIR"):
+        return Path(folder) / "cache"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "spp_gui" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "spp_gui"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "spp_gui"
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes may have: ctime cannot be set back, unlike mtime."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _cache_key(paths: Iterable[Path]) -> str:
+    return "\n".join(os.path.abspath(p) for p in paths)
+
+
+def _read_hash_cache() -> dict[str, Any]:
+    try:
+        with open(cache_dir() / HASH_CACHE_FILE, "rb") as fh:
+            raw = fh.read(_HASH_CACHE_MAX_BYTES + 1)
+        entries = json.loads(raw)["entries"] if len(raw) <= _HASH_CACHE_MAX_BYTES else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def cached_sha256(paths: Iterable[Path]) -> str | None:
+    """The remembered sha256 of ``paths`` (their bytes one after another), if none of them changed since."""
+    paths = list(paths)
+    try:
+        stamps = [_stamp(os.stat(p)) for p in paths]
+    except OSError:
+        return None
+    entry = _read_hash_cache().get(_cache_key(paths))
+    if not isinstance(entry, dict) or entry.get("files") != stamps:
+        return None
+    digest = entry.get("sha256")
+    return digest if isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest) else None
+
+
+def remember_sha256(paths: Iterable[Path], stamps: list[list[int]], digest: str) -> None:
+    """Cache ``digest`` for ``paths`` as they were when hashed (``stamps``); a cache that cannot be written is skipped."""
+    key = _cache_key(paths)
+    with _cache_lock:
+        entries = _read_hash_cache()
+        entries.pop(key, None)
+        entries[key] = {"files": stamps, "sha256": digest, "used": time.time()}
+        if len(entries) > HASH_CACHE_ENTRIES:
+            def used(k: str) -> float:
+                value = entries[k].get("used") if isinstance(entries[k], dict) else None
+                return value if isinstance(value, (int, float)) else 0.0
+            entries = {k: entries[k] for k in sorted(entries, key=used)[-HASH_CACHE_ENTRIES:]}
+        try:
+            atomic_write_text(cache_dir() / HASH_CACHE_FILE, json.dumps({"version": 1, "entries": entries}))
+        except OSError:
+            pass
+
+
+def file_sha256_steps(paths: Iterable[Path]) -> Generator[tuple[int, int], None, str]:
+    """sha256 of ``paths`` one after another, yielding (bytes done, total); the cached digest when nothing changed."""
+    paths = [Path(p) for p in paths]
+    if (digest := cached_sha256(paths)) is not None:
+        return digest
+    hasher = CopyPass([(p, None) for p in paths], [], sha256=True)
+    steps = hasher.run()
+    try:
+        while True:
+            done, _ = next(steps)
+            yield done, hasher.total
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# copying tensors verbatim from source files: one pass that also checks CRCs and hashes
+
+#: Bytes read at a time, and buffers in flight between the reading thread and the digesting ones.
+COPY_CHUNK = 1 << 23
+COPY_BUFFERS = 6
+#: Bytes one kernel copy moves between two progress reports (and cancel checks).
+COPY_STEP = 1 << 26
+#: A gap this small between two ranges to read is read too, rather than seeking over it.
+READ_GAP = 1 << 16
+#: copy_file_range failing with these means "not here" (another filesystem, an old kernel): copy through memory.
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ETXTBSY}
+
+
+@dataclass(frozen=True, slots=True)
+class ByteSpan:
+    """A tensor's bytes as they lie in a source file: row-major, native byte order, uncompressed."""
+
+    file: FileSource
+    offset: int
+    nbytes: int
+    record: ZipRecord | None = None  # the zip entry whose CRC-32 covers them (checked over the whole entry)
+
+
+@dataclass(eq=False, slots=True)
+class CopyJob:
+    """Copy ``span`` to ``dst_offset`` of the output; ``crc`` is filled in when ``want_crc``."""
+
+    name: str  # the source tensor, for messages
+    span: ByteSpan
+    dst_offset: int
+    want_crc: bool = False
+    crc: int | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Run:
+    """Jobs that are contiguous in both files, copied as one."""
+
+    src: int
+    dst: int
+    nbytes: int
+    name: str
+
+
+@dataclass(eq=False, slots=True)
+class _Crc:
+    """A CRC-32 over [start, end) of a file: checked against ``expect``, or handed to ``job``."""
+
+    start: int
+    end: int
+    expect: int | None = None
+    what: str = ""
+    job: CopyJob | None = None
+    value: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _FilePlan:
+    path: Path
+    source: FileSource | None
+    size: int
+    runs: list[_Run]
+    regions: list[tuple[int, int]] | None  # read through memory; None: kernel copies only
+    crcs: list[_Crc]
+
+    @property
+    def work(self) -> int:
+        return sum(b - a for a, b in self.regions) if self.regions is not None else sum(r.nbytes for r in self.runs)
+
+
+def _merge(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1] + gap:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _kernel_copy_available() -> bool:
+    return hasattr(os, "copy_file_range")
+
+
+class CopyPass:
+    """One pass over a source's files that copies tensors verbatim into an output file.
+
+    The same pass checks the CRC-32 of every zip entry it copies from, computes the CRC-32 of the
+    copies a zip output needs (``want_crc``), and with ``sha256=True`` hashes every file whole
+    (then remembered by :func:`remember_sha256`). Bytes go file to file with ``copy_file_range``
+    where the OS has it; whatever must be checked or hashed is also read, in file order, into a few
+    reused buffers that worker threads digest (hashlib and zlib release the GIL), so memory stays
+    at ``COPY_BUFFERS * COPY_CHUNK`` whatever the file size. ``run`` yields (bytes done, tensor)
+    up to ``total``; close it to stop. Every problem with a source file is a SourceError.
+    """
+
+    def __init__(self, files: list[tuple[Path, FileSource | None]], jobs: list[CopyJob], out_fd: int | None = None,
+                 *, sha256: bool = False) -> None:
+        self.out_fd = out_fd
+        self.hashing = sha256
+        self.sha256: str | None = None
+        self._kernel_copy = _kernel_copy_available()
+        self._scratch: memoryview | None = None
+        by_file: dict[int, list[CopyJob]] = {}
+        for job in jobs:
+            if job.span.nbytes:
+                by_file.setdefault(id(job.span.file), []).append(job)
+            elif job.want_crc:
+                job.crc = 0
+        self.plans = []
+        for path, source in files:
+            file_jobs = by_file.pop(id(source), []) if source is not None else []
+            if file_jobs or sha256:
+                self.plans.append(self._plan(Path(path), source, file_jobs))
+        if by_file:
+            raise ValueError("a copy job's file is not among the files of the pass")
+        if jobs and out_fd is None:
+            raise ValueError("copy jobs need an output file")
+        self.total = sum(plan.work for plan in self.plans)
+
+    def _plan(self, path: Path, source: FileSource | None, jobs: list[CopyJob]) -> _FilePlan:
+        jobs.sort(key=lambda j: j.span.offset)
+        runs: list[_Run] = []
+        for job in jobs:
+            last = runs[-1] if runs else None
+            if last and last.src + last.nbytes == job.span.offset and last.dst + last.nbytes == job.dst_offset:
+                last.nbytes += job.span.nbytes
+            else:
+                runs.append(_Run(job.span.offset, job.dst_offset, job.span.nbytes, job.name))
+        crcs: dict[tuple[int, int, int | None], _Crc] = {}
+        for job in jobs:
+            span, record = job.span, job.span.record
+            if record is not None:
+                crcs.setdefault((record.start, record.size, None), _Crc(record.start, record.start + record.size,
+                                                                         record.crc, repr(job.name)))
+            if job.want_crc:
+                if record is not None and (record.start, record.size) == (span.offset, span.nbytes):
+                    job.crc = record.crc  # the same bytes, and checked against it
+                else:
+                    crcs[(span.offset, span.nbytes, id(job))] = _Crc(span.offset, span.offset + span.nbytes, job=job)
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise SourceError(f"cannot read {path} ({exc.strerror})") from exc
+        regions = None
+        if self.hashing:
+            regions = [(0, size)]
+        elif crcs or not self._kernel_copy:
+            regions = _merge([(r.src, r.src + r.nbytes) for r in runs] + [(c.start, c.end) for c in crcs.values()],
+                             READ_GAP)
+        return _FilePlan(path, source, size, runs, regions, sorted(crcs.values(), key=lambda c: c.start))
+
+    def run(self) -> Generator[tuple[int, str], None, str | None]:
+        digest = hashlib.sha256() if self.hashing else None
+        crc_feed = _CrcFeed() if any(plan.crcs for plan in self.plans) else None
+        feeds: list[Any] = [f for f in (digest and _HashFeed(digest), crc_feed) if f is not None]
+        ring = _Ring(feeds) if any(plan.regions is not None for plan in self.plans) else None
+        stamps, done = [], 0
+        try:
+            for plan in self.plans:
+                fh, own = self._open(plan)
+                try:
+                    before = os.fstat(fh.fileno())
+                    if before.st_size != plan.size or (plan.source is not None and plan.source._identity is not None
+                                                       and _identity(before) != plan.source._identity):
+                        raise SourceError(f"{plan.path}: the file changed after it was listed; open it again")
+                    if plan.regions is None:
+                        steps = self._copy_runs(fh, plan)
+                    else:
+                        if crc_feed is not None:
+                            ring.tell(crc_feed, (plan.crcs, plan.path))
+                        steps = self._read_through(fh, plan, ring)
+                    for moved, name in steps:
+                        done += moved
+                        yield done, name
+                    after = os.fstat(fh.fileno())
+                    if _identity(after) != _identity(before):
+                        raise SourceError(f"{plan.path}: the file changed while it was read; try again when nothing "
+                                          "writes to it")
+                    stamps.append(_stamp(after))
+                finally:
+                    if own:
+                        fh.close()
+                    elif plan.source is not None:
+                        plan.source.close()
+            if ring is not None:
+                ring.finish()
+        finally:
+            if ring is not None:
+                ring.stop()
+        if digest is not None:
+            self.sha256 = digest.hexdigest()
+            remember_sha256([plan.path for plan in self.plans], stamps, self.sha256)
+        return self.sha256
+
+    @staticmethod
+    def _open(plan: _FilePlan):
+        if plan.source is not None:
+            return plan.source._file(), False
+        return _open_regular(plan.path), True
+
+    def _copy_runs(self, fh, plan: _FilePlan) -> Generator[tuple[int, str], None, None]:
+        for run in plan.runs:
+            for at in range(0, run.nbytes, COPY_STEP):
+                n = min(COPY_STEP, run.nbytes - at)
+                self._copy(fh, run.src + at, n, run.dst + at, None, plan.path)
+                yield n, run.name
+
+    def _read_through(self, fh, plan: _FilePlan, ring: _Ring) -> Generator[tuple[int, str], None, None]:
+        runs, next_run, active = plan.runs, 0, []
+        name = runs[0].name if runs else ""
+        for start, end in plan.regions or ():
+            for a in range(start, end, COPY_CHUNK):
+                n = min(COPY_CHUNK, end - a)
+                index, view = ring.acquire()
+                view = view[:n]
+                _read_exact(fh, view, a, plan.path)
+                b = a + n
+                while next_run < len(runs) and runs[next_run].src < b:
+                    active.append(runs[next_run])
+                    next_run += 1
+                for run in active:
+                    lo, hi = max(a, run.src), min(b, run.src + run.nbytes)
+                    if lo < hi:
+                        self._copy(fh, lo, hi - lo, run.dst + lo - run.src, view[lo - a:hi - a], plan.path)
+                        name = run.name
+                active = [run for run in active if run.src + run.nbytes > b]
+                ring.submit(index, a, n)
+                yield n, name
+        if next_run != len(runs) or active:  # a bug: the regions always cover the runs
+            raise AssertionError(f"{plan.path}: copy ranges outside the ranges read")
+
+    def _copy(self, fh, src: int, n: int, dst: int, view: memoryview | None, path: Path) -> None:
+        if self._kernel_copy:
+            try:
+                _kernel_copy(fh.fileno(), self.out_fd, src, n, dst, path)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                self._kernel_copy = False  # and copy this piece again, through memory
+        if view is not None:
+            _write_exact(self.out_fd, view, dst)
+            return
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(COPY_CHUNK))
+        for at in range(0, n, COPY_CHUNK):
+            piece = self._scratch[:min(COPY_CHUNK, n - at)]
+            _read_exact(fh, piece, src + at, path)
+            _write_exact(self.out_fd, piece, dst + at)
+
+
+def _kernel_copy(src_fd: int, dst_fd: int, src: int, n: int, dst: int, path: Path) -> None:
+    while n:
+        got = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30), src, dst)
+        if not got:
+            raise SourceError(f"{path}: file ends before the data at offset {src} (truncated?)")
+        src, dst, n = src + got, dst + got, n - got
+
+
+def _read_exact(fh, view: memoryview, offset: int, path: Path) -> None:
+    done = 0
+    while done < len(view):
+        rest = view[done:]
+        got = os.preadv(fh.fileno(), [rest], offset + done) if hasattr(os, "preadv") else _seek_read(fh, rest, offset + done)
+        if not got:
+            raise SourceError(f"{path}: file ends at offset {offset + done}, inside tensor data (truncated?)")
+        done += got
+
+
+def _write_exact(fd: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        got = os.pwrite(fd, view, offset)
+        view, offset = view[got:], offset + got
+
+
+class _HashFeed:
+    def __init__(self, digest) -> None:
+        self.digest = digest
+
+    def feed(self, view: memoryview, offset: int) -> None:
+        self.digest.update(view)
+
+
+class _CrcFeed:
+    """CRC-32 of ranges of the file being read, checked (or handed to their job) when each range is complete."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Crc] = []
+        self.active: list[_Crc] = []
+        self.path = Path()
+
+    def tell(self, message: tuple[list[_Crc], Path]) -> None:
+        crcs, self.path = message
+        if self.active or self.pending:  # a bug: the previous file's regions covered its ranges
+            raise AssertionError("CRC ranges left over from the previous file")
+        self.pending = list(reversed(crcs))
+
+    def feed(self, view: memoryview, a: int) -> None:
+        b = a + len(view)
+        while self.pending and self.pending[-1].start < b:
+            self.active.append(self.pending.pop())
+        still = []
+        for crc in self.active:
+            lo, hi = max(a, crc.start), min(b, crc.end)
+            if lo < hi:
+                crc.value = zlib.crc32(view[lo - a:hi - a], crc.value)
+            if crc.end > b:
+                still.append(crc)
+            elif crc.job is not None:
+                crc.job.crc = crc.value
+            elif crc.value != crc.expect:
+                raise SourceError(f"{self.path}: data of {crc.what} is corrupt (CRC mismatch); the file is damaged")
+        self.active = still
+
+
+class _Ring:
+    """Buffers filled by the reading thread and digested, in order, by one thread per feed."""
+
+    def __init__(self, feeds: list[Any], count: int = COPY_BUFFERS, size: int = COPY_CHUNK) -> None:
+        self._views = [memoryview(bytearray(size)) for _ in range(count)]
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(count):
+            self._free.put(i)
+        self._left = [0] * count
+        self._lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._queues: dict[int, queue.SimpleQueue] = {id(f): queue.SimpleQueue() for f in feeds}
+        self._threads = [threading.Thread(target=self._work, args=(f, self._queues[id(f)]), daemon=True,
+                                          name="spp_gui digest") for f in feeds]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self, feed: Any, inbox: queue.SimpleQueue) -> None:
+        while (item := inbox.get()) is not None:
+            kind, payload = item
+            try:
+                if self.error is None:
+                    if kind == "tell":
+                        feed.tell(payload)
+                    else:
+                        index, offset, n = payload
+                        feed.feed(self._views[index][:n], offset)
+            except BaseException as exc:  # handed to the reading thread, which raises it
+                self.error = self.error or exc
+            if kind == "data":
+                self._release(payload[0])
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            self._left[index] -= 1
+            free = self._left[index] == 0
+        if free:
+            self._free.put(index)
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def acquire(self) -> tuple[int, memoryview]:
+        self._check()
+        index = self._free.get()
+        self._check()
+        return index, self._views[index]
+
+    def tell(self, feed: Any, message: Any) -> None:
+        self._queues[id(feed)].put(("tell", message))
+
+    def submit(self, index: int, offset: int, n: int) -> None:
+        if not self._queues:
+            self._free.put(index)
+            return
+        self._left[index] = len(self._queues)
+        for inbox in self._queues.values():
+            inbox.put(("data", (index, offset, n)))
+
+    def finish(self) -> None:
+        """Wait for every feed to digest what was read; raise what one of them found."""
+        self.stop()
+        self._check()
+
+    def stop(self) -> None:
+        for inbox in self._queues.values():
+            inbox.put(None)
+        self._queues = {}
+        for thread in self._threads:
+            thread.join()
+        self._threads = []

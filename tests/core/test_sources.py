@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import struct
+import sys
 import zipfile
 from collections import OrderedDict
 
@@ -298,3 +299,138 @@ def test_weights_only_loads_plain_containers(tmp_path):
     assert list(load_source(tmp_path / "c.pth").tensors) == ["w"]
     assert os.path.exists(tmp_path / "c.pth")
     assert pickle  # the module is used above through torch.save
+
+
+# ---------------------------------------------------------------------------------------------
+# locating tensors' bytes, the one-pass copier and the digest cache
+
+
+def _span_bytes(span) -> bytes:
+    with open(span.file.path, "rb") as fh:
+        fh.seek(span.offset)
+        return fh.read(span.nbytes)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_located_bytes_are_the_tensor(tmp_path, small_state, suffix):
+    path = tmp_path / f"s{suffix}"
+    torch.save(small_state, path) if suffix == ".pth" else save_file(small_state, path)
+    with load_source(path) as src:
+        for key in small_state:
+            span = src.locate(key)
+            assert (span.record is not None) == (suffix == ".pth")
+            assert _span_bytes(span) == src.read(key).reshape(-1).view(torch.uint8).numpy().tobytes(), key
+        with pytest.raises(SourceError, match="no tensor named"):
+            src.locate("nope")
+
+
+def test_only_verbatim_tensors_are_located(tmp_path):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    torch.save({"a": base, "b": base[1:3], "t": base.t()}, tmp_path / "v.pth")
+    with load_source(tmp_path / "v.pth") as src:
+        assert src.locate("t") is None  # not contiguous: read() makes it
+        span = src.locate("b")
+        assert span.offset == span.record.start + 6 * 4 and span.nbytes == 12 * 4
+    with zipfile.ZipFile(tmp_path / "v.pth") as zin, zipfile.ZipFile(tmp_path / "d.pth", "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    with load_source(tmp_path / "d.pth") as src:
+        assert src.locate("a") is None  # deflated
+    assert load_source({"x": torch.ones(2)}).locate("x") is None
+
+
+def test_sha256_is_hashed_once_per_unchanged_file(tmp_path, small_state, monkeypatch):
+    import hashlib
+
+    from spp_gui.core import sources
+
+    monkeypatch.setenv("SPP_GUI_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "s.safetensors"
+    save_file(small_state, path)
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    seen = []
+    assert load_source(path).sha256(lambda done, total: seen.append((done, total))) == want
+    assert seen[-1] == (path.stat().st_size, path.stat().st_size)
+    assert sources.cached_sha256([path]) == want
+    assert json.loads((tmp_path / "cache" / "sha256.json").read_text())["entries"][str(path)]["sha256"] == want
+    seen.clear()
+    assert load_source(path).sha256(lambda done, total: seen.append(done)) == want and seen == []  # from the cache
+
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    stat_before = path.stat()
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))  # same size and mtime: ctime still tells
+    assert sources.cached_sha256([path]) is None
+    assert load_source(path).sha256() == hashlib.sha256(bytes(raw)).hexdigest()
+
+    (tmp_path / "cache" / "sha256.json").write_text("{not json")
+    assert sources.cached_sha256([path]) is None  # a damaged cache is no cache
+    assert load_source(path).sha256() == hashlib.sha256(bytes(raw)).hexdigest()
+    assert sources.cached_sha256([path]) is not None
+
+
+def test_digest_cache_is_bounded_and_may_be_unwritable(tmp_path, monkeypatch):
+    from spp_gui.core import sources
+
+    monkeypatch.setenv("SPP_GUI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "HASH_CACHE_ENTRIES", 3)
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"f{i}.bin")
+        files[-1].write_bytes(bytes([i]) * 10)
+        sources._file_sha256([files[-1]], None)
+    assert [sources.cached_sha256([f]) is not None for f in files] == [False, False, True, True, True]
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    monkeypatch.setenv("SPP_GUI_CACHE_DIR", str(tmp_path / "blocked" / "cache"))
+    assert sources._file_sha256([files[0]], None) == sources._file_sha256([files[0]], None)
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    from spp_gui.core.sources import cache_dir
+
+    monkeypatch.setenv("SPP_GUI_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("SPP_GUI_CACHE_DIR")
+    monkeypatch.setenv("SPP_GUI_CONFIG_DIR", str(tmp_path / "conf"))
+    assert cache_dir() == tmp_path / "conf" / "cache"
+    monkeypatch.delenv("SPP_GUI_CONFIG_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert cache_dir() == tmp_path / "xdg" / "spp_gui"
+
+
+def test_sharded_digest_covers_index_and_shards(tmp_path, small_state, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("SPP_GUI_CACHE_DIR", str(tmp_path / "cache"))
+    keys = list(small_state)
+    save_file({k: small_state[k] for k in keys[:10]}, tmp_path / "a.safetensors")
+    save_file({k: small_state[k] for k in keys[10:]}, tmp_path / "b.safetensors")
+    weight_map = {k: "a.safetensors" if i < 10 else "b.safetensors" for i, k in enumerate(keys)}
+    (tmp_path / "m.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    src = load_source(tmp_path / "m.safetensors.index.json")
+    files = [p for p, _ in src.files()]
+    assert [p.name for p in files] == ["m.safetensors.index.json", "a.safetensors", "b.safetensors"]
+    assert src.sha256() == hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+    assert src.locate(keys[12]).file is src.shards["b.safetensors"]
+
+
+def test_copy_pass_checks_crcs_it_copies_through(tmp_path, monkeypatch):
+    from spp_gui.core.sources import CopyJob, CopyPass
+
+    monkeypatch.setattr("spp_gui.core.sources.COPY_CHUNK", 64)
+    state = {"a": torch.arange(100, dtype=torch.float32), "b": torch.ones(7)}
+    torch.save(state, tmp_path / "s.pth")
+    src = load_source(tmp_path / "s.pth")
+    out = os.open(tmp_path / "out.bin", os.O_RDWR | os.O_CREAT)
+    try:
+        jobs = [CopyJob("a", src.locate("a"), 0, want_crc=True), CopyJob("b", src.locate("b"), 400, want_crc=True)]
+        copier = CopyPass(src.files(), jobs, out, sha256=True)
+        steps = list(copier.run())
+        assert steps[-1][0] == copier.total == (tmp_path / "s.pth").stat().st_size
+        assert [j.crc for j in jobs] == [j.span.record.crc for j in jobs]
+        data = os.pread(out, 428, 0)
+        assert data == state["a"].numpy().tobytes() + state["b"].numpy().tobytes()
+    finally:
+        os.close(out)
