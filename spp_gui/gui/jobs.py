@@ -7,18 +7,17 @@ receives a signal across threads.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Generator
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from ..core.apply import LoadReport, apply_to_file
+from ..core.apply import LoadReport, apply_to_file, format_bytes
 from ..core.atomic import atomic_write_text
 from ..core.errors import Cancelled
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
-from ..core.sources import load_source
+from ..core.sources import file_sha256_steps, load_source
 from ..core.strategies import Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, verify_mapping
@@ -26,7 +25,6 @@ from .document import Loaded
 from .workers import Worker, WorkerPool
 
 Progress = tuple[int, int, str]
-HASH_CHUNK = 1 << 24
 
 
 def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
@@ -55,15 +53,16 @@ def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool =
 
 
 def _hash(path) -> Generator[Progress, None, str]:
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
+    """The file's sha256: remembered from an earlier hash of the same unchanged file, else read once."""
+    steps = file_sha256_steps([path])
+    try:
+        while True:
+            done, total = next(steps)
             yield done, total, f"Checksum of {path.name}"
-    return digest.hexdigest()
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 def load_mapping(path: str) -> Generator[Progress, None, Mapping]:
@@ -98,8 +97,9 @@ def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, tr
 
     ``mapping`` is the caller's own copy, taken on the GUI thread (the editor goes on editing).
     """
-    def progress(done: int, total: int, key: str) -> None:
-        bridge.progressed.emit((done, total, f"Writing {key}" if key else "Saving"))
+    def progress(done: int, total: int, key: str) -> None:  # bytes: see apply_to_file
+        amount = f"{format_bytes(done)} of {format_bytes(total)}"
+        bridge.progressed.emit((done, total, f"Writing {key} ({amount})" if key else f"Saving ({amount})"))
 
     def cancelled() -> bool:
         return bool(worker_ref) and worker_ref[0].abort_requested
