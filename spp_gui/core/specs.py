@@ -15,6 +15,7 @@ import contextlib
 import difflib
 import math
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,9 @@ def builtin_model_names() -> list[str]:
     return sorted(BUILTIN_MODELS)
 
 
+_IMPORT_LOCK = threading.RLock()
+
+
 def _load_user_class(spec: ModelSpec) -> type[nn.Module]:
     """Import the user's file, only if they trust it (see :mod:`.trust`), and return the named class."""
     path = Path(spec.path or "").expanduser()
@@ -127,16 +131,21 @@ def _load_user_class(spec: ModelSpec) -> type[nn.Module]:
         raise SpecError(f"model file not found: {path} (from spec {spec.text!r})")
     source, digest = code_to_run(path, spec.text)  # raises UntrustedCodeError unless the user agreed
     module_name = f"spp_gui_user_{path.stem if path.stem.isidentifier() else 'model'}_{digest[:12]}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        module = types.ModuleType(module_name)
-        module.__file__ = str(path.resolve())
-        sys.modules[module_name] = module
-        try:  # the very bytes that were checked are compiled, not the file read again
-            exec(compile(source, str(path.resolve()), "exec"), module.__dict__)  # noqa: S102 - trusted by the user
-        except Exception as exc:
-            del sys.modules[module_name]
-            raise SpecError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    with _IMPORT_LOCK:  # two sides loading at once must not see each other's half-run module
+        module = sys.modules.get(module_name)
+        if module is None:
+            module = types.ModuleType(module_name)
+            module.__file__ = str(path.resolve())
+            sys.modules[module_name] = module  # during exec, as an import would (dataclasses look it up)
+            try:  # the very bytes that were checked are compiled, not the file read again
+                exec(compile(source, str(path.resolve()), "exec"), module.__dict__)  # noqa: S102 - trusted by the user
+            except BaseException as exc:  # SystemExit too: never cache a half-run module
+                sys.modules.pop(module_name, None)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                if not isinstance(exc, Exception):
+                    raise SpecError(f"importing {path} stopped: it raised {type(exc).__name__}") from exc
+                raise SpecError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     cls = getattr(module, spec.name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         names = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)]

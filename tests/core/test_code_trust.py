@@ -157,3 +157,39 @@ def _clean_trust():
     forget_trust()
     yield
     forget_trust()
+
+
+def test_two_threads_building_one_trusted_file_both_get_the_class(tmp_path):
+    """The GUI loads source and target at once: neither may see the other's half-run module."""
+    import threading
+
+    path = tmp_path / "slow.py"
+    path.write_text("import time\nimport torch.nn as nn\ntime.sleep(0.3)\n\n"
+                    "class Net(nn.Module):\n    def __init__(self, width=2):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(4, width)\n")
+    trust_file(path)
+    results, errors = [], []
+
+    def build(width):
+        try:
+            results.append(build_model(f"{path}:Net?width={width}", device="meta").fc.out_features)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build, args=(w,)) for w in (2, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sorted(results) == [2, 4]
+
+
+def test_a_file_that_exits_is_an_error_and_not_cached(tmp_path):
+    from spp_gui.core.errors import SpecError
+
+    path = tmp_path / "quits.py"
+    path.write_text("raise SystemExit(3)\n")
+    trust_file(path)
+    for _ in range(2):  # the second attempt imports again instead of finding a broken module
+        with pytest.raises(SpecError, match="SystemExit"):
+            build_model(f"{path}:Net")
