@@ -79,13 +79,20 @@ class Autosaver(QObject):
         self.timer.setSingleShot(True)
         self.timer.setInterval(DELAY_MS)
         self.timer.timeout.connect(self.save_now)
+        self._stopped = False
         session.changed.connect(self.schedule)
         session.stack.indexChanged.connect(self.schedule)
         session.stack.cleanChanged.connect(self.schedule)
 
     @Slot()
     def schedule(self, *_args) -> None:
-        self.timer.start()
+        if not self._stopped:
+            self.timer.start()
+
+    def stop(self) -> None:
+        """The window is closing: no more autosaves, whatever still changes."""
+        self._stopped = True
+        self.timer.stop()
 
     @Slot()
     def save_now(self) -> bool:

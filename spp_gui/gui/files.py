@@ -80,6 +80,7 @@ class FileController(QObject):
         self.mapping_job: Job | None = None
         self.last_report = None
         self.last_mapping_export = None
+        self.save_hint: str | None = None  # where Save As starts for a restored session
         self._box: QMessageBox | None = None  # the open question, if any (tests answer it)
 
     # -- loading ------------------------------------------------------------------------------
@@ -253,9 +254,13 @@ class FileController(QObject):
     def _open_whole(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
         session = self.session
         if plan.recovered:
-            session.reset(source, target, Mapping(), plan.mapping_path)
+            # the clean state under the restore is an empty, untitled mapping, so undoing the restore
+            # can never make Save write that over the file the session came from
+            session.reset(source, target, Mapping(), None)
             session.replace_sides(None, None, plan.mapping or Mapping(), "Restore autosaved session")
-            self.services.message(f"Restored the autosaved session: {len(session.mapping)} entries, not saved yet")
+            self.save_hint = plan.mapping_path
+            self.services.message(f"Restored the autosaved session: {len(session.mapping)} entries, not saved yet"
+                                  + (f" (it came from {plan.mapping_path}: Save asks where)" if plan.mapping_path else ""))
             return
         session.reset(source, target, plan.mapping, plan.mapping_path)
         if plan.mapping_path:
@@ -306,8 +311,8 @@ class FileController(QObject):
             elif clicked in (resuggest, clear):
                 session.replace_sides(source, target, Mapping(), f"Open {role} {name}")
                 self.services.message(f"Opened {role} {name}: the mapping was cleared")
-                if clicked is resuggest:
-                    self.suggester.run(strategy, self.suggester.options(), initial=True)
+                if clicked is resuggest:  # its result is one more undo step, never a new clean state
+                    self.suggester.run(strategy, self.suggester.options(), initial="undoable")
             else:
                 for side in (source, target):
                     if side is not None and side.source is not None:
@@ -392,7 +397,7 @@ class FileController(QObject):
         return box.clickedButton() is anyway
 
     def save_mapping_as(self) -> bool:
-        start = self.session.path or str(Path.cwd() / "mapping.json")
+        start = self.session.path or self.save_hint or str(Path.cwd() / "mapping.json")
         path, _ = QFileDialog.getSaveFileName(self.services.parent, "Save mapping", start, MAPPING_FILTER)
         return bool(path) and self.save_mapping(path)
 

@@ -77,7 +77,7 @@ class SuggestController(QObject):
                                   "(unrelated architectures?); map keys by hand or try another strategy")
             return
         if mode is not None and not session.mapping.entries and accepted:
-            if mode == CLEAN:  # part of opening the session: its saved state, said once
+            if mode == CLEAN and session.stack.count() == 0:  # part of opening the session: its saved state
                 mapping = result.to_mapping(session.mapping.source_spec, session.mapping.target_spec)
                 mapping.source_sha256 = session.mapping.source_sha256
                 mapping.candidates = []

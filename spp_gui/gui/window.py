@@ -474,14 +474,17 @@ class MainWindow(QMainWindow):
         if not self.files.confirm_discard():
             event.ignore()
             return
+        # first what could still change the session (a load finishing, a suggest, the autosave timer),
+        # then the run, whose shutdown waits with an event loop
+        self.files.cancel_plan()
+        self.suggester.cancel()
+        self.progress.cancel_all()
+        self.autosave.stop()
         self.autosave.discard()  # saved or knowingly discarded: nothing to restore next time
         try:
             self.train_panel.shutdown()
         except Exception:  # noqa: BLE001 - closing must always work
             pass
-        self.progress.cancel_all()
-        self.files.cancel_plan()
-        self.suggester.cancel()
         self.pool.stop_all()
         store = settings.settings()
         store.setValue("window/geometry", self.saveGeometry())

@@ -37,6 +37,9 @@ def test_restoring_another_pair_drops_the_old_pairs_suggestions(open_window, qtb
     before = window.session.mapping.copy()
     window.suggest.accept_all.click()  # Apply: nothing of AlexNet's can reach this pair
     assert window.session.mapping == before and "No suggestions" in window.statusBar().currentMessage()
+    window.session.stack.undo()  # undoing the restore: an untitled, empty state, never the restored file's
+    assert window.session.path is None and len(window.session.mapping) == 0
+    window.session.stack.redo()
     out = tmp_path / "restored.json"
     assert window.files.save_mapping(str(out))
     assert not window.session.problems() and not window.modified
@@ -74,6 +77,10 @@ def test_cancel_keeps_the_session_and_resuggest_maps_the_new_pair(open_window, q
     qtbot.waitUntil(lambda: window.session.suggestions is not None and not window.suggester.busy, timeout=60000)
     assert window.session.source.spec == "torchvision:alexnet?num_classes=10"
     assert len(window.session.mapping) >= 10 and not window.session.problems()
+    assert window.modified and window.session.stack.canUndo(), "suggest again is undoable work, never 'saved'"
+    while window.session.stack.canUndo():
+        window.session.stack.undo()
+    assert (window.session.source, window.session.mapping) == before
 
 
 def test_suggest_then_apply_is_honest(open_window, qtbot, wait_idle):
