@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .core.errors import SppError
-from .core.trust import trust_all_code, trust_named_specs
+from .core.trust import trust_all_code, trust_file, trust_named_specs
 
 # Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_export", "spp_gui.cli_train", "spp_gui.cli_verify"]
@@ -174,6 +174,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
         command.add_argument("--trust-code", action="store_true",
                              help="run model code (file.py:Class) that a mapping or run config names; "
                                   "each file is named on stderr before it runs")
+        command.add_argument("--trust-code-file", action="append", default=[], metavar="PATH=SHA256",
+                             help="run this model file only while it has this sha256 (what the editor passes "
+                                  "to the processes it starts); repeatable")
     return parser, sub.choices
 
 
@@ -196,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trust_code:
         trust_all_code(True, announce=_announce)
+    for pinned in getattr(args, "trust_code_file", []):
+        path, _, digest = pinned.rpartition("=")
+        if not path or len(digest) != 64:
+            parser.error(f"--trust-code-file {pinned!r}: expected PATH=SHA256 (64 hex digits)")
+        trust_file(path, digest.lower())
     try:
         return int(args.func(args) or 0)
     except SppError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from PySide6.QtWidgets import (
 
 from ..core.errors import SppError
 from ..core.mapping import Mapping
-from ..core.trust import code_files, is_trusted, trust_named_specs
+from ..core.trust import code_files, file_sha256, is_trusted, trust_named_specs
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
@@ -595,10 +596,7 @@ class TrainPanel(QWidget):
         if self.external:
             logs = path.parent / "torchrun-logs"
             # the processes may run the model code this window was allowed to run, and no other
-            mapping = self._session_mapping()
-            code = code_files([cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""])
-            trusted = bool(code) and all(is_trusted(p) for p in code)
-            extra = ["--events-jsonl", *(["--trust-code"] if trusted else [])]
+            extra = ["--events-jsonl", *self._trusted_code_args(cfg)]
             self.start_process(launch_command([str(path)], self.nproc_spin.value(), extra, tee=True,
                                               log_dir=str(logs)), logs=str(logs))
         else:
@@ -678,6 +676,16 @@ class TrainPanel(QWidget):
         self.thread_done.emit()
 
     @Slot()
+    def _trusted_code_args(self, cfg: RunConfig) -> list[str]:
+        """``--trust-code-file PATH=SHA256`` for each model file this window was allowed to run: the
+        processes run those exact bytes and nothing else (a file changed meanwhile is refused there)."""
+        mapping = self._session_mapping()
+        args: list[str] = []
+        for path in code_files([cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""]):
+            if is_trusted(path):
+                args += ["--trust-code-file", f"{path}={file_sha256(path)}"]
+        return args
+
     def show_cluster_command(self) -> None:
         """Save the run's config beside the runs and show the torchrun line for each machine of a cluster."""
         try:
@@ -687,6 +695,9 @@ class TrainPanel(QWidget):
             cfg.validate("the Train panel")
             path = self.write_job_config(cfg)
             line = cluster_command([str(path)], self.nproc_spin.value(), 2, "HOST:29500")
+            code = self._trusted_code_args(cfg)
+            if code:  # the same model file, byte for byte, must be at the same path on every machine
+                line += " " + shlex.join(code)
         except (SppError, OSError) as exc:
             self._error("Cannot write the run's config", str(exc))
             return

@@ -193,3 +193,15 @@ def test_a_file_that_exits_is_an_error_and_not_cached(tmp_path):
     for _ in range(2):  # the second attempt imports again instead of finding a broken module
         with pytest.raises(SpecError, match="SystemExit"):
             build_model(f"{path}:Net")
+
+
+def test_trust_code_file_pins_the_bytes(capsys, tmp_path, evil, source_pth):
+    """What the editor hands the torchrun processes it starts: this file, with this digest, only."""
+    path, marker = evil
+    sent = _mapping(tmp_path, source_pth, f"{path}:Net")
+    wrong = "0" * 64
+    assert main(["apply", sent, "-o", str(tmp_path / "w.safetensors"), "--trust-code-file", f"{path}={wrong}"]) == 2
+    assert not marker.exists() and "--trust-code" in capsys.readouterr().err
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main(["apply", sent, "-o", str(tmp_path / "w.safetensors"), "--trust-code-file", f"{path}={digest}"]) == 0
+    assert marker.exists()
