@@ -38,8 +38,9 @@ class UntrustedCodeError(SpecError):
         self.spec = spec
         super().__init__(
             f"model spec {spec!r} would run the Python file {path} (sha256 {sha256[:16]}…), which you have "
-            "not named yourself; run it only if you trust that file: pass --trust-code (command line), "
-            "answer Run in the editor, or call spp_gui.trust_code(path) in a script"
+            "not named yourself (or that changed since you allowed it); run it only if you trust that file: "
+            "pass --trust-code (command line), answer Run this file in the editor, or call "
+            "spp_gui.trust_code(path) in a script"
         )
 
 

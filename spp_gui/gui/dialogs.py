@@ -99,6 +99,31 @@ def show_about(parent: QWidget) -> QMessageBox:
     return box
 
 
+def ask_to_run_code(parent: QWidget, exc, on_yes) -> QMessageBox:
+    """Model code nobody allowed for these bytes: ask, naming the file and its sha256; ``on_yes()`` after
+    the file is trusted (exactly these bytes: a file changed again asks again)."""
+    from ..core.trust import trust_file
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "Run code from this file?",
+                      f"This would run the Python file\n\n{exc.path}\n\nsha256 {exc.sha256}\n\nIt is named by "
+                      f"{exc.spec!r}, from a mapping or a saved session, or it changed since you allowed it. "
+                      "Running it can do anything your account can do. Run it only if you know where it comes from.",
+                      QMessageBox.StandardButton.Cancel, parent)
+    box.setObjectName("codeTrustBox")
+    run = box.addButton("Run this file", QMessageBox.ButtonRole.AcceptRole)
+    run.setObjectName("runCodeButton")
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+    def finished(_result: int) -> None:
+        if box.clickedButton() is run:
+            trust_file(exc.path, exc.sha256)
+            on_yes()
+
+    box.finished.connect(finished)
+    box.open()
+    return box
+
+
 def error_box(parent: QWidget, title: str, text: str, detail: str = "") -> QMessageBox:
     """A non-blocking error dialog (window-modal); the caller may connect ``finished``."""
     box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)

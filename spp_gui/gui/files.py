@@ -17,9 +17,9 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..core.errors import SppError, UnsafePickleError
 from ..core.mapping import Mapping
-from ..core.trust import UntrustedCodeError, trust_file, trust_named_specs
+from ..core.trust import UntrustedCodeError, trust_named_specs
 from . import settings
-from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog
+from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog, ask_to_run_code
 from .document import Loaded
 from .jobs import (
     Job,
@@ -203,25 +203,13 @@ class FileController(QObject):
 
     def _offer_code_trust(self, plan: LoadPlan, exc: UntrustedCodeError) -> None:
         """A spec read from a file names Python code: run it only after a yes that names the file."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Run code from this file?",
-                          f"Opening this session would run the Python file\n\n{exc.path}\n\n"
-                          f"sha256 {exc.sha256}\n\nIt is named by {exc.spec!r}, which you did not type yourself "
-                          "(it comes from a mapping or a saved session). Running it can do anything your account "
-                          "can do. Run it only if you know where it comes from.",
-                          QMessageBox.StandardButton.Cancel, self.services.parent)
-        box.setObjectName("codeTrustBox")
-        run = box.addButton("Run this file", QMessageBox.ButtonRole.AcceptRole)
-        run.setObjectName("runCodeButton")
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        self._box = ask_to_run_code(self.services.parent, exc, lambda: self._run_plan(plan.again()))
+        self._box.finished.connect(lambda _r: self._code_answered())
 
-        def answered(clicked) -> None:
-            if clicked is not run:
-                self.services.message("Not opened: the session names code you did not allow to run")
-                return
-            trust_file(exc.path, exc.sha256)  # these bytes only: a changed file asks again
-            self._run_plan(plan.again())
-
-        self._ask(box, answered)
+    def _code_answered(self) -> None:
+        self._box = None
+        if self.plan is None:
+            self.services.message("Not opened: the session names code you did not allow to run")
 
     def _plan_cancelled(self, plan: LoadPlan) -> None:
         if plan is self.plan:
@@ -449,6 +437,9 @@ class FileController(QObject):
         self.services.message(f"Exported {path}: {report.summary()}")
 
     def _export_failed(self, path: str, exc: Exception) -> None:
+        if isinstance(exc, UntrustedCodeError):  # the model file changed since it was allowed
+            ask_to_run_code(self.services.parent, exc, lambda: self.export(path))
+            return
         self._error("Export failed", f"Could not export {path}:\n\n{self._text(exc)}", exc)
 
     # -- the mapping for other loaders --------------------------------------------------------------

@@ -62,13 +62,14 @@ from PySide6.QtWidgets import (
 
 from ..core.errors import SppError
 from ..core.mapping import Mapping
-from ..core.trust import code_files, file_sha256, is_trusted, trust_named_specs
+from ..core.trust import UntrustedCodeError, code_files, file_sha256, is_trusted, trust_named_specs
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
 from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
 from ..training.metrics import read_epochs
 from . import train_form
+from .dialogs import ask_to_run_code
 from .process_run import ProcessRun
 from .run_plots import RunPlots
 from .train_checks import class_mismatch, run_name_problem, with_num_classes
@@ -830,6 +831,10 @@ class TrainPanel(QWidget):
     @Slot(object)
     def _on_errored(self, exc) -> None:
         self.last_error = str(exc)
+        if isinstance(exc, UntrustedCodeError):  # the model file changed since it was allowed: ask, then rerun
+            self.status_label.setText("not started: the model file changed since you allowed it")
+            self._dialog = ask_to_run_code(self, exc, self.start)
+            return
         if isinstance(exc, SppError):
             self.status_label.setText(f"cannot train: {str(exc).splitlines()[0] if str(exc) else exc!r}")
             self._error("Cannot train", str(exc))

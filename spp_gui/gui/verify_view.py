@@ -27,7 +27,9 @@ from PySide6.QtWidgets import (
 
 from ..core.errors import SppError
 from ..core.specs import looks_like_model_spec
+from ..core.trust import UntrustedCodeError
 from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, LayerCheck, VerifyReport, parse_input_shape
+from .dialogs import ask_to_run_code
 from .jobs import Job, ProgressBridge, start_job, verify_session
 from .session import MappingSession, Services
 from .style import STATUS_STYLE, VERIFY_ORDER, status_icon
@@ -343,6 +345,9 @@ class VerifyController(QObject):
 
     def _failed(self, job: Job, exc: Exception) -> None:
         if job is not self.job:
+            return
+        if isinstance(exc, UntrustedCodeError):  # a model file changed since it was allowed
+            ask_to_run_code(self.services.parent, exc, self.run)
             return
         if isinstance(exc, SppError):
             self._show_error(str(exc))

@@ -50,3 +50,25 @@ def test_a_dropped_mapping_naming_code_asks_first(open_window, qtbot, tmp_path, 
     qtbot.waitUntil(lambda: window.doc.target is not before and window.files.plan is None, timeout=30000)
     assert marker.exists() and window.doc.target.spec == f"{code}:Net"
     assert set(window.doc.target.side.table) == {"fc.weight", "fc.bias"}
+
+
+def test_a_model_file_changed_after_it_was_allowed_asks_again_on_export(open_window, qtbot, tmp_path, wait_idle):
+    import torch
+
+    marker = tmp_path / "MARKER"
+    code = tmp_path / "mine.py"
+    code.write_text(EVIL.format(marker=str(marker)))
+    source = tmp_path / "src.pth"
+    torch.save({"fc.weight": torch.randn(2, 4), "fc.bias": torch.randn(2)}, source)
+    window = open_window([str(source), f"{code}:Net", "--strategy", "exact"])  # named by the user: runs
+    assert marker.exists() and len(window.session.mapping) == 2
+    marker.unlink()
+    code.write_text(code.read_text() + "\n# edited after it was allowed\n")
+    out = tmp_path / "out.safetensors"
+    window.files.export(str(out))
+    qtbot.waitUntil(lambda: bool(_boxes(window)), timeout=30000)
+    assert not marker.exists() and str(code) in _boxes(window)[0].text()
+    [run] = [b for b in _boxes(window)[0].buttons() if b.objectName() == "runCodeButton"]
+    run.click()
+    qtbot.waitUntil(lambda: out.exists() and window.files.last_report is not None, timeout=30000)
+    assert marker.exists()
