@@ -348,10 +348,9 @@ def run_toml(ctx: Ctx, folder: Path, **extra: str) -> Path:
     return path
 
 
-def g_code(ctx: Ctx) -> Iterator[Case]:
+def g_code(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import code_mapping
 
-    group = "1 code in mapping/config specs"
     spec = f"{ctx.evil}:Net"
     for side in ("target", "source"):
         # the other side a model that builds: apply and verify get as far as the code
@@ -373,11 +372,10 @@ def g_code(ctx: Ctx) -> Iterator[Case]:
                check=lambda r: None if r.rc else "wrong: the run went ahead")
 
 
-def g_rezip(ctx: Ctx) -> Iterator[Case]:
+def g_rezip(ctx: Ctx, group: str) -> Iterator[Case]:
     import torch
     from faultgen import rezipped
 
-    group = "2 re-zipped .pth, storage > record"
     from spp_gui import suggest_mapping
 
     for name, path, readable in rezipped(ctx.base["pth"], ctx.tmp / "rezip"):
@@ -401,8 +399,7 @@ def g_rezip(ctx: Ctx) -> Iterator[Case]:
                         expected=(lambda p=path: read_reference(p)) if readable else None)
 
 
-def g_paths(ctx: Ctx) -> Iterator[Case]:
-    group = "3 writes outside the folders"
+def g_paths(ctx: Ctx, group: str) -> Iterator[Case]:
     root = ctx.tmp / "paths" / "a" / "b"
     for i, name in enumerate(("../../escaped", str(ctx.tmp / "paths" / "absolute"), "x/y", "..")):
         folder = root / f"cfg{i}"
@@ -441,8 +438,7 @@ def g_paths(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, f"prepare-voc, an {kind} list line", ["prepare-voc", voc, out], check=check)
 
 
-def g_bounds(ctx: Ctx) -> Iterator[Case]:
-    group = "4 data.workers and sizes unbounded"
+def g_bounds(ctx: Ctx, group: str) -> Iterator[Case]:
     for key, value in (("data__workers", "1000000"), ("run__batch_size", "1000000000"),
                        ("data__image_size", "1000000"), ("run__log_every", "1000000000000"),
                        ("run__epochs", "1000000000")):
@@ -450,11 +446,10 @@ def g_bounds(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, f"{key.replace('__', '.')} = {value}", ["train", config], timeout=30, max_rss_mb=1500)
 
 
-def g_export(ctx: Ctx) -> Iterator[Case]:
+def g_export(ctx: Ctx, group: str) -> Iterator[Case]:
     from spp_gui.core.export import FORMATS
     from spp_gui.core.mapping import Entry, Mapping
 
-    group = "5 export snippet injection"
     marker = ctx.tmp / "EXPORTED_CODE_RAN"
     evil = f"\nimport pathlib; pathlib.Path({str(marker)!r}).write_text('x')"
     mapping = Mapping("x.pth", "torchvision:alexnet", "ab" * 32)
@@ -492,8 +487,7 @@ def _garbage_split(root: Path, classes: tuple[str, ...], per_class: int, bad: in
             image.write_bytes(b"not an image" * 4)
 
 
-def g_training_data(ctx: Ctx) -> Iterator[Case]:
-    group = "6 training on unreadable data"
+def g_training_data(ctx: Ctx, group: str) -> Iterator[Case]:
     classes = ("circle", "square", "star")
     for label, bad in (("every image unreadable", 8), ("3 of 8 images unreadable", 3)):
         data = ctx.tmp / "unreadable" / str(bad)
@@ -514,10 +508,9 @@ def g_training_data(ctx: Ctx) -> Iterator[Case]:
                during=delete_after_first_epoch)
 
 
-def g_special_files(ctx: Ctx) -> Iterator[Case]:
+def g_special_files(ctx: Ctx, group: str) -> Iterator[Case]:
     from safetensors.torch import save_file
 
-    group = "7 FIFOs and device files"
     folder = ctx.tmp / "special"
     folder.mkdir()
     os.mkfifo(folder / "mapping.json")
@@ -548,12 +541,11 @@ def g_special_files(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, name, argv, timeout=15, max_rss_mb=1500)
 
 
-def g_layouts(ctx: Ctx) -> Iterator[Case]:
+def g_layouts(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import hf_cache_snapshot, inflating_pickle, many_shards, pickle_bombs
 
     from spp_gui import suggest_mapping
 
-    group = "8 hub cache, 1,100 shards, bombs"
     snapshot = hf_cache_snapshot(ctx.tmp / "hub", ctx.state)
     for where in (snapshot, snapshot / "model.safetensors.index.json"):
         yield ctx.apply(group, f"hub cache snapshot ({where.name})", where, "ok", expected=lambda: ctx.state)
@@ -578,19 +570,17 @@ def g_layouts(ctx: Ctx) -> Iterator[Case]:
                ["inspect", bomb], max_rss_mb=1500, timeout=90)
 
 
-def g_mappings(ctx: Ctx) -> Iterator[Case]:
+def g_mappings(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import malformed_mappings
 
-    group = "9 malformed mapping files"
     for name, path in malformed_mappings(ctx.tmp / "mappings"):
         yield Case(group, name, ["apply", path, "--source", ctx.base["pth"], "--target", f"{ctx.net}:Base",
                                  "-o", ctx.out()])
 
 
-def g_headers(ctx: Ctx) -> Iterator[Case]:
+def g_headers(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import hostile_indexes, strict_safetensors
 
-    group = "9 safetensors headers, indexes"
     folder = ctx.tmp / "headers"
     folder.mkdir()
     for i, (name, blob) in enumerate(strict_safetensors()):
@@ -600,10 +590,9 @@ def g_headers(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, name, ["inspect", path])
 
 
-def g_specs(ctx: Ctx) -> Iterator[Case]:
+def g_specs(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import code_mapping
 
-    group = "9 specs, long names, num_classes"
     long_source = code_mapping(ctx.tmp / "specs", "d/" + "x" * 300 + ".pth", "source", "long.json")
     for name, argv in (
         ("spp_gui num_classes=-5", ["inspect", "spp_gui:alexnet_spp?num_classes=-5"]),
@@ -619,8 +608,7 @@ def g_specs(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, name, argv)
 
 
-def g_configs(ctx: Ctx) -> Iterator[Case]:
-    group = "9 run configs"
+def g_configs(ctx: Ctx, group: str) -> Iterator[Case]:
     folder = ctx.tmp / "configs"
     (folder / "taken").parent.mkdir(parents=True)
     (folder / "taken").write_text("a file, not a folder\n")
@@ -637,8 +625,7 @@ def g_configs(ctx: Ctx) -> Iterator[Case]:
     yield Case(group, "TOML that does not parse", ["train", broken])
 
 
-def g_outputs(ctx: Ctx) -> Iterator[Case]:
-    group = "9 unwritable -o, full disk"
+def g_outputs(ctx: Ctx, group: str) -> Iterator[Case]:
     folder = ctx.tmp / "outputs"
     folder.mkdir()
     (folder / "dir.json").mkdir()
@@ -678,10 +665,9 @@ def g_outputs(ctx: Ctx) -> Iterator[Case]:
         yield Case(group, f"a full disk writing {suffix}", argv + [out], check=intact, limits=Limits(fsize=1024))
 
 
-def g_sigterm(ctx: Ctx) -> Iterator[Case]:
+def g_sigterm(ctx: Ctx, group: str) -> Iterator[Case]:
     from spp_gui.training.demo_data import write_split
 
-    group = "9 SIGTERM to a run with workers"
     data = ctx.tmp / "long_data"
     write_split(data / "train", ("circle", "square", "star"), 40, 32, seed=0, cluttered=False)
     write_split(data / "val", ("circle", "square", "star"), 8, 32, seed=1, cluttered=False)
@@ -709,8 +695,7 @@ def g_sigterm(ctx: Ctx) -> Iterator[Case]:
                    "fail", check, timeout=150, during=stop)
 
 
-def g_modes(ctx: Ctx) -> Iterator[Case]:
-    group = "10 umask, modes, symlinks"
+def g_modes(ctx: Ctx, group: str) -> Iterator[Case]:
     folder = ctx.tmp / "modes"
     folder.mkdir()
     mapit = ["map", ctx.base["pth"], f"{ctx.net}:Base", "-o"]
@@ -743,13 +728,12 @@ def g_modes(ctx: Ctx) -> Iterator[Case]:
     yield Case(group, "-o a symlink is written through", mapit + [link], "ok", through)
 
 
-def g_escapes(ctx: Ctx) -> Iterator[Case]:
+def g_escapes(ctx: Ctx, group: str) -> Iterator[Case]:
     import torch
     from faultgen import CLEAR, OSC_TITLE, escape_names_state
 
     from spp_gui.core.mapping import Entry, Mapping
 
-    group = "10 terminal escapes in names"
     folder = ctx.tmp / "escapes"
     folder.mkdir()
     ckpt = folder / "sent.pth"
@@ -775,16 +759,23 @@ def g_escapes(ctx: Ctx) -> Iterator[Case]:
     config = run_toml(ctx, folder, data__train=json.dumps(str(data / "train")), data__val=json.dumps(str(data / "val")),
                       data__cache='"no"', run__name=json.dumps("esc"))
     yield Case(group, "train, a class folder and an unreadable image", ["train", config], "any", timeout=60)
+    sent = folder / f"sent{OSC_TITLE}"
+    _garbage_split(sent / "train", ("circle", "square", "star"), 4, 4)
+    _garbage_split(sent / "val", ("circle", "square", "star"), 2, 2)
+    config = run_toml(ctx, folder / "cfg_sent", data__train=json.dumps(str(sent / "train")),
+                      data__val=json.dumps(str(sent / "val")), data__cache='"no"')
+    yield Case(group, "train, a data folder named with escapes, nothing readable", ["train", config], "fail",
+               timeout=60)
 
 
-def g_casts(ctx: Ctx) -> Iterator[Case]:
+def g_casts(ctx: Ctx, group: str) -> Iterator[Case]:
     import tomllib
 
     import torch
 
     from spp_gui import suggest_mapping
+    from spp_gui.core.mapping import Entry, Mapping
 
-    group = "10 lossy casts, config.toml"
     folder = ctx.tmp / "casts"
     folder.mkdir()
     torch.manual_seed(0)
@@ -796,6 +787,13 @@ def g_casts(ctx: Ctx) -> Iterator[Case]:
     yield Case(group, "a float source for an int64 buffer", ["apply", mapping, "--target", f"{ctx.net}:Counted",
                                                              "-o", out],
                check=lambda r: f"wrong: {out.name} was written" if out.exists() else None)
+    torch.save({"conv.weight": torch.zeros(4, 0, 3, 3), "conv.bias": torch.zeros(4)}, folder / "no_channels.pth")
+    conv = Mapping(str(folder / "no_channels.pth"), f"{ctx.net}:Conv")
+    conv.set(Entry("conv.weight", "conv.weight", {"op": "in_channels"}))
+    conv.save(folder / "conv.json")
+    out = ctx.out()
+    yield Case(group, "in_channels from a source with 0 channels", ["apply", folder / "conv.json", "--target",
+                                                                     f"{ctx.net}:Conv", "-o", out])
     data = folder / "da\x01ta\u2028x"
     shutil.copytree(ctx.data, data)
     config = run_toml(ctx, folder, data__train=json.dumps(str(data / "train")), data__val=json.dumps(str(data / "val")),
@@ -813,32 +811,48 @@ def g_casts(ctx: Ctx) -> Iterator[Case]:
     yield Case(group, "config.toml with control characters in a path", ["train", config], "ok", round_trip, timeout=60)
 
 
-def g_fuzz(ctx: Ctx) -> Iterator[Case]:
+def g_fuzz(ctx: Ctx, group: str) -> Iterator[Case]:
     from faultgen import bit_flips, crafted_safetensors, malicious, truncations, zip_damage
 
-    groups = {
-        "fuzz: truncated .pth": truncations(ctx.base["pth"], ctx.cases, ctx.rng),
-        "fuzz: truncated .safetensors": truncations(ctx.base["safetensors"], ctx.cases, ctx.rng),
-        "fuzz: bit-flipped .pth": bit_flips(ctx.base["pth"], ctx.cases, ctx.rng),
-        "fuzz: bit-flipped .safetensors": bit_flips(ctx.base["safetensors"], ctx.cases, ctx.rng),
-        "fuzz: crafted headers, zip damage": [*crafted_safetensors(), *zip_damage(ctx.base["pth"])],
+    kinds = {
+        "truncated .pth": truncations(ctx.base["pth"], ctx.cases, ctx.rng),
+        "truncated .safetensors": truncations(ctx.base["safetensors"], ctx.cases, ctx.rng),
+        "bit-flipped .pth": bit_flips(ctx.base["pth"], ctx.cases, ctx.rng),
+        "bit-flipped .safetensors": bit_flips(ctx.base["safetensors"], ctx.cases, ctx.rng),
+        "crafted headers, zip damage": [*crafted_safetensors(), *zip_damage(ctx.base["pth"])],
     }
     folder = ctx.tmp / "fuzz"
     folder.mkdir()
-    for group, cases in groups.items():
+    for k, (kind, cases) in enumerate(kinds.items()):
         for i, (name, blob) in enumerate(cases):
-            suffix = ".safetensors" if "safetensors" in name else ".pth"
-            path = folder / f"{group.split()[1][:5]}_{len(group)}_{i}{suffix}"
+            path = folder / f"{k}_{i}{'.safetensors' if 'safetensors' in name else '.pth'}"
             path.write_bytes(blob)
             # a damaged file is refused, or (the damage where nothing is read) read exactly as the reference reads it
-            expect = "refuse" if group.startswith("fuzz: crafted") else "any"
-            yield ctx.apply(group, name, path, expect)
+            yield ctx.apply(f"{group}: {kind}", name, path, "refuse" if kind.startswith("crafted") else "any")
     for name, path in malicious(ctx.tmp / "evil_pickles", ctx.marker):
-        yield Case("fuzz: malicious pickles", name, ["inspect", path])
+        yield Case(f"{group}: malicious pickles", name, ["inspect", path])
 
 
-GROUPS = [g_code, g_rezip, g_paths, g_bounds, g_export, g_training_data, g_special_files, g_layouts, g_mappings,
-          g_headers, g_specs, g_configs, g_outputs, g_sigterm, g_modes, g_escapes, g_casts, g_fuzz]
+GROUPS = {  # class: the cases of that class (made only when the class runs)
+    "1 code in mapping/config specs": g_code,
+    "2 re-zipped .pth, storage > record": g_rezip,
+    "3 writes outside the folders": g_paths,
+    "4 data.workers and sizes unbounded": g_bounds,
+    "5 export snippet injection": g_export,
+    "6 training on unreadable data": g_training_data,
+    "7 FIFOs and device files": g_special_files,
+    "8 hub cache, 1,100 shards, bombs": g_layouts,
+    "9 malformed mapping files": g_mappings,
+    "9 safetensors headers, indexes": g_headers,
+    "9 specs, long names, num_classes": g_specs,
+    "9 run configs": g_configs,
+    "9 unwritable -o, full disk": g_outputs,
+    "9 SIGTERM to a run with workers": g_sigterm,
+    "10 umask, modes, symlinks": g_modes,
+    "10 terminal escapes in names": g_escapes,
+    "10 lossy casts, config.toml": g_casts,
+    "fuzz": g_fuzz,
+}
 
 
 # -- kill -9 during saves (in this process's children: the writer is the library, not the CLI) --------
@@ -950,10 +964,10 @@ def main() -> None:
         (tmp / "logs").mkdir()
         (tmp / "cwd").mkdir()
         runner = Runner(tmp / "logs", args.fresh)
-        for make in GROUPS:
-            for case in make(ctx):
-                if args.only and args.only not in case.group:
-                    continue
+        for name, make in GROUPS.items():
+            if args.only and args.only not in name:
+                continue
+            for case in make(ctx, name):
                 argv = [str(a) for a in case.argv]
                 result = runner.run(argv, tmp / "cwd", case.limits, case.timeout or args.timeout, case.max_rss_mb,
                                     case.during)

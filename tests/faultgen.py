@@ -154,6 +154,12 @@ class W(nn.Module):
         self.w = nn.Parameter(torch.zeros(1000))
 
 
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+
 class Counted(nn.Module):
     """A float weight and an integer counter: a float source for the counter is a lossy cast."""
 
