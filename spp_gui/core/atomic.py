@@ -9,6 +9,7 @@ over a minute.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -81,9 +82,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         old = os.stat(path)
-        keep_mode = stat.S_IMODE(old.st_mode) & 0o777 if stat.S_ISREG(old.st_mode) else None
     except OSError:
-        keep_mode = None
+        old = None
+    if old is not None and not stat.S_ISREG(old.st_mode):  # never swap a device, FIFO or folder for a file
+        kind = ("a folder" if stat.S_ISDIR(old.st_mode) else "a FIFO" if stat.S_ISFIFO(old.st_mode)
+                else "a device" if stat.S_ISCHR(old.st_mode) or stat.S_ISBLK(old.st_mode) else "not a regular file")
+        raise IsADirectoryError(errno.EISDIR if stat.S_ISDIR(old.st_mode) else errno.EINVAL,
+                                f"{path} is {kind}; choose a file name to write", str(path))
+    keep_mode = stat.S_IMODE(old.st_mode) & 0o777 if old is not None else None
     remove_stale_temps(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     while True:

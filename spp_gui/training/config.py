@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import SpecError, SppError
+from ..core.mapping import read_untrusted_text
 from ..core.specs import parse_spec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -111,14 +112,16 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
         path = Path(path)
+        # a file someone may have sent: a regular file of bounded size, like a mapping
+        text = read_untrusted_text(path, "run config", ConfigError, "a run .toml file", limit=1 << 20)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"run config not found: {path}") from None
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read run config {path}: {exc}") from exc
+        except RecursionError:
+            raise ConfigError(f"{path} nests arrays or tables past ~1,000 levels; a run config nests two") from None
+        except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+            raise ConfigError(f"{path} is not a usable run config ({str(exc)[:120]})") from None
         cfg = cls.from_dict(data, where=str(path))
         cfg.path = str(path)
         return cfg

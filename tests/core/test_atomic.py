@@ -145,3 +145,16 @@ def test_stale_temp_files_without_a_pid_go_after_a_minute(tmp_path):
     assert not old.exists()
     assert fresh.exists()  # maybe a writer at work right now
     assert other.exists()  # another file's: not this write's business
+
+
+def test_a_device_or_fifo_is_never_replaced_by_a_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="FIFO"):
+        atomic_write_text(fifo, "x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    with pytest.raises(OSError, match="device"):
+        atomic_write_text("/dev/null", "x")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

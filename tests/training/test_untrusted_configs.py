@@ -221,3 +221,24 @@ def test_bad_model_spec_options_name_the_option(tiny_data, tmp_path, capsys, opt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.spec" in err and option.split("=")[0] in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "deep", "big"])
+def test_a_run_config_is_read_as_untrusted_data(tmp_path, kind):
+    """A FIFO never blocks, /dev/zero is never read to the end, deep nesting is one ConfigError."""
+    import os
+
+    from spp_gui.training.config import ConfigError, RunConfig
+
+    path = tmp_path / "run.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = "/dev/zero"
+    elif kind == "deep":
+        path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    else:
+        path.write_bytes(b"# " + b"a" * (2 << 20) + b"\n")
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(path)
+    assert str(path) in str(info.value)
