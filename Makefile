@@ -9,7 +9,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 $(STAMP): pyproject.toml resources/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -c resources/constraints.txt -e '.[test]'
+	$(PY) -m pip install $(PIP_FLAGS) -c resources/constraints.txt -e '.[test,zoo]'
 	touch $(STAMP)
 
 run: $(STAMP)
