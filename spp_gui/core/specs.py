@@ -4,6 +4,10 @@
     torchvision:alexnet:IMAGENET1K_V1          (as a source: torchvision's pretrained weights)
     spp_gui:alexnet_spp?num_classes=20&levels=1,4,9,36&mode=max
     path/to/net.py:Net?width=2                 (the user's own class)
+    timm:vit_base_patch16_224?num_classes=10   (the zoo extra: timm, random init)
+    hf:ViTForImageClassification?hidden_size=192&num_hidden_layers=2   (transformers: the class's config)
+    hf:path/to/folder                          (a folder's config.json: its architecture; hf:./name for a
+                                                folder whose name is a bare identifier)
 
 Models are built on the meta device for inspection (no memory, no init cost) and for real
 when weights are applied.
@@ -27,14 +31,17 @@ from torch import nn
 from .errors import SpecError
 from .trust import code_to_run, trust_file
 
-SCHEMES = ("torchvision", "spp_gui")
+SCHEMES = ("torchvision", "spp_gui", "timm", "hf")
 #: a classifier head bigger than this is a typo (and a memory bomb), not a data set
 MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model spec. ``kind`` is 'torchvision', 'spp_gui' or 'file'."""
+    """A parsed model spec. ``kind`` is 'torchvision', 'spp_gui', 'timm', 'hf' or 'file'.
+
+    An ``hf`` spec names a transformers class (``name``) or a folder with config.json (``path``).
+    """
 
     kind: str
     name: str
@@ -86,6 +93,12 @@ def parse_spec(text: str) -> ModelSpec:
                 raise SpecError(f"bad option {item!r} in spec {text!r}: expected key=value")
             kwargs[key] = parse_value(value)
     scheme, _, rest = head.partition(":")
+    if scheme == "hf":
+        if not rest:
+            raise SpecError(f"spec {text!r} names no model after 'hf:' (a transformers class or a folder)")
+        if rest.isidentifier():
+            return ModelSpec("hf", rest, kwargs, None, None, text)
+        return ModelSpec("hf", Path(rest).name or rest, kwargs, None, rest, text)
     if scheme in SCHEMES:
         name, _, weights = rest.partition(":")
         if not name:
@@ -99,8 +112,8 @@ def parse_spec(text: str) -> ModelSpec:
             raise SpecError(f"spec {text!r}: {cls!r} is not a class name")
         return ModelSpec("file", cls, kwargs, None, path, text)
     raise SpecError(
-        f"cannot read model spec {text!r}: expected torchvision:NAME, spp_gui:NAME or path/to/file.py:Class "
-        "(options after '?', e.g. torchvision:resnet50?num_classes=20)"
+        f"cannot read model spec {text!r}: expected torchvision:NAME, spp_gui:NAME, timm:NAME, hf:Class, "
+        "hf:path/to/folder or path/to/file.py:Class (options after '?', e.g. torchvision:resnet50?num_classes=20)"
     )
 
 
@@ -162,11 +175,13 @@ def check_options(spec: ModelSpec) -> None:
         values = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise SpecError(f"spec {spec.text!r}: {key}={value!r} is not a finite number; give a number such as 1.0")
-    if spec.kind != "file" and "num_classes" in spec.kwargs:
-        n = spec.kwargs["num_classes"]
+    for option in ("num_classes", "num_labels"):  # num_labels: transformers' name for it
+        if spec.kind == "file" or option not in spec.kwargs:
+            continue
+        n = spec.kwargs[option]
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
-            raise SpecError(f"spec {spec.text!r}: num_classes={n!r} is not valid; use a whole number from 1 to "
-                            f"{MAX_CLASSES:,}, e.g. num_classes=20")
+            raise SpecError(f"spec {spec.text!r}: {option}={n!r} is not valid; use a whole number from 1 to "
+                            f"{MAX_CLASSES:,}, e.g. {option}=20")
 
 
 def model_constructor(spec: ModelSpec):
@@ -186,6 +201,16 @@ def model_constructor(spec: ModelSpec):
                 f"built-ins: {', '.join(sorted(BUILTIN_MODELS))}"
             )
         return BUILTIN_MODELS[spec.name]
+    if spec.kind == "timm":
+        from .zoo import timm_constructor
+
+        return timm_constructor(spec.name, spec.text)
+    if spec.kind == "hf":
+        from .zoo import hf_class_constructor, hf_folder_constructor
+
+        if spec.path is not None:
+            return hf_folder_constructor(spec.path, spec.text)
+        return hf_class_constructor(spec.name, spec.text)
     return _load_user_class(spec)
 
 
@@ -210,7 +235,7 @@ def build_model(spec: str | ModelSpec, device: str | torch.device = "cpu", seed:
             torch.manual_seed(seed)
         try:
             model = ctor(**spec.kwargs)
-        except MemoryError:
+        except (MemoryError, SpecError):
             raise
         except Exception as exc:  # options the model cannot take: torchvision raises anything from TypeError on
             raise SpecError(f"cannot build {spec.text!r}: {exc}; check the spec's options") from exc
