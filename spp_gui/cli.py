@@ -7,13 +7,16 @@ in one line on stderr and exit status 2; tracebacks are for bugs.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import json
 import os
 import re
+import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +31,8 @@ EXIT_USER_ERROR = 2
 #: the longest file or folder name the common filesystems allow, in bytes
 NAME_MAX = 255
 PATH_MAX = 4096
+#: seconds of work before a progress line appears: a quick job leaves no trace
+PROGRESS_DELAY = 0.3
 
 
 def colour_enabled(stream=sys.stdout) -> bool:
@@ -152,6 +157,65 @@ def print_json(data) -> None:
     sys.stdout.write("\n")
 
 
+class ProgressLine:
+    """A one-line progress report on stderr, redrawn in place: ``label  1.2 GB of 2.1 GB  57%  1.6 GB/s  ETA 0:01``.
+
+    Shown only on a terminal, only once the work has taken ``delay`` seconds (PROGRESS_DELAY), and at most ``rate`` times a second; :meth:`close` wipes it. Call it as ``(done, total)``
+    or ``(done, total, key)``, counting bytes: the callbacks of ``Source.sha256`` and ``apply_to_file``.
+    """
+
+    def __init__(self, label: str, *, enabled: bool = True, delay: float | None = None, rate: float = 10.0,
+                 stream=None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.delay = PROGRESS_DELAY if delay is None else delay
+        self.label, self.interval, self.clock = label, 1.0 / rate, clock
+        self.start = clock()
+        self.last = -float("inf")
+        self.shown = False
+
+    def __call__(self, done: int, total: int, key: str = "") -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.start < self.delay or (now - self.last < self.interval and done < total):
+            return
+        self.last = now
+        from .core.apply import format_progress
+
+        line = f"{printable(self.label)}  {format_progress(done, total, now - self.start)}"
+        if key:
+            line += f"  {shorten(key, 40)}"
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn in place
+        self.stream.write(f"\r\033[K{line[:max(width, 20)]}")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _looks_like_operand(text: str) -> bool:
+    """A file, a spec or an option: what the editor's ``spp-gui [SOURCE TARGET] [--mapping M]`` takes."""
+    return (text.startswith("-") or any(c in text for c in "/\\.:?=~") or os.path.lexists(text))
+
+
+def mistyped_command(text: str, commands: Sequence[str]) -> str | None:
+    """The subcommand ``text`` was probably meant to be (``inpsect`` -> ``inspect``), if it is no file or spec."""
+    if text in commands or _looks_like_operand(text):
+        return None
+    near = difflib.get_close_matches(text.lower(), list(commands), n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only errors, warnings and the final summary line")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     parser = argparse.ArgumentParser(
         prog="spp-gui",
@@ -194,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
     # model files the user names here are theirs to run; those read from a mapping or config are not
     trust_named_specs(argv)
+    if argv and (meant := mistyped_command(argv[0], list(commands))):
+        print(f"spp-gui: error: unknown command '{printable(argv[0])}'; did you mean '{meant}'? "
+              "(spp-gui --help lists them)", file=sys.stderr)
+        return EXIT_USER_ERROR
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         return _gui(argv)
     args = parser.parse_args(argv)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .cli import check_inputs, check_output, colour_enabled, paint, print_json, printable
+from .cli import (
+    ProgressLine,
+    add_quiet,
+    check_inputs,
+    check_output,
+    colour_enabled,
+    paint,
+    print_json,
+    printable,
+    shorten,
+)
 from .core.apply import apply_to_file
-from .core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping
-from .core.strategies import source_side, strategy_names, suggest, target_side
+from .core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
+from .core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
 from .core.tensors import format_shape
 from .core.tree import Node, ParamTree
 
 STATUS_COLOURS = {EXACT: "32", RENAMED: "36", ADAPTED: "33", INVALID: "31", UNMAPPED: "2"}
+#: ``map`` prints every row up to this many target keys; beyond it, the counts and the rows that need a look
+FULL_TABLE_ROWS = 60
 
 
 def human(n: int) -> str:
@@ -31,6 +44,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out["spec"] = side.spec
         out["notes"] = side.source.notes if side.source else []
         print_json(out)
+        return 0
+    if args.quiet:
+        print(f"total: {len(tree)} tensors, {tree.numel:,} parameters")
         return 0
     colour = colour_enabled()
     if side.source is not None and side.source.notes:
@@ -53,25 +69,80 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_status_table(mapping: Mapping, source_table, target_table, limit: int | None = None) -> None:
-    status = mapping.status(source_table, target_table)
+def _row(mapping: Mapping, status: MappingStatus, target_table, key: str) -> dict:
+    entry = mapping.get(key)
+    row = {"target": key, "status": status.target[key], "shape": list(target_table[key].shape),
+           "source": entry.source if entry else None}
+    if entry and entry.reason:
+        row["reason"] = entry.reason
+    if key in status.problems:
+        row["problem"] = status.problems[key]
+    return row
+
+
+def summary_line(mapping: Mapping, source_table, target_table, status: MappingStatus) -> str:
+    counts = {s: status.count(s) for s in STATUS_COLOURS}
+    share = mapping.share(source_table, target_table, status)
+    return (f"{len(target_table) - counts[UNMAPPED] - counts[INVALID]} of {len(target_table)} target tensors mapped "
+            f"({counts[EXACT]} exact, {counts[RENAMED]} renamed, {counts[ADAPTED]} adapted, {counts[INVALID]} invalid); "
+            f"{share:.1%} of target parameters from the source; {len(status.unused_sources)} source tensors unused")
+
+
+def print_status_table(mapping: Mapping, source_table, target_table, status: MappingStatus | None = None,
+                       every_row: bool = True) -> None:
+    """One row per target key; with ``every_row=False`` and more than FULL_TABLE_ROWS keys, only the
+    invalid and unmapped ones (at most FULL_TABLE_ROWS of them), after a line of counts."""
+    status = status or mapping.status(source_table, target_table)
     colour = colour_enabled()
     width = min(60, max((len(printable(k)) for k in target_table), default=10))
     rows = list(target_table)
-    for key in rows[:limit] if limit else rows:
-        st = status.target[key]
-        entry = mapping.get(key)
-        src = f"<- {entry.source}" if entry else ""
-        extra = f"  {entry.reason}" if entry and entry.reason else ""
-        if key in status.problems:
-            extra = "  " + status.problems[key]
+    if not every_row and len(rows) > FULL_TABLE_ROWS:
+        counts = ", ".join(f"{status.count(s)} {s}" for s in STATUS_COLOURS if status.count(s))
+        attention = [k for k in rows if status.target[k] in (INVALID, UNMAPPED)]
+        shown = attention[:FULL_TABLE_ROWS]
+        what = f"the {len(shown)} invalid or unmapped" if attention else "no rows: none is invalid or unmapped"
+        print(f"{len(rows)} target tensors: {counts}; showing {what} (--all for every row, --json for all of it)")
+        rows = shown
+    for key in rows:
+        row = _row(mapping, status, target_table, key)
+        src = f"<- {row['source']}" if row["source"] is not None else ""
+        extra = f"  {row['problem']}" if "problem" in row else f"  {row['reason']}" if "reason" in row else ""
         line = printable(f"{key:<{width}} {format_shape(target_table[key].shape):<18} {src}{extra}")
+        st = row["status"]
         print(f"{paint(f'{st:<9}', STATUS_COLOURS[st], colour)} {line}")
-    counts = {s: status.count(s) for s in STATUS_COLOURS}
-    share = mapping.share(source_table, target_table, status)
-    print(f"{len(target_table) - counts[UNMAPPED] - counts[INVALID]} of {len(target_table)} target tensors mapped "
-          f"({counts[EXACT]} exact, {counts[RENAMED]} renamed, {counts[ADAPTED]} adapted, {counts[INVALID]} invalid); "
-          f"{share:.1%} of target parameters from the source; {len(status.unused_sources)} source tensors unused")
+    if not every_row and len(target_table) > FULL_TABLE_ROWS:
+        left = sum(1 for k in target_table if status.target[k] in (INVALID, UNMAPPED)) - len(rows)
+        if left > 0:
+            print(f"... and {left} more invalid or unmapped (--all for every row)")
+
+
+def rule_matches(rules: list[str], source_keys) -> list[int]:
+    """How many source keys each rename rule changes, applied in order to each key as the rename strategy does."""
+    compiled = parse_rules(rules)
+    counts = [0] * len(compiled)
+    for key in source_keys:
+        for i, rule in enumerate(compiled):
+            key, fired = rename_key(key, [rule])
+            counts[i] += bool(fired)
+    return counts
+
+
+def _nothing_fits(mapping: Mapping, args: argparse.Namespace, strategy: str, source_table, target_table) -> str:
+    """The summary line of a mapping with no pairs, with what to try next."""
+    first = renamed = next(iter(source_table), None)
+    if args.rename and strategy == "rename" and first is not None:
+        renamed, _ = rename_key(first, parse_rules(args.rename))
+    if renamed != first and renamed not in target_table:
+        hint = (f"the rules turn source key '{shorten(first)}' into '{shorten(renamed)}', which the target lacks; "
+                f"compare with the target's names (spp-gui inspect '{printable(args.target)}')")
+    elif mapping.candidates:
+        hint = (f"{len(mapping.candidates)} suggestions were not accepted: pass --adapt or --threshold, "
+                "or review them in the editor")
+    elif strategy != "auto":
+        hint = "try --strategy auto, or --rename rules after comparing the names (spp-gui inspect on each side)"
+    else:
+        hint = "the two models share no names or structure auto recognises; map keys by hand in the editor"
+    return f"0 of {len(target_table)} target tensors mapped: nothing fits; {hint}"
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -81,19 +152,48 @@ def cmd_map(args: argparse.Namespace) -> int:
     tgt = target_side(args.target)
     options = {}
     strategy = args.strategy
+    warnings: list[str] = []
     if args.rename:
         options["rules"] = args.rename
         if strategy is None:
             strategy = "rename"
+        if strategy == "rename":
+            for rule, hits in zip(args.rename, rule_matches(args.rename, src.table), strict=True):
+                if not hits:
+                    warnings.append(f"rename rule '{rule}' matched no source key; check it against the source's "
+                                    "names (spp-gui inspect SOURCE)")
+        else:
+            warnings.append(f"--rename rules are used by --strategy rename only; --strategy {strategy} ignores them")
     strategy = strategy or "exact"
     if args.adapt:
         options["adapt"] = True
+    for warning in warnings:
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     result = suggest(src, tgt, strategy, **options)
     mapping = result.to_mapping(src.spec, tgt.spec, threshold=args.threshold)
     if src.source is not None and src.source.path is not None and src.source.kind != "model":
-        mapping.source_sha256 = src.source.sha256()
+        hashing = ProgressLine(f"sha256 of {shorten(Path(src.source.path).name, 40)}", enabled=not args.quiet)
+        try:  # a file hashed before and unchanged since comes from the digest cache: no line at all
+            mapping.source_sha256 = src.source.sha256(hashing)
+        finally:
+            hashing.close()
     mapping.save(args.output)
-    print_status_table(mapping, src.table, tgt.table)
+    status = mapping.status(src.table, tgt.table)
+    line = (summary_line(mapping, src.table, tgt.table, status) if len(mapping)
+            else _nothing_fits(mapping, args, strategy, src.table, tgt.table))
+    if args.json:
+        print_json({"output": str(args.output), "summary": line, "warnings": warnings,
+                    "counts": {s: status.count(s) for s in STATUS_COLOURS},
+                    "share": mapping.share(src.table, tgt.table, status),
+                    "unused_sources": status.unused_sources, "candidates": len(mapping.candidates),
+                    "rows": [_row(mapping, status, tgt.table, key) for key in tgt.table],
+                    "mapping": mapping.to_dict()})
+        return 0
+    if args.quiet:
+        print(printable(line))
+        return 0
+    print_status_table(mapping, src.table, tgt.table, status, every_row=args.all)
+    print(printable(line))
     if mapping.candidates:
         print(f"{len(mapping.candidates)} candidates not accepted (review them in the editor)")
     print(f"wrote {printable(args.output)}")
@@ -104,20 +204,18 @@ def cmd_apply(args: argparse.Namespace) -> int:
     check_inputs(("mapping", args.mapping), ("--source", args.source), ("--target", args.target))
     check_output(args.output, "weights.safetensors")
     mapping = Mapping.load(args.mapping)
-    show = sys.stderr.isatty()
-
-    def progress(done: int, total: int, key: str) -> None:
-        if show:
-            print(f"\r[{done}/{total}] {printable(key)[:60]:<60}", end="", file=sys.stderr, flush=True)
-
-    report = apply_to_file(mapping, args.output, source=args.source, target_spec=args.target,
-                           progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
-    if show:
-        print(file=sys.stderr)
+    progress = ProgressLine("apply", enabled=not args.quiet)
+    try:
+        report = apply_to_file(mapping, args.output, source=args.source, target_spec=args.target,
+                               progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
+    finally:
+        progress.close()
     for warning in report.warnings:
         print(f"warning: {printable(warning)}", file=sys.stderr)
     if args.json:
         print_json(report.to_dict())
+    elif args.quiet:
+        print(printable(report.summary()))
     else:
         print(printable(report.summary()))
         print(f"wrote {printable(args.output)}")
@@ -129,6 +227,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="checkpoint path or spec (torchvision:resnet50, spp_gui:alexnet_spp, net.py:Net)")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    add_quiet(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("map", help="suggest a mapping from SOURCE to TARGET and write it as JSON")
@@ -140,6 +239,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="accept every suggestion at or above this confidence")
     p.add_argument("--adapt", action="store_true", help="accept proposed shape-adapting transforms (auto)")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    p.add_argument("--json", action="store_true", help="print the mapping and its status per target key as JSON")
+    p.add_argument("--all", action="store_true",
+                   help=f"print every target key (by default, over {FULL_TABLE_ROWS} keys only the invalid and unmapped)")
+    add_quiet(p)
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("apply", help="fill the mapping's target from its source and write the weights")
@@ -150,4 +253,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the target's initialisation of unmapped keys")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    add_quiet(p)
     p.set_defaults(func=cmd_apply)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import check_inputs, printable
+from .cli import add_quiet, check_inputs, printable
 from .core.export import FORMATS, export_mapping
 from .core.mapping import Mapping
 
@@ -23,7 +23,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         except SppError as exc:
             if args.source:
                 raise
-            print(f"note: source not read ({printable(exc)}); unused source keys are not diverted", file=sys.stderr)
+            if not args.quiet:
+                print(f"note: source not read ({printable(exc)}); unused source keys are not diverted", file=sys.stderr)
     target_keys = None
     if mapping.target_spec:
         from .core.errors import SppError
@@ -32,10 +33,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             target_keys = list(target_side(mapping.target_spec).table)
         except SppError as exc:
-            print(f"note: target not built ({printable(exc)}); every unused source key is diverted", file=sys.stderr)
+            if not args.quiet:
+                print(f"note: target not built ({printable(exc)}); every unused source key is diverted", file=sys.stderr)
     result = export_mapping(mapping, args.format, source_keys, target_keys)
     sys.stdout.write(result.text)
-    for line in result.not_expressed:
+    for line in result.not_expressed if not args.quiet else ():
         print(f"not expressed: {printable(line)}", file=sys.stderr)
     if result.not_expressed:
         print(f"{len(result.not_expressed)} entries could not be expressed as {args.format}; "
@@ -50,4 +52,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="python: remap() function; hf-key-mapping: transformers key_mapping dict; "
                         "mmengine-revise-keys: revise_keys list")
     p.add_argument("--source", help="read source keys from here instead of the mapping's source")
+    add_quiet(p)
     p.set_defaults(func=cmd_export)
