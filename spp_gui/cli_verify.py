@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import check_inputs, colour_enabled, paint, print_json, printable
+from .cli import add_quiet, check_inputs, colour_enabled, paint, print_json, printable
 from .core.errors import SpecError
 from .core.mapping import Mapping
-from .core.verify import AGREE, DISAGREE, parse_input_shape, verify_mapping
+from .core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE, parse_input_shape, verify_mapping
 
-COLOURS = {AGREE: "32", DISAGREE: "31"}
+COLOURS = {AGREE: "32", DISAGREE: "31", NOT_INFORMATIVE: "33", NOT_COMPARED: "2"}
+WIDTH = max(map(len, COLOURS)) + 1
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -27,15 +28,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
                             source_model_spec=args.source_model, input_shape=_shape(args.input_shape), seed=args.seed)
     if args.json:
         print_json(report.to_dict())
-    else:
-        colour = colour_enabled()
-        for c in report.layers:
-            nums = f"cos {c.cosine:.6f}  rel.err {c.rel_error:.2e}" if c.cosine is not None else ""
-            line = printable(f"{c.target_module:<32} <- {c.source_module:<32} {nums}  {c.note}".rstrip())
-            print(f"{paint(f'{c.status:<13}', COLOURS.get(c.status, '2'), colour)} {line}")
-        agree, bad = len(report.by_status(AGREE)), len(report.by_status(DISAGREE))
-        print(f"{agree} layers agree, {bad} disagree, {len(report.layers) - agree - bad} not compared "
-              f"(input {'x'.join(map(str, report.input_shape))})")
+        return 0 if report.ok else 1
+    colour = colour_enabled()
+    for c in report.layers if not args.quiet else ():
+        nums = f"cos {c.cosine:.6f}  rel.err {c.rel_error:.2e}" if c.cosine is not None else ""
+        line = printable(f"{c.target_module:<32} <- {c.source_module:<32} {nums}  {c.note}".rstrip())
+        print(f"{paint(f'{c.status:<{WIDTH}}', COLOURS.get(c.status, '2'), colour)} {line}")
+    counts = report.counts()
+    zeros = f", {counts[NOT_INFORMATIVE]} not informative (all-zero outputs)" if counts[NOT_INFORMATIVE] else ""
+    print(f"{counts[AGREE]} layers agree, {counts[DISAGREE]} disagree{zeros}, {counts[NOT_COMPARED]} not compared "
+          f"(input {'x'.join(map(str, report.input_shape))})")
     return 0 if report.ok else 1
 
 
@@ -48,4 +50,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", default="2,3,224,224", help="random input batch shape (default 2,3,224,224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    add_quiet(p)
     p.set_defaults(func=cmd_verify)

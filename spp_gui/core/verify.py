@@ -9,6 +9,7 @@ whose input agrees but whose output does not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,12 @@ from .sources import Source, load_source
 from .specs import build_model, looks_like_model_spec, parse_spec
 
 AGREE, DISAGREE, NOT_COMPARED = "agree", "disagree", "not compared"
+#: Both outputs all zeros (a zero-initialised residual branch, timm's default): they agree, but that says
+#: nothing about the weights, so it is neither a pass nor a failure.
+NOT_INFORMATIVE = "not informative"
+STATUSES = (AGREE, DISAGREE, NOT_INFORMATIVE, NOT_COMPARED)
+#: What DataParallel/DDP (``module.``) and Lightning-style wrappers (``model.``) put before every key.
+_WRAPPER_PREFIX = re.compile(r"(?:(?:module|model)\.)+")
 
 
 @dataclass
@@ -45,7 +52,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """No compared layer disagrees (layers that agree only in being all zeros neither pass nor fail)."""
         return not self.by_status(DISAGREE)
+
+    def counts(self) -> dict[str, int]:
+        return {status: len(self.by_status(status)) for status in STATUSES}
 
     def module_status(self) -> dict[str, str]:
         """Target module path -> agreement status, for colouring links in the editor."""
@@ -71,9 +82,27 @@ def _module_of(key: str) -> str:
     return key.rpartition(".")[0]
 
 
-def source_model(source: Source | str, source_model_spec: str | None = None) -> nn.Module:
-    """A live model holding the source's tensors: needed to run the source side."""
-    src = load_source(source) if not isinstance(source, Source) else source
+def wrapper_prefix(model_keys: list[str], source_keys) -> str | None:
+    """The ``module.``/``model.`` prefix before every one of the model's keys in the checkpoint.
+
+    ``""`` when the keys are there as they are; None when no such prefix explains them, or when the
+    architecture's own keys start that way (then the prefix is part of the names, not a wrapper).
+    """
+    if all(k in source_keys for k in model_keys):
+        return ""
+    if not model_keys or any(_WRAPPER_PREFIX.match(k) for k in model_keys):
+        return None
+    seen: dict[str, None] = {}
+    for key in source_keys:
+        if (m := _WRAPPER_PREFIX.match(key)) is not None:
+            seen.setdefault(m.group(0))
+    for prefix in seen:
+        if all(prefix + k in source_keys for k in model_keys):
+            return prefix
+    return None
+
+
+def _source_model(src: Source, source_model_spec: str | None) -> tuple[nn.Module, str]:
     spec_text = source_model_spec
     if spec_text is None:
         if looks_like_model_spec(src.spec):
@@ -84,13 +113,34 @@ def source_model(source: Source | str, source_model_spec: str | None = None) -> 
                                "name its architecture with --source-model SPEC")
     model = build_model(spec_text, device="cpu", seed=getattr(src, "seed", 0))
     state = model.state_dict()
-    missing = [k for k in state if k not in src.tensors]
-    if missing:
-        raise MappingError(f"source model {spec_text!r} has keys the checkpoint lacks, e.g. {missing[0]!r}")
+    prefix = wrapper_prefix(list(state), src.tensors)
+    if prefix is None:
+        missing = [k for k in state if k not in src.tensors]
+        raise MappingError(f"source model {spec_text!r} has keys the checkpoint lacks, e.g. {missing[0]!r}; "
+                           "name the checkpoint's architecture with --source-model SPEC")
     with torch.no_grad():
         for key, value in state.items():
-            value.copy_(src.read(key))
-    return model.eval()
+            value.copy_(src.read(prefix + key))
+    return model.eval(), prefix
+
+
+def source_model(source: Source | str, source_model_spec: str | None = None) -> nn.Module:
+    """A live model holding the source's tensors: needed to run the source side.
+
+    A checkpoint saved from a wrapper (``module.`` from DataParallel, ``model.``) fills the bare
+    architecture, as ``map`` pairs such keys.
+    """
+    src = load_source(source) if not isinstance(source, Source) else source
+    return _source_model(src, source_model_spec)[0]
+
+
+def _strip_sources(mapping: Mapping, prefix: str) -> Mapping:
+    """The mapping in the bare model's names: ``prefix`` taken off each source key that has it."""
+    bare = mapping.copy()
+    for entry in bare:
+        if entry.source.startswith(prefix):
+            entry.source = entry.source[len(prefix):]
+    return bare
 
 
 def _compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -117,8 +167,13 @@ def verify_models(
     cos_min: float = 0.999,
     rel_max: float = 1e-3,
     progress: Callable[[str], None] | None = None,
+    source_prefix: str = "",
 ) -> VerifyReport:
-    """Compare the outputs of each mapped module pair on one random batch."""
+    """Compare the outputs of each mapped module pair on one random batch.
+
+    ``source_prefix`` goes before each source module the report names: the checkpoint's wrapper
+    prefix (``module.``) when ``source`` is the bare architecture and ``mapping`` was stripped to fit it.
+    """
     pairs: dict[str, str] = {}
     for entry in mapping:
         if entry.transform is not None:
@@ -177,15 +232,16 @@ def verify_models(
                 return name
         return None
 
-    for tmod, smod in pairs.items():
+    for tmod, bare in pairs.items():
+        smod = source_prefix + bare  # as the report names it
         if tmod in partial:
             report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="partly mapped (some tensors keep their init)"))
             continue
         t_in, t_out = seen.get(("t", tmod), (None, None))
-        if t_out is None or t_in is None or ("s", smod) not in seen:
+        if t_out is None or t_in is None or ("s", bare) not in seen:
             report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="not run by forward()"))
             continue
-        partner = counterpart(t_in, smod)
+        partner = counterpart(t_in, bare)
         if partner is None:
             report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="inputs differ between the models"))
             continue
@@ -194,13 +250,18 @@ def verify_models(
             shape = tuple(s_out.shape) if s_out is not None else None
             report.layers.append(LayerCheck(tmod, smod, DISAGREE, note=f"output shapes {shape} vs {tuple(t_out.shape)}"))
             continue
+        if not t_out.any() and not s_out.any():
+            report.layers.append(LayerCheck(tmod, smod, NOT_INFORMATIVE,
+                                            note="both outputs are all zeros (a zero-initialised layer?): "
+                                                 "this input cannot tell right weights from wrong"))
+            continue
         cos, rel = _compare(t_out, s_out)
         status = AGREE if cos >= cos_min and rel <= rel_max else DISAGREE
         note = ""
         if status == DISAGREE:
             note = "same input, different output: wrong weights for this layer?"
-            if partner != smod:
-                note = f"same input as source {partner!r}, different output: its weights come from {smod!r}"
+            if partner != bare:
+                note = f"same input as source {source_prefix + partner!r}, different output: its weights come from {smod!r}"
         report.layers.append(LayerCheck(tmod, smod, status, cos, rel, note))
     for tmod in sorted(adapted - set(pairs)):
         report.layers.append(LayerCheck(tmod, "", NOT_COMPARED, note="adapted by a transform"))
@@ -223,9 +284,10 @@ def verify_mapping(
         raise MappingError("the mapping names no target model spec; pass one (--target)")
     if progress:
         progress("building the source model")
-    s_model = source_model(src, source_model_spec)
+    s_model, prefix = _source_model(src, source_model_spec)
+    bare = _strip_sources(mapping, prefix) if prefix else mapping
     if progress:
         progress("building and filling the target model")
     t_model = build_model(spec, device="cpu", seed=seed)
-    apply_mapping(t_model, s_model.state_dict(), mapping, verify_sha256=False)
-    return verify_models(s_model, t_model, mapping, input_shape, seed, progress=progress)
+    apply_mapping(t_model, s_model.state_dict(), bare, verify_sha256=False)
+    return verify_models(s_model, t_model, bare, input_shape, seed, progress=progress, source_prefix=prefix)
