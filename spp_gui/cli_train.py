@@ -233,9 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = drive(run_demo(args.out, quick=args.quick, seed=args.seed), ProgressPrinter())
     if result is None:
         return 1
-    for line in result.lines():
-        print(line)
-    print(f"comparison figure: {result.figure}")
+    print(result.table())
     return 0
 
 
@@ -271,8 +269,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --print-torchrun: address of the first machine (default HOST:29500)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="the seed's experiment offline: scratch vs mapped-pretrained on drawn images")
-    p.add_argument("--quick", action="store_true", help="a smaller version (about 10 s on 2 CPU cores; the full one about a minute)")
+    p = sub.add_parser("demo", help="the seed's experiment offline, on drawn images: AlexNet -> AlexNet_SPP from "
+                                    "scratch, by the seed's recipe (order) and by spp_grid")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller version (about 25 s on 2 CPU cores; the full one about a minute)")
     p.add_argument("--out", default="spp_demo", help="folder for data, runs and figure (default: spp_demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

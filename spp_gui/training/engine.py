@@ -16,6 +16,7 @@ every figure in an event is summed over all ranks; only rank 0 writes the run fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -334,6 +335,11 @@ class _Prepare:
         return x.contiguous(memory_format=self.memory)
 
 
+#: curves.png is redrawn at most this often (and after the last epoch): short epochs spent more time
+#: drawing and fsyncing it than training
+CURVES_EVERY_S = 5.0
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -413,6 +419,12 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
 
     def stopping() -> bool:
         return control.stop_requested
+
+    drawn = [0, time.perf_counter()]  # epochs in curves.png, and when it was drawn
+
+    def draw_curves() -> None:
+        render_curves({name: log.epochs}, run_dir / "curves.png")
+        drawn[:] = [len(log.epochs), time.perf_counter()]
 
     def cancel(epoch: int) -> Generator[Event, None, RunResult]:
         train_data.close()  # now: workers a SIGTERM did not reach must not outlive the stop
@@ -536,7 +548,8 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                     save_weights(model, run_dir / "best.safetensors",
                                  metadata={"epoch": str(epoch), "val_acc": str(val_acc), "spec": cfg.model.spec})
                     yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
-                render_curves({name: log.epochs}, run_dir / "curves.png")
+                if epoch == epochs or time.perf_counter() - drawn[1] >= CURVES_EVERY_S:
+                    draw_curves()
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if is_worker_loss(exc) and control.stop_requested and not ctx.distributed:
             return (yield from cancel(epoch))  # raised outside a loader's own call (PyTorch's SIGCHLD handler)
@@ -553,6 +566,9 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
     finally:
         train_data.close()
         val_data.close()
+        if ctx.main and drawn[0] != len(log.epochs):  # stopped or failed between two drawings
+            with contextlib.suppress(OSError):
+                draw_curves()
     yield Finished(name, str(run_dir), best_acc, best_epoch, result.final_val_acc)
     return result
 
