@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication
 
 from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED
-from ..core.verify import AGREE, DISAGREE, NOT_COMPARED
+from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE
 
 UNUSED = "unused"
 
@@ -29,10 +29,12 @@ STATUS_STYLE: dict[str, tuple[str, str, str]] = {
     AGREE: ("#2e9d4f", "\u2713", "agree: same input in both models gives the same output"),
     DISAGREE: ("#d64541", "\u2717", "disagree: same input, different output: wrong weights for this layer?"),
     NOT_COMPARED: ("#8a8a8a", "?", "not compared: partly mapped, adapted, or its input differs between the models"),
+    NOT_INFORMATIVE: ("#c99a06", "0", "not informative: both outputs are all zeros (e.g. a zero-initialised "
+                                       "residual branch), so they cannot tell right weights from wrong"),
 }
 STATUS_ORDER = (EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED)
-VERIFY_ORDER = (AGREE, DISAGREE, NOT_COMPARED)
-HOLLOW = (UNMAPPED, UNUSED, NOT_COMPARED)  # drawn as rings: "nothing to say" rather than a verdict
+VERIFY_ORDER = (AGREE, DISAGREE, NOT_INFORMATIVE, NOT_COMPARED)
+HOLLOW = (UNMAPPED, UNUSED, NOT_COMPARED, NOT_INFORMATIVE)  # drawn as rings: "nothing to say" rather than a verdict
 
 def _icon_files():
     """The packaged icon PNGs, through importlib.resources (works from a wheel or a zip)."""

@@ -28,14 +28,22 @@ from PySide6.QtWidgets import (
 from ..core.errors import SppError
 from ..core.specs import looks_like_model_spec
 from ..core.trust import UntrustedCodeError
-from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, LayerCheck, VerifyReport, parse_input_shape
+from ..core.verify import (
+    AGREE,
+    DISAGREE,
+    NOT_COMPARED,
+    NOT_INFORMATIVE,
+    LayerCheck,
+    VerifyReport,
+    parse_input_shape,
+)
 from .dialogs import ask_to_run_code
 from .jobs import Job, ProgressBridge, start_job, verify_session
 from .session import MappingSession, Services
 from .style import STATUS_STYLE, VERIFY_ORDER, status_icon
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
-RANK = {DISAGREE: 0, AGREE: 1, NOT_COMPARED: 2}  # the report lists what needs attention first
+RANK = {DISAGREE: 0, NOT_INFORMATIVE: 1, AGREE: 2, NOT_COMPARED: 3}  # the report lists what needs attention first
 VERIFY_TIP = ("Run one random batch through the source model and the mapped target and compare "
               "each mapped layer's output where both see the same input")
 
@@ -51,8 +59,11 @@ def dims(shape: tuple[int, ...]) -> str:
 
 
 def counts_text(report: VerifyReport) -> str:
-    agree, bad = len(report.by_status(AGREE)), len(report.by_status(DISAGREE))
-    return f"{agree} agree, {bad} disagree, {len(report.layers) - agree - bad} not compared"
+    agree, bad, zeros = (len(report.by_status(s)) for s in (AGREE, DISAGREE, NOT_INFORMATIVE))
+    text = f"{agree} agree, {bad} disagree, "
+    if zeros:
+        text += f"{zeros} not informative (all-zero outputs), "
+    return text + f"{len(report.layers) - agree - bad - zeros} not compared"
 
 
 class VerifyTableModel(QAbstractTableModel):

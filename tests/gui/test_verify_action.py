@@ -159,3 +159,25 @@ def test_cancel_leaves_the_links_as_they_were(open_window, qtbot):
     qtbot.waitUntil(lambda: not window.pool.busy, timeout=10000)
     assert window.canvas.verify_status is None and window.verify.job is None
     assert window.statusBar().currentMessage() == "Verify cancelled"
+
+
+def test_all_zero_outputs_are_not_informative_in_the_editor(open_window, qtbot, tmp_path):
+    """A zero-initialised branch gives zeros on both sides: shown as 'not informative', never as a verdict."""
+    from spp_gui.core.verify import NOT_INFORMATIVE
+
+    net = tmp_path / "zeros.py"
+    net.write_text("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                   "        super().__init__()\n        self.branch = nn.Linear(4, 4)\n"
+                   "        nn.init.zeros_(self.branch.weight)\n        nn.init.zeros_(self.branch.bias)\n\n"
+                   "    def forward(self, x):\n        return self.branch(x)\n")
+    spec = f"{net}:Net"
+    window = open_window([spec, spec, "--strategy", "exact"])
+    window.verify.input_shape = (2, 4)
+    job = window.verify.run()
+    with qtbot.waitSignal(window.verify.reported, timeout=60000):
+        pass
+    assert job is not None
+    statuses = {c.status for c in window.verify.report.layers}
+    assert NOT_INFORMATIVE in statuses
+    assert "not informative" in window.statusBar().currentMessage()
+    assert window.verify.dialog.model.rowCount() >= 1
