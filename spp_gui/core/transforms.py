@@ -254,6 +254,44 @@ def _apply_reshape(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> t
     return src.reshape(tgt.shape)
 
 
+def _params_chunk(params: Transform) -> None:
+    for name in ("dim", "chunks", "index"):
+        if not _is_int(params.get(name)):
+            raise ValueError(f"needs {name!r}: a whole number (e.g. dim 0, chunks 3, index 1 for k of a fused qkv)")
+    if params["chunks"] < 1 or not 0 <= params["index"] < params["chunks"] or params["dim"] < 0:
+        raise ValueError(f"needs 0 <= index < chunks and dim >= 0, got dim {params['dim']}, chunks "
+                         f"{params['chunks']}, index {params['index']}")
+    if "transpose" in params and not isinstance(params["transpose"], bool):
+        raise ValueError(f"'transpose' must be true or false, got {brief(params['transpose'])}")
+
+
+def _chunk_shape(params: Transform, src: tuple[int, ...]) -> tuple[int, ...]:
+    dim, chunks = params["dim"], params["chunks"]
+    if dim >= len(src):
+        raise ValueError(f"dim {dim} is not a dimension of a {len(src)}-d source")
+    if src[dim] % chunks:
+        raise ValueError(f"dim {dim} of size {src[dim]} does not split into {chunks} equal parts")
+    part = list(src)
+    part[dim] //= chunks
+    if params.get("transpose"):
+        if len(part) != 2:
+            raise ValueError("transpose applies to a 2-d part")
+        part.reverse()
+    return tuple(part)
+
+
+def _check_chunk(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    part = _chunk_shape(params, src)
+    if part != tgt:
+        raise ValueError(f"part {params['index']} of {params['chunks']} along dim {params['dim']} is {part}, "
+                         f"not {tgt}")
+
+
+def _apply_chunk(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    part = src.chunk(params["chunks"], dim=params["dim"])[params["index"]]
+    return (part.t() if params.get("transpose") else part).contiguous()
+
+
 def spp_offset(levels: list[int], bins: int) -> int:
     """Column offset, within one channel's bins, of the pyramid level with ``bins`` bins."""
     return sum(levels[: levels.index(bins)])
@@ -309,5 +347,7 @@ for _t in (
                 _check_reshape, _apply_reshape),
     TransformOp("spp_grid", "a Linear reading a C x k x k grid -> one reading C x sum(levels) SPP bins",
                 _check_spp_grid, _apply_spp_grid, _carried_spp_grid, ("levels", "bins"), _params_spp_grid),
+    TransformOp("chunk", "part index of chunks equal parts along dim (one of a fused qkv); transpose: then .t()",
+                _check_chunk, _apply_chunk, None, ("dim", "chunks", "index", "transpose"), _params_chunk),
 ):
     register_transform(_t)

@@ -339,10 +339,17 @@ def suffix_baseline(source: KeyTable, target: KeyTable) -> dict[str, str]:
     return out
 
 
+def zip_shape_baseline(source: KeyTable, target: KeyTable) -> dict[str, str]:
+    """Keys zipped by position, kept where shapes agree whatever the names (the seed's zip without its name check)."""
+    return {t: s for s, t in zip(source, target, strict=False) if source[s].shape == target[t].shape}
+
+
 def run_strategy(name: str, c: Case) -> dict[str, str]:
-    """Accepted pairs of a registered strategy (or the suffix baseline) on a case."""
+    """Accepted pairs of a registered strategy (or the suffix / zip-by-shape baseline) on a case."""
     if name == "suffix":
         return suffix_baseline(c.source.table, c.target.table)
+    if name == "zip_shape":
+        return zip_shape_baseline(c.source.table, c.target.table)
     from spp_gui.core.strategies import suggest
 
     return suggest(c.source, c.target, name).to_mapping().pairs()
