@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from PIL import Image
 
+import spp_gui
 from spp_gui.cli import main
 
 
@@ -18,6 +25,31 @@ def test_train_two_configs_and_compare(make_config, tmp_path, capsys):
     assert "[scratch] epoch 2/2: train loss" in err
     figure = tmp_path / "runs" / "compare.png"
     assert f"comparison figure: {figure}" in out and Image.open(figure).size == (1040, 360)
+
+
+def test_loader_workers_of_a_later_run_survive_the_package_changing_on_disk(make_config, tmp_path):
+    """A long session (the GUI, a script) whose package is upgraded or edited under it: the loader
+    workers of its next run still run the code the session runs, not what is on disk now (they died
+    at start, "DataLoader worker exited unexpectedly")."""
+    package = tmp_path / "site" / "spp_gui"
+    shutil.copytree(Path(spp_gui.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    make_config(data__workers=1, data__cache="no", run__epochs=1).save(tmp_path / "run.toml")
+    script = textwrap.dedent(f"""
+        import sys
+        import spp_gui
+        from spp_gui.cli import main
+        assert spp_gui.__file__.startswith({str(package)!r}), spp_gui.__file__
+        assert main(["train", {str(tmp_path / "run.toml")!r}]) == 0
+        for name in ("__init__.py", "training/data.py"):
+            with open({str(package)!r} + "/" + name, "a") as fh:
+                fh.write("\\nraise ImportError('changed on disk')\\n")
+        sys.exit(main(["train", {str(tmp_path / "run.toml")!r}]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(package.parent), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("tiny: finished") == 2
 
 
 def test_train_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
