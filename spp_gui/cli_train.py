@@ -87,12 +87,15 @@ def launch(args: argparse.Namespace) -> int:
     command = launch_command(args.configs, args.nproc, extra)
     print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
+    previous = signal.getsignal(signal.SIGTERM)
     with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
         signal.signal(signal.SIGTERM, lambda signum, frame: pass_on_sigterm_once(proc))
         try:
             return proc.wait()
         except KeyboardInterrupt:  # the children got the same Ctrl-C; let torchrun shut them down
             return proc.wait()
+        finally:  # called in-process (a script, the tests), the caller's SIGTERM is its own again
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def pass_on_sigterm_once(proc: subprocess.Popen) -> None:
@@ -190,7 +193,17 @@ def _train_configs(args: argparse.Namespace) -> int:
     if "TORCHELASTIC_RUN_ID" in os.environ:
         die_with_parent()
     control = RunControl()
+    previous = signal.getsignal(signal.SIGTERM)
     stop_on_sigterm(control)
+    try:
+        return _run_all(args, configs, control, world, main)
+    finally:  # as in ``launch``: a SIGTERM after the runs is the caller's, not a stale stop request
+        if world == 1:  # a torchrun rank leaves right after (cmd_train), and a late SIGTERM still stops it
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunControl, world: int,
+             main: bool) -> int:
     results: dict[str, RunResult] = {}
     # under torchrun only rank 0 prints; with --events-jsonl it also writes each event to stdout
     listeners = (([JsonLinesEmitter(sys.stdout)] if args.events_jsonl else []) + [ProgressPrinter()]) if main else []

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,14 @@ def test_train_two_configs_and_compare(make_config, tmp_path, capsys):
     assert "[scratch] epoch 2/2: train loss" in err
     figure = tmp_path / "runs" / "compare.png"
     assert f"comparison figure: {figure}" in out and Image.open(figure).size == (1040, 360)
+
+
+def test_train_in_process_leaves_the_callers_sigterm_handler(make_config, tmp_path, capsys):
+    """A script (or a test) calling ``main`` keeps its own SIGTERM: not a stop request for a run that ended."""
+    make_config(run__epochs=1).save(tmp_path / "run.toml")
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", str(tmp_path / "run.toml")]) == 0
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_loader_workers_of_a_later_run_survive_the_package_changing_on_disk(make_config, tmp_path):

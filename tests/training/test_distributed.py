@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,8 +108,10 @@ def test_launch_and_cluster_lines(make_config, tmp_path, capsys, monkeypatch):
             return 3
 
     monkeypatch.setattr("spp_gui.cli_train.subprocess.Popen", FakePopen)
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["train", toml, "--nproc", "2", "--compare"]) == 3  # torchrun's exit status passes through
     assert started == [launch_command([toml], 2, ["--compare"])]
+    assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler again, not one for a finished job
     assert Path(started[0][0]) == Path(sys.executable)
 
 
