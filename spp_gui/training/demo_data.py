@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import os
 import random
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "diamond", "arrow", "crescent",
@@ -134,3 +136,85 @@ def write_demo_datasets(out: str | os.PathLike, *, source_per_class: int, target
         "target_train": write_split(out / "target" / "train", TARGET_CLASSES, target_train, size, seed + 2, True),
         "target_val": write_split(out / "target" / "val", TARGET_CLASSES, target_val, size, seed + 3, True),
     }
+
+
+#: Width x height of PASCAL VOC 2007 photos (most are 500 on the long side).
+VOC_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (333, 500), (500, 281))
+
+
+def render_photo(shape: str, rng: random.Random, width: int, height: int, noise: int = 24) -> Image.Image:
+    """A VOC-sized stand-in for a photo: ``shape`` on clutter with sensor-like noise, so that it costs
+    what a photo costs to decode (about 100 KB at JPEG quality 90, where a flat drawing is a few KB)."""
+    im = render(shape, rng, max(width, height), cluttered=True).resize((width, height), Image.BILINEAR)
+    grain = np.random.default_rng(rng.getrandbits(32)).integers(-noise, noise + 1, (height, width, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
+
+
+def write_jpeg_split(root: str | os.PathLike, classes: tuple[str, ...], per_class: int, seed: int,
+                     quality: int = 90) -> Path:
+    """Write ``root/<class>/<i>.jpg`` at VOC sizes; each class draws ``SHAPES`` in turn."""
+    root = Path(root)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(seed * 1_000_003 + index * 7919)
+        for i in range(per_class):
+            width, height = rng.choice(VOC_SIZES)
+            render_photo(SHAPES[index % len(SHAPES)], rng, width, height).save(folder / f"{i:04d}.jpg", quality=quality)
+    return root
+
+
+def write_voc_tree(root: str | os.PathLike, classes: tuple[str, ...], train_per_class: int, val_per_class: int,
+                   seed: int = 0) -> Path:
+    """A PASCAL VOC year folder (``JPEGImages/``, ``Annotations/`` XML, ``ImageSets/Main/{train,val}.txt``):
+    each photo holds one object of its class (a drawn shape in its box) and, every third, a second one
+    marked difficult, which prepare-voc leaves out as VOC's own evaluation does."""
+    root = Path(root)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    number = 0
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        ids = []
+        for index, name in enumerate(classes):
+            for _ in range(per_class):
+                number += 1
+                image_id = f"{number:06d}"
+                width, height = rng.choice(VOC_SIZES)
+                photo = render_photo("bars", rng, width, height)
+                objects = [(name, 0, _paste_object(photo, SHAPES[index % len(SHAPES)], rng))]
+                if number % 3 == 0:
+                    objects.append((classes[(index + 1) % len(classes)], 1, _paste_object(photo, "ring", rng)))
+                photo.save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
+                _write_annotation(root / "Annotations" / f"{image_id}.xml", image_id, width, height, objects)
+                ids.append(image_id)
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    return root
+
+
+def _paste_object(photo: Image.Image, shape: str, rng: random.Random) -> tuple[int, int, int, int]:
+    """Draw ``shape`` into a random box of ``photo``; the box in VOC's 1-based inclusive pixels."""
+    side = rng.randint(min(photo.size) // 3, min(photo.size) * 2 // 3)
+    x0, y0 = rng.randint(0, photo.width - side), rng.randint(0, photo.height - side)
+    photo.paste(render(shape, rng, side, cluttered=False), (x0, y0))
+    return x0 + 1, y0 + 1, x0 + side, y0 + side
+
+
+def _write_annotation(path: Path, image_id: str, width: int, height: int,
+                      objects: list[tuple[str, int, tuple[int, int, int, int]]]) -> None:
+    ann = ET.Element("annotation")
+    ET.SubElement(ann, "folder").text = "VOC2007"
+    ET.SubElement(ann, "filename").text = f"{image_id}.jpg"
+    size = ET.SubElement(ann, "size")
+    for key, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, key).text = str(value)
+    for name, difficult, box in objects:
+        obj = ET.SubElement(ann, "object")
+        ET.SubElement(obj, "name").text = name
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = "0"
+        ET.SubElement(obj, "difficult").text = str(difficult)
+        bndbox = ET.SubElement(obj, "bndbox")
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
+            ET.SubElement(bndbox, key).text = str(value)
+    ET.ElementTree(ann).write(path, encoding="utf-8")
