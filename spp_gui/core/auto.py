@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auto_views import View, source_view, target_view
 from .strategies import Side, Suggestion, register_strategy
 from .tensors import KeyTable, format_shape
 from .transforms import Transform
@@ -50,9 +51,20 @@ SYNONYMS = {
     "input_layernorm": "norm1", "ln_1": "norm1", "attention_norm": "norm1",
     "post_attention_layernorm": "norm2", "ln_2": "norm2", "ffn_norm": "norm2",
     "router": "router", "gate": "router",
+    "self_attn_layer_norm": "norm1", "layernorm_before": "norm1", "sa_layer_norm": "norm1",
+    "layernorm_after": "norm2", "output_layer_norm": "norm2",
 }
+# A model's last norm: spelled like a block's norm in some libraries (OPT's final_layer_norm), so it is
+# told apart by where it sits (no block index above it).
+FINAL_NORMS = {"ln_f": "norm_f", "final_layer_norm": "norm_f", "norm_f": "norm_f", "final_norm": "norm_f",
+               "norm": "norm_f", "layernorm": "norm_f", "ln": "norm_f", "final_layernorm": "norm_f"}
+BLOCK_NORMS = {"final_layer_norm": "norm2"}
+# Names of a block's shortcut branch (libraries define it before or after the main branch).
+SHORTCUTS = {"downsample", "shortcut", "skip", "proj", "short", "residual", "res", "identity", "sc",
+             "skip_connection", "shortcut_conv", "conv_shortcut", "skip_conv"}
+_STAGE = re.compile(r"^([A-Za-z_]+?)(\d+)$")
 _NUM = re.compile(r"^\d+$")
-_NAMED = ("suffix", "name tokens", "same name", "same path")
+_NAMED = ("suffix", "name tokens", "same name", "same path", "branch")
 
 
 _CANON: dict[str, str] = {}
@@ -177,7 +189,40 @@ class AutoStrategy:
                    "proposes transforms where shapes differ recognisably")
 
     def suggest(self, source: Side, target: Side, adapt: bool = False, **options: Any) -> list[Suggestion]:
-        return _Run(source.table, target.table, adapt).suggestions()
+        tview = target_view(target.table)
+        sview = source_view(source.table, tview)
+        run = _Run(sview.table, tview.table, adapt)
+        items = run.suggestions()
+        from .auto_leftovers import unique_leftovers
+
+        items = unique_leftovers(run, items)
+        if sview.real or sview.transform or tview.real:
+            items = _translate(items, sview, tview)
+        return items
+
+
+def _translate(items: list[Suggestion], sview: View, tview: View) -> list[Suggestion]:
+    """Virtual keys back to real ones; a view's transform goes with its source (a proposal on top stays a
+    candidate: one entry holds one transform)."""
+    out = []
+    for sug in items:
+        vs = sug.source
+        sug.target = tview.real_key(sug.target)
+        sug.source = sview.real_key(vs)
+        view_tr = sview.transform.get(vs)
+        if view_tr is not None:
+            note = sview.note.get(vs, "")
+            if sug.transform is None:
+                sug.transform = view_tr
+                if note:
+                    sug.reason = f"{sug.reason}; {note}: {view_tr['op']}"
+            else:
+                sug.reason = f"{sug.reason}; also {note}: needs two transforms, set one by hand"
+                sug.accepted = False
+        sug.alternatives = [(sview.real_key(a), c, w) for a, c, w in sug.alternatives
+                            if a not in sview.transform]
+        out.append(sug)
+    return out
 
 
 class _Run:
@@ -213,7 +258,7 @@ class _Run:
         by_path = {s.path: s for s in ss}
         for t in ts:  # the same path; an index as own name is a position, and positions shift
             s = by_path.get(t.path)
-            if s is not None and not _NUM.match(t.name):
+            if s is not None and not _NUM.match(t.name) and _other_kind(s.parent, t.parent) is None:
                 pairs.append((s, t, "same path"))
                 del free_s[id(s)]
             else:
@@ -221,7 +266,7 @@ class _Run:
         if rest_t and len(rest_t) * len(free_s) <= 4096:  # the longest shared dotted suffix, both ways best
             left = []
             for t in rest_t:
-                cands = list(free_s.values())
+                cands = [s for s in free_s.values() if _contradiction(s, t) is None]
                 lens = [_suffix_len(s.path, t.path) for s in cands]
                 n = max(lens, default=0)
                 if n and lens.count(n) == 1 and not _NUM.match(t.name):
@@ -249,16 +294,23 @@ class _Run:
             for t in rest_t:
                 k = _name_key(t)
                 cand = keys_s.get(k)
-                if k[1] and cand is not None and len(cand) == 1 and keys_t[k] == 1:
+                if k[1] and cand is not None and len(cand) == 1 and keys_t[k] == 1 and _contradiction(cand[0], t) is None:
                     s = cand[0]
                     pairs.append((s, t, f"name tokens {s.name}~{t.name}" if s.name != t.name else "same name"))
                     del free_s[id(s)]
                 else:
                     left.append(t)
             rest_t = left
+        if rest_t and free_s:  # a block's shortcut and main branch: by meaning, not by definition order
+            rest_t, branch_pairs = _pair_branches(sorted(free_s.values(), key=lambda n: n.order), rest_t)
+            for s, t, why in branch_pairs:
+                pairs.append((s, t, why))
+                del free_s[id(s)]
         if rest_t and len(rest_t) == len(free_s):
             k = len(rest_t)
             rest_s = sorted(free_s.values(), key=lambda n: n.order)
+            if any(_stage_conflict(s.path, t.path) for s, t in zip(rest_s, rest_t, strict=True)):
+                rest_t, rest_s = [], []  # order would cross stages (layer2 -> layer4): no evidence
             for i, (s, t) in enumerate(zip(rest_s, rest_t, strict=True)):
                 if k > 1:
                     why = f"#{i + 1} of {k} alike, by order"
@@ -369,7 +421,8 @@ class _Run:
                 lonely.append(t)
                 continue
             taken.add(id(s))
-            out.extend(self._leaf_pairs(s, t, how))
+            kind = _contradiction(s, t)  # a same-named part of another kind of block is no counterpart
+            out.extend(self._leaf_pairs(s, t, f"{how}, but {kind}" if kind else how, plain=kind is None))
         # A new head defined elsewhere: the only unmatched modules alike but for their first dimension.
         def shape_key(tree: _Tree, n: _Node) -> tuple:
             return tuple(sorted((canon(leaf), tree.table[k].shape[1:], len(tree.table[k].shape))
@@ -473,15 +526,89 @@ class _Run:
         return out
 
 
+def _role(n: _Node) -> str:
+    """'shortcut' for a block's skip branch (``downsample``, ``proj``, ``shortcut.0``), else 'main'."""
+    name = n.name.lower()
+    if _NUM.match(name) and n.parent is not None:
+        name = n.parent.name.lower()
+    return "shortcut" if name in SHORTCUTS else "main"
+
+
+def _pair_branches(ss: list[_Node], ts: list[_Node]) -> tuple[list[_Node], list[tuple[_Node, _Node, str]]]:
+    """Pair shortcuts with shortcuts and main branches with main branches where both sides hold as many of
+    each; returns the targets left and the pairs."""
+    roles_s = [_role(n) for n in ss]
+    roles_t = [_role(n) for n in ts]
+    if "shortcut" not in roles_s and "shortcut" not in roles_t:
+        return ts, []
+    if roles_s.count("shortcut") != roles_t.count("shortcut") or len(ss) != len(ts):
+        return ts, []
+    pairs = []
+    for role in ("shortcut", "main"):
+        s_r = [n for n, r in zip(ss, roles_s, strict=True) if r == role]
+        t_r = [n for n, r in zip(ts, roles_t, strict=True) if r == role]
+        for s, t in zip(s_r, t_r, strict=True):
+            if _stage_conflict(s.path, t.path):
+                return ts, []
+            why = (f"branch: shortcut '{s.name}'~'{t.name}'" if role == "shortcut"
+                   else f"branch: main path beside the shortcut ('{s.name}'~'{t.name}')")
+            pairs.append((s, t, why))
+    return [], pairs
+
+
+def _stage_conflict(a: str, b: str) -> str | None:
+    """'layer2'~'layer4' when two paths name the same kind of stage with other numbers (a suffix or an order
+    across stages is no evidence)."""
+    stages_a = {}
+    for part in a.split("."):
+        m = _STAGE.match(part)
+        if m:
+            stages_a[m.group(1)] = part
+    if not stages_a:
+        return None
+    for part in b.split("."):
+        m = _STAGE.match(part)
+        if m and m.group(1) in stages_a and stages_a[m.group(1)] != part:
+            return f"'{stages_a[m.group(1)]}'~'{part}'"
+    return None
+
+
+def _other_kind(s: _Node | None, t: _Node | None) -> str | None:
+    """Why two same-named parents are different kinds of block (a Bottleneck vs a BasicBlock): other
+    weighted children, and a same-named child with other shapes. The model root never counts."""
+    if s is None or t is None or not s.path or not t.path or s.h == t.h:
+        return None
+    names_s = {n for n, c in s.children.items() if c.size}
+    names_t = {n for n, c in t.children.items() if c.size}
+    if names_s == names_t:
+        return None
+    clash = [n for n in names_s & names_t if s.children[n].h != t.children[n].h]
+    if not clash:
+        return None
+    return f"'{t.path}' is another kind of block in each model ({clash[0]} differs)"
+
+
+def _contradiction(s: _Node, t: _Node) -> str | None:
+    return _stage_conflict(s.path, t.path) or _other_kind(s.parent, t.parent)
+
+
 def _names_speak(why: str) -> bool:
     """Name evidence beyond one shared component: the same path, synonyms, a dotted suffix."""
-    return why.startswith(("same path", "same name", "name tokens")) or why.startswith("suffix") and "." in why
+    return (why.startswith(("same path", "same name", "name tokens", "branch"))
+            or why.startswith("suffix") and "." in why)
 
 
 def _name_key(n: _Node) -> tuple[tuple[str, ...], str]:
     """Indices inside the path (layer 3, expert 17) and the canonical own name: what names say."""
     parts = n.path.split(".")
-    return tuple(p for p in parts[:-1] if _NUM.match(p)), ("" if _NUM.match(parts[-1]) else canon(parts[-1]))
+    indices = tuple(p for p in parts[:-1] if _NUM.match(p))
+    own = parts[-1]
+    if _NUM.match(own):
+        return indices, ""
+    low = own.lower()
+    if not indices and low in FINAL_NORMS:
+        return indices, FINAL_NORMS[low]
+    return indices, BLOCK_NORMS.get(low) or canon(own)
 
 
 def _mutual(s: _Node, t: _Node, ts: list[_Node], n: int) -> bool:
