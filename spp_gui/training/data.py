@@ -149,8 +149,14 @@ def collate(items) -> Batch:
 
 
 def is_worker_loss(exc: BaseException) -> bool:
-    """The error a DataLoader raises when one of its worker processes died (killed, or exited)."""
-    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+    """The error a DataLoader raises when one of its worker processes died (killed, or exited).
+
+    Also the error of a batch a worker sent just before it died: the batch's memory is handed over
+    through a socket of that worker, reset, refused or closed once it is gone.
+    """
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("DataLoader worker" in str(exc) or "items of ancdata" in str(exc))
 
 
 def shutdown_workers(loader: DataLoader) -> None:
@@ -299,7 +305,7 @@ class BatchSource:
                 batch = next(batches)
             except StopIteration:
                 return
-            except RuntimeError as exc:
+            except (RuntimeError, ConnectionError, EOFError) as exc:
                 if not (stopping() and is_worker_loss(exc)):
                     raise
                 self.close()

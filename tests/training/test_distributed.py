@@ -115,6 +115,31 @@ def test_launch_and_cluster_lines(make_config, tmp_path, capsys, monkeypatch):
     assert Path(started[0][0]) == Path(sys.executable)
 
 
+@pytest.mark.parametrize("lost", [ConnectionResetError(104, "Connection reset by peer"), EOFError(),
+                                  RuntimeError("DataLoader worker (pid(s) 7) exited unexpectedly")])
+@pytest.mark.parametrize("pad", [False, True])
+def test_a_batch_lost_with_its_worker_after_a_stop_ends_the_pass(tiny_data, monkeypatch, lost, pad):
+    """SIGTERM to the process group kills the workers; a batch one of them had just sent is read from
+    its socket, reset or closed by then. After a stop request that is the stop (the pass is cut; under
+    torchrun the rest comes as empty batches, so the ranks still meet to agree on it), not a crash."""
+    from spp_gui.training.data import BatchSource, scan_split
+
+    source = BatchSource(scan_split(tiny_data / "train"), 32, 8, shuffle=False, workers=0, pin=False, seed=0,
+                         cache="no")
+    first = next(iter(source))
+
+    def sent_then_lost():
+        yield first
+        raise lost
+
+    monkeypatch.setattr(BatchSource, "__iter__", lambda self: sent_then_lost())
+    got = list(source.batches(lambda: True, pad=pad))
+    assert source.cut and got[0] is first and len(got) == (len(source) if pad else 1)
+    assert all(len(b.labels) == 0 for b in got[1:])
+    with pytest.raises(type(lost)):  # without a stop request it is the error it is
+        list(source.batches(lambda: False, pad=pad))
+
+
 @pytest.mark.parametrize("cache", ["yes", "no"])
 def test_ranks_batches_together_are_the_one_process_batches(tiny_data, cache):
     """From the loader (DistributedSampler) or the memory cache, epoch after epoch."""
