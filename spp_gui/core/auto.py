@@ -443,18 +443,24 @@ class _Run:
         return out
 
     def _leaf_pairs(self, s: _Node, t: _Node, how: str, plain: bool = True) -> list[Suggestion]:
-        out = []
+        fits, proposed = [], []
         for leaf, tkey in t.leaves.items():
             skey = s.leaves.get(leaf)
             if skey is None:
                 continue
             ss, ts = self.src.table[skey].shape, self.tgt.table[tkey].shape
             if ss == ts:
-                out.append(Suggestion(tkey, skey, 0.75 if plain else 0.3, f"{how}; this tensor fits",
-                                      "auto", accepted=plain))
+                fits.append((tkey, skey))
             else:
-                out.append(self._propose(tkey, skey, how))
-        return out
+                proposed.append(self._propose(tkey, skey, how))
+        # a bias that fits beside a weight no transform carries belongs to another layer (a head on other
+        # features, a norm of other width): it fits by accident
+        unsure = [p for p in proposed if p.confidence < ADAPT]
+        if unsure and plain:
+            plain, how = False, f"{how}; its {unsure[0].target.rpartition('.')[2]} has no sure transform"
+        out = [Suggestion(tkey, skey, 0.75 if plain else 0.3, f"{how}; this tensor fits", "auto", accepted=plain)
+               for tkey, skey in fits]
+        return out + proposed
 
     def _counterpart(self, t: _Node) -> tuple[_Node | None, str]:
         s = self.src.nodes.get(t.path)

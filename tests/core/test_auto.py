@@ -138,3 +138,133 @@ def test_a_new_head_elsewhere_is_offered_not_accepted(cases):
     head = _by_target(c)["head.weight"]
     assert head.source == "fc.weight" and not head.accepted
     assert head.transform == {"op": "slice"} and "1000 -> 10" in head.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# across libraries (issue 11): real pairs at toy size, truth checked by function (tests/core/zoosuite.py)
+
+
+def _zoo(name):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    from zoosuite import zoo_pairs
+
+    return next(p for p in zoo_pairs() if p.name == name)
+
+
+def _auto(pair):
+    source, target = pair.sides()
+    return {s.target: s for s in suggest(source, target, "auto").items}
+
+
+def _accepted_match_function(pair, got):
+    from zoosuite import function_check
+
+    entries = {t: (s.source, s.transform) for t, s in got.items() if s.accepted}
+    assert entries.keys() == pair.truth().keys()
+    assert function_check(pair, entries)[0]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_chunk_takes_one_part_of_a_fused_tensor():
+    from spp_gui.core.transforms import apply_transform, check_params, check_transform
+
+    w = torch.arange(24.0).reshape(6, 4)
+    assert torch.equal(apply_transform({"op": "chunk", "dim": 0, "chunks": 3, "index": 1}, w, torch.empty(2, 4)), w[2:4])
+    conv1d = torch.arange(24.0).reshape(2, 12)  # GPT-2's c_attn: (in, 3 * out)
+    part = apply_transform({"op": "chunk", "dim": 1, "chunks": 3, "index": 2, "transpose": True}, conv1d,
+                           torch.empty(4, 2))
+    assert torch.equal(part, conv1d[:, 8:].t())
+    assert "does not split into 3" in check_transform({"op": "chunk", "dim": 0, "chunks": 3, "index": 0}, (7, 2), (2, 2))
+    assert "0 <= index < chunks" in check_params({"op": "chunk", "dim": 0, "chunks": 3, "index": 3})
+
+
+def test_a_modules_own_in_proj_matches_a_childs_qkv():
+    """Capability 1: nn.MultiheadAttention's in_proj_weight/out_proj vs timm's attn.qkv/attn.proj."""
+    pair = _zoo("torchvision vit -> timm vit")
+    got = _auto(pair)
+    qkv = got["blocks.1.attn.qkv.weight"]
+    assert qkv.accepted and qkv.source == "encoder.layers.encoder_layer_1.self_attention.in_proj_weight"
+    assert qkv.transform is None
+    assert got["blocks.1.attn.proj.bias"].source == "encoder.layers.encoder_layer_1.self_attention.out_proj.bias"
+    _accepted_match_function(pair, got)
+
+
+def test_loose_parameters_and_unique_parts_inside_matched_parents():
+    """Capabilities 2 and 5: class token, position embedding, stem, final norm and head, left over after the
+    blocks matched, are the only ones of their shapes on each side."""
+    got = _auto(_zoo("torchvision vit -> HF ViT"))
+    cls = got["vit.embeddings.cls_token"]
+    assert cls.accepted and cls.source == "class_token" and "class_token~cls_token" in cls.reason
+    pos = got["vit.embeddings.position_embeddings"]
+    assert pos.accepted and pos.source == "encoder.pos_embedding" and "matched there" in pos.reason
+    stem = got["vit.embeddings.patch_embeddings.projection.weight"]
+    assert stem.accepted and stem.source == "conv_proj.weight"
+    assert got["vit.layernorm.weight"].source == "encoder.ln.weight"
+
+
+def test_a_fused_qkv_is_split_into_q_k_v_by_chunks():
+    """Capability 6 (one-to-many): HF's q/k/v are the row blocks of timm's qkv."""
+    pair = _zoo("timm vit -> HF ViT")
+    got = _auto(pair)
+    for i, part in enumerate("qkv"):
+        s = got[f"vit.layers.1.attention.{part}_proj.weight"]
+        assert s.accepted and s.source == "blocks.1.attn.qkv.weight"
+        assert s.transform == {"op": "chunk", "dim": 0, "chunks": 3, "index": i}
+        assert "fused 'blocks.1.attn.qkv'" in s.reason
+    _accepted_match_function(pair, got)
+
+
+def test_conv1d_convention_holds_model_wide_square_matrices_too():
+    """Capability 7: GPT-2's Conv1D (in, out) -> GPTBigCode's Linear (out, in): the square c_proj is
+    transposed as well (copied as it is, it fits and computes something else)."""
+    pair = _zoo("HF GPT-2 -> HF GPTBigCode (1 head)")
+    got = _auto(pair)
+    square = got["transformer.h.0.attn.c_proj.weight"]
+    assert square.accepted and square.transform == {"op": "transpose", "dims": [1, 0]}
+    assert "transposed" in square.reason
+    assert got["transformer.wte.weight"].transform is None  # embeddings are no block matrices
+    _accepted_match_function(pair, got)
+
+
+def test_layer_scale_reshape_inside_a_matched_block():
+    """Capability 3: ConvNeXt's layer_scale (C, 1, 1) in torchvision is timm's gamma (C,)."""
+    pair = _zoo("torchvision convnext -> timm convnext")
+    got = _auto(pair)
+    gamma = got["stages.2.blocks.0.gamma"]
+    assert gamma.accepted and gamma.source == "features.5.0.layer_scale" and gamma.transform == {"op": "reshape"}
+    assert "reshape" in gamma.reason
+    _accepted_match_function(pair, got)
+
+
+def test_shortcut_pairs_with_shortcut_whatever_the_definition_order():
+    """Capability 4: torchvision's RegNet defines the shortcut (proj) first, timm's (downsample) last; their
+    1x1 convs have the main branch's shapes."""
+    pair = _zoo("torchvision regnet_y_400mf -> timm regnety_004")
+    got = _auto(pair)
+    short = got["s1.b1.downsample.conv.weight"]
+    assert short.accepted and short.source == "trunk_output.block1.block1-0.proj.0.weight"
+    assert "shortcut" in short.reason
+    assert got["s1.b1.conv1.conv.weight"].source == "trunk_output.block1.block1-0.f.a.0.weight"
+
+
+def test_no_evidence_across_stage_numbers_or_other_kinds_of_block():
+    """Capability 8: resnet50 -> resnet18 shares its stem only; layer4.0.downsample <- layer2.0.downsample
+    (a suffix across stages) and same-named parts of Bottleneck vs BasicBlock are not accepted."""
+    pair = _zoo("timm resnet50 -> torchvision resnet18 (stem only)")
+    got = _auto(pair)
+    accepted = {t for t, s in got.items() if s.accepted}
+    assert accepted == set(pair.truth())
+    down = got.get("layer4.0.downsample.0.weight")
+    assert down is None or not down.accepted
+    bn = got.get("layer1.0.bn1.weight")
+    assert bn is None or (not bn.accepted and "another kind of block" in bn.reason)
+
+
+@pytest.mark.parametrize("name", ["unrelated torchvision resnet18 -> HF BERT", "unrelated HF GPT-2 -> timm convnext"])
+def test_unrelated_zoo_pairs_accept_nothing(name):
+    assert not any(s.accepted for s in _auto(_zoo(name)).values())
