@@ -1122,11 +1122,14 @@ def file_sha256_steps(paths: Iterable[Path]) -> Generator[tuple[int, int], None,
 # ---------------------------------------------------------------------------------------------
 # copying tensors verbatim from source files: one pass that also checks CRCs and hashes
 
-#: Bytes read at a time, and buffers in flight between the reading thread and the digesting ones.
-COPY_CHUNK = 1 << 23
-COPY_BUFFERS = 6
-#: Bytes one kernel copy moves between two progress reports (and cancel checks).
+#: Bytes read (and written) at a time, and buffers in flight between the reading thread and the digesting
+#: ones. Writes of a few MiB and more ran several times slower here (Linux 6, ext4) than 1 MiB ones.
+COPY_CHUNK = 1 << 20
+COPY_BUFFERS = 8
+#: Bytes one kernel copy moves at a time.
 COPY_STEP = 1 << 26
+#: Progress is reported (and cancel checked) about this often.
+REPORT_EVERY = 1 << 24
 #: A gap this small between two ranges to read is read too, rather than seeking over it.
 READ_GAP = 1 << 16
 #: copy_file_range failing with these means "not here" (another filesystem, an old kernel): copy through memory.
@@ -1209,10 +1212,11 @@ class CopyPass:
 
     The same pass checks the CRC-32 of every zip entry it copies from, computes the CRC-32 of the
     copies a zip output needs (``want_crc``), and with ``sha256=True`` hashes every file whole
-    (then remembered by :func:`remember_sha256`). Bytes go file to file with ``copy_file_range``
-    where the OS has it; whatever must be checked or hashed is also read, in file order, into a few
-    reused buffers that worker threads digest (hashlib and zlib release the GIL), so memory stays
-    at ``COPY_BUFFERS * COPY_CHUNK`` whatever the file size. ``run`` yields (bytes done, tensor)
+    (then remembered by :func:`remember_sha256`). What must be checked or hashed is read in file
+    order into a few reused buffers, written from them (so the bytes written are the bytes
+    checked) and digested by worker threads (hashlib and zlib release the GIL); what needs no
+    look goes file to file with ``copy_file_range`` where the OS has it. Memory stays at
+    ``COPY_BUFFERS * COPY_CHUNK`` whatever the file size. ``run`` yields (bytes done, tensor)
     up to ``total``; close it to stop. Every problem with a source file is a SourceError.
     """
 
@@ -1292,8 +1296,13 @@ class CopyPass:
                         if crc_feed is not None:
                             ring.tell(crc_feed, (plan.crcs, plan.path))
                         steps = self._read_through(fh, plan, ring)
+                    reported = done
                     for moved, name in steps:
                         done += moved
+                        if done - reported >= REPORT_EVERY:
+                            reported = done
+                            yield done, name
+                    if done != reported:
                         yield done, name
                     after = os.fstat(fh.fileno())
                     if _identity(after) != _identity(before):
@@ -1325,7 +1334,7 @@ class CopyPass:
         for run in plan.runs:
             for at in range(0, run.nbytes, COPY_STEP):
                 n = min(COPY_STEP, run.nbytes - at)
-                self._copy(fh, run.src + at, n, run.dst + at, None, plan.path)
+                self._copy(fh, run.src + at, n, run.dst + at, plan.path)
                 yield n, run.name
 
     def _read_through(self, fh, plan: _FilePlan, ring: _Ring) -> Generator[tuple[int, str], None, None]:
@@ -1344,7 +1353,7 @@ class CopyPass:
                 for run in active:
                     lo, hi = max(a, run.src), min(b, run.src + run.nbytes)
                     if lo < hi:
-                        self._copy(fh, lo, hi - lo, run.dst + lo - run.src, view[lo - a:hi - a], plan.path)
+                        _write_exact(self.out_fd, view[lo - a:hi - a], run.dst + lo - run.src)
                         name = run.name
                 active = [run for run in active if run.src + run.nbytes > b]
                 ring.submit(index, a, n)
@@ -1352,7 +1361,7 @@ class CopyPass:
         if next_run != len(runs) or active:  # a bug: the regions always cover the runs
             raise AssertionError(f"{plan.path}: copy ranges outside the ranges read")
 
-    def _copy(self, fh, src: int, n: int, dst: int, view: memoryview | None, path: Path) -> None:
+    def _copy(self, fh, src: int, n: int, dst: int, path: Path) -> None:
         if self._kernel_copy:
             try:
                 _kernel_copy(fh.fileno(), self.out_fd, src, n, dst, path)
@@ -1361,9 +1370,6 @@ class CopyPass:
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise
                 self._kernel_copy = False  # and copy this piece again, through memory
-        if view is not None:
-            _write_exact(self.out_fd, view, dst)
-            return
         if self._scratch is None:
             self._scratch = memoryview(bytearray(COPY_CHUNK))
         for at in range(0, n, COPY_CHUNK):
