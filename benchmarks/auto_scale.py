@@ -1,6 +1,7 @@
 """auto on two ~47,000-key MoE state dicts (meta tensors), renamed between two naming conventions.
 
-Goal: under 2 s and under 1 GB on a 2-core machine. Prints auto's time and peak memory beside
+Goal: under 1 s and under 1 GB on a 2-core machine (issue 11). Wall and CPU time are both printed: on a
+shared machine other processes' load stretches the wall time, not the CPU time. Prints auto's time and peak memory beside
 baselines measured in the same run: the exact strategy (names only, the floor) and a naive
 all-pairs scorer (name tokens + shape for every source/target pair) timed on a subset and
 extrapolated quadratically to the full size.
@@ -38,13 +39,19 @@ def meta_state(table) -> dict[str, torch.Tensor]:
     return {k: torch.empty(v.shape, dtype=torch.bfloat16, device="meta") for k, v in table.items()}
 
 
-def timed(fn, repeat: int = 3) -> tuple[float, object]:
-    best, out = float("inf"), None
+CPU: dict[str, float] = {}
+
+
+def timed(fn, repeat: int = 3, name: str = "") -> tuple[float, object]:
+    best, best_cpu, out = float("inf"), float("inf"), None
     for _ in range(repeat):
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    if name:
+        CPU[name] = best_cpu
     return best, out
 
 
@@ -95,7 +102,7 @@ def main() -> None:
         return suggest(Side(table_of(src_state)), Side(table_of(tgt_state)), "exact").to_mapping()
 
     rss_before = peak_rss()
-    t_auto, mapping = timed(run_auto)
+    t_auto, mapping = timed(run_auto, name="auto")
     rss_auto = peak_rss()
     t_exact, _ = timed(run_exact)
     p, r, wrong = score(mapping.pairs(), truth)
@@ -104,7 +111,8 @@ def main() -> None:
 
     # the same with layers that no longer match whole (a bias on every query): the bucket path
     tgt_bias = meta_state(with_query_bias(tgt_t))
-    t_bias, m_bias = timed(lambda: suggest(Side(table_of(src_state)), Side(table_of(tgt_bias)), "auto").to_mapping())
+    t_bias, m_bias = timed(lambda: suggest(Side(table_of(src_state)), Side(table_of(tgt_bias)), "auto").to_mapping(),
+                           name="bias")
     pb, rb, wb = score(m_bias.pairs(), truth)
 
     keys = list(tgt_t)[: args.subset]
@@ -113,16 +121,16 @@ def main() -> None:
     t_naive_sub, _ = timed(lambda: naive_all_pairs(sub_s, sub_t), repeat=1)
     t_naive = t_naive_sub * (n / len(keys)) ** 2
 
-    print(f"auto : {t_auto:7.3f} s  (goal < 2 s)   peak traced {mem_auto:7.1f} MiB   precision {p:.4f} recall {r:.4f}"
+    print(f"auto : {t_auto:7.3f} s wall, {CPU['auto']:.3f} s CPU  (goal < 1 s)   peak traced {mem_auto:7.1f} MiB   precision {p:.4f} recall {r:.4f}"
           f" ({wrong} wrong)")
-    print(f"auto, target queries with a bias: {t_bias:.3f} s, precision {pb:.4f} recall {rb:.4f} ({wb} wrong)")
+    print(f"auto, target queries with a bias: {t_bias:.3f} s wall, {CPU['bias']:.3f} s CPU, precision {pb:.4f} recall {rb:.4f} ({wb} wrong)")
     print(f"exact: {t_exact:7.3f} s                 peak traced {mem_exact:7.1f} MiB   (names only; "
           f"finds {len(run_exact())} of {len(truth)})")
     print(f"naive all-pairs: {t_naive_sub:.2f} s on {len(keys)} x {len(keys)} keys -> ~{t_naive:,.0f} s extrapolated "
           f"to {n:,} x {n:,}")
     print(f"ratios: auto/exact {t_auto / t_exact:.1f}x, auto/naive {t_auto / t_naive:.5f}x")
     bench_row(f"auto time, {n:,}-key MoE pair", f"{t_auto:.3f} s", f"{t_naive:,.0f} s (all-pairs, extrapolated)",
-              t_auto / t_naive, "< 2 s", t_auto < 2.0)
+              t_auto / t_naive, "< 1 s", t_auto < 1.0)
     bench_row("auto peak memory (traced)", f"{mem_auto:.0f} MiB", f"{mem_exact:.0f} MiB (exact)", mem_auto / mem_exact,
               "< 1 GB", mem_auto < 1024)
     print(f"memory: process peak RSS {rss_before:.0f} MiB before auto (torch, torchvision, the two meta state "

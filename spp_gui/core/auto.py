@@ -22,9 +22,12 @@ Buckets keep the work near-linear: the 47,000-key MoE case never compares all pa
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +98,13 @@ class _Node:
         self.blocked = False  # an ancestor of a matched node
 
 
+def _has_matrix(table: KeyTable, leaves: dict[str, str]) -> bool:
+    for k in leaves.values():
+        if len(table[k].shape) >= 2:
+            return True
+    return False
+
+
 class _Tree:
     def __init__(self, table: KeyTable) -> None:
         self.root = _Node("", "", None, 0)
@@ -112,7 +122,7 @@ class _Tree:
         self.nodes = nodes
         self.index = {id(m): i for i, m in enumerate(self.modules)}
         # modules with a matrix or kernel: their sequence skips norms, which are often inserted
-        self.weighted = [m for m in self.modules if any(len(table[k].shape) >= 2 for k in m.leaves.values())]
+        self.weighted = [m for m in self.modules if _has_matrix(table, m.leaves)]
         self.windex = {id(m): i for i, m in enumerate(self.weighted)}
         self._hash()
 
@@ -189,6 +199,10 @@ class AutoStrategy:
                    "proposes transforms where shapes differ recognisably")
 
     def suggest(self, source: Side, target: Side, adapt: bool = False, **options: Any) -> list[Suggestion]:
+        with _gc_paused():
+            return self._suggest(source, target, adapt)
+
+    def _suggest(self, source: Side, target: Side, adapt: bool) -> list[Suggestion]:
         tview = target_view(target.table)
         sview = source_view(source.table, tview)
         run = _Run(sview.table, tview.table, adapt)
@@ -196,9 +210,33 @@ class AutoStrategy:
         from .auto_leftovers import unique_leftovers
 
         items = unique_leftovers(run, items)
+        run.release()
         if sview.real or sview.transform or tview.real:
             items = _translate(items, sview, tview)
         return items
+
+
+_GC_LOCK = threading.Lock()
+_GC_DEPTH = [0, False]  # runs in progress, whether the collector was on before the first
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic collector off while the trees are built: ~120,000 nodes made at once set off full
+    collections over the whole heap (torch's too), which cost more than the matching itself. Nothing
+    here makes garbage cycles that need collecting sooner; other threads' runs nest."""
+    with _GC_LOCK:
+        if _GC_DEPTH[0] == 0:
+            _GC_DEPTH[1] = gc.isenabled()
+            gc.disable()
+        _GC_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_DEPTH[0] -= 1
+            if _GC_DEPTH[0] == 0 and _GC_DEPTH[1]:
+                gc.enable()
 
 
 def _translate(items: list[Suggestion], sview: View, tview: View) -> list[Suggestion]:
@@ -232,6 +270,18 @@ class _Run:
         self.matches: list[_Match] = []
         self.module_pairs: dict[int, tuple[_Node, _Match]] = {}  # id(target module) -> source module, match
         self._channels: dict[str, int | None] | None = None
+
+    def release(self) -> None:
+        """Break the trees' parent <-> child cycles so they go by reference counting, not a full collection."""
+        for tree in (self.src, self.tgt):
+            for node in tree.nodes.values():
+                node.parent = None
+                node.children = None  # type: ignore[assignment]
+            tree.nodes.clear()
+            tree.modules.clear()
+            tree.weighted.clear()
+        self.matches.clear()
+        self.module_pairs.clear()
 
     # -- phase 1: equal structures, biggest first ---------------------------------------------
     def match_structures(self) -> None:
@@ -340,9 +390,12 @@ class _Run:
 
     def _take(self, m: _Match) -> None:
         self.matches.append(m)
-        for tree, node in ((self.src, m.s), (self.tgt, m.t)):
-            for n in tree.walk(node):
+        for node in (m.s, m.t):
+            stack = [node]
+            while stack:  # tree.walk inline: the MoE case marks ~120,000 nodes here
+                n = stack.pop()
                 n.used = True
+                stack.extend(n.children.values())
             p = node.parent
             while p is not None and not p.blocked:
                 p.blocked = True
@@ -399,6 +452,12 @@ class _Run:
             s, t = stack.pop()
             if t.leaves:
                 self.module_pairs[id(t)] = (s, m)
+            cs, ct = s.children, t.children
+            if len(ct) == 1 and len(cs) == 1:
+                (c_s,), (c_t,) = cs.values(), ct.values()
+                if c_s.h == c_t.h:
+                    stack.append((c_s, c_t))
+                continue
             groups_s: dict[int, list[_Node]] = {}
             groups_t: dict[int, list[_Node]] = {}
             for c in s.children.values():

@@ -51,27 +51,41 @@ def unique_leftovers(run: _Run, items: list[Suggestion]) -> list[Suggestion]:
     if len(paired_t) == len(tgt.table):
         return items
     paired_s = {s.source for s in accepted}
+    free_s_all = [k for k in src.table if k not in paired_s]
+    if not free_s_all:
+        return items
+    free_t_all = [k for k in tgt.table if k not in paired_t]
     tkey_node = {k: n for n in tgt.modules for k in n.leaves.values()}
     skey_node = {k: n for n in src.modules for k in n.leaves.values()}
 
-    # per target node: accepted tensors below, and the source nodes they come from (their LCA)
+    # per target node: accepted tensors below and the LCA of their sources; per source node the LCA of
+    # the targets its accepted tensors went to. Bottom-up, one pass per tree.
     t_acc: Counter[int] = Counter()
     t_lca: dict[int, _Node] = {}
-    s_tlca: dict[int, _Node] = {}  # per source node: the LCA of the targets its accepted tensors went to
+    s_tlca: dict[int, _Node] = {}
+    depth: dict[int, int] = {}
     for sug in accepted:
         tn, sn = tkey_node.get(sug.target), skey_node.get(sug.source)
         if tn is None or sn is None:
             continue
-        for a in _ancestors(tn):
-            t_acc[id(a)] += 1
-            t_lca[id(a)] = sn if id(a) not in t_lca else _lca(t_lca[id(a)], sn)
-        for a in _ancestors(sn):
-            s_tlca[id(a)] = tn if id(a) not in s_tlca else _lca(s_tlca[id(a)], tn)
+        t_acc[id(tn)] += 1
+        t_lca[id(tn)] = sn if id(tn) not in t_lca else _lca(t_lca[id(tn)], sn, depth)
+        s_tlca[id(sn)] = tn if id(sn) not in s_tlca else _lca(s_tlca[id(sn)], tn, depth)
+    for tree, lca_of, count in ((tgt, t_lca, t_acc), (src, s_tlca, None)):
+        for node in reversed(tree.nodes.values()):  # children after parents in creation order
+            p = node.parent
+            if p is None or id(node) not in lca_of:
+                continue
+            if count is not None:
+                count[id(p)] += count[id(node)]
+            mine = lca_of[id(node)]
+            lca_of[id(p)] = mine if id(p) not in lca_of else _lca(lca_of[id(p)], mine, depth)
 
     # target parts with unclaimed tensors, deepest first
     scopes: dict[int, _Node] = {}  # every qualifying ancestor: what a part leaves, its parent may pair
-    for key, node in tkey_node.items():
-        if key in paired_t:
+    for key in free_t_all:
+        node = tkey_node.get(key)
+        if node is None:
             continue
         for a in _ancestors(node):
             if id(a) not in scopes and t_acc[id(a)] >= 2 and t_acc[id(a)] >= MATCHED_SHARE * a.size:
@@ -82,8 +96,8 @@ def unique_leftovers(run: _Run, items: list[Suggestion]) -> list[Suggestion]:
     proposed: set[str] = set()
     for t_scope in sorted(scopes.values(), key=lambda n: -n.path.count(".") - (1 if n.path else 0)):
         s_scope = _source_scope(t_lca[id(t_scope)], t_scope, s_tlca)
-        t_free = [k for n in tgt.walk(t_scope) for k in n.leaves.values() if k not in paired_t]
-        s_free = [k for n in src.walk(s_scope) for k in n.leaves.values() if k not in paired_s]
+        t_free = [k for k in free_t_all if k not in paired_t and _under(k, t_scope.path)]
+        s_free = [k for k in free_s_all if k not in paired_s and _under(k, s_scope.path)]
         if not t_free or not s_free:
             continue
         where = f"'{s_scope.path or '(root)'}' -> '{t_scope.path or '(root)'}'"
@@ -127,12 +141,28 @@ def _ancestors(node: _Node):
         n = n.parent
 
 
-def _lca(a: _Node, b: _Node) -> _Node:
-    seen = {id(n) for n in _ancestors(a)}
-    for n in _ancestors(b):
-        if id(n) in seen:
-            return n
-    raise AssertionError("nodes of one tree share the root")
+def _under(key: str, path: str) -> bool:
+    return not path or key.startswith(path) and key[len(path):len(path) + 1] == "."
+
+
+def _depth(n: _Node, memo: dict[int, int]) -> int:
+    d = memo.get(id(n))
+    if d is None:
+        d = memo[id(n)] = n.path.count(".") + 1 if n.path else 0
+    return d
+
+
+def _lca(a: _Node, b: _Node, memo: dict[int, int]) -> _Node:
+    if a is b:
+        return a
+    da, db = _depth(a, memo), _depth(b, memo)
+    while da > db:
+        a, da = a.parent, da - 1
+    while db > da:
+        b, db = b.parent, db - 1
+    while a is not b:
+        a, b = a.parent, b.parent
+    return a
 
 
 def _inside(node: _Node, scope: _Node) -> bool:
