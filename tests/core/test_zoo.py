@@ -111,3 +111,22 @@ def test_a_missing_extra_says_what_to_install(monkeypatch, spec, library):
     monkeypatch.setitem(sys.modules, library, None)  # import fails as if not installed
     with pytest.raises(SpecError, match=r"needs .*not installed: pip install 'spp-gui\[zoo\]'"):
         build_model(spec, device="meta")
+
+
+def test_timm_to_hf_end_to_end_through_the_public_api(tmp_path):
+    """A timm spec as the source (seeded random init), an hf spec as the target: auto's mapping (fused qkv
+    as chunks) saved, read back and applied makes the HF model compute the timm model's logits."""
+    from spp_gui import apply_mapping, suggest_mapping
+    from spp_gui.core.mapping import Mapping
+
+    src_spec = "timm:vit_tiny_patch16_224?img_size=32&patch_size=8&embed_dim=32&depth=2&num_heads=2&mlp_ratio=2&num_classes=10"
+    tgt_spec = VIT_HF + "&layer_norm_eps=1e-06"
+    mapping = suggest_mapping(src_spec, tgt_spec, strategy="auto")
+    assert not mapping.candidates and {e.transform["op"] for e in mapping if e.transform} == {"chunk"}
+    mapping.save(tmp_path / "m.json")
+    target = build_model(tgt_spec)
+    apply_mapping(target, src_spec, Mapping.load(tmp_path / "m.json"))
+    source = build_model(src_spec, seed=0)  # the seed a model spec source is read with
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(source(x), target(pixel_values=x).logits, atol=1e-5)
