@@ -43,9 +43,11 @@ def accepted_entries(name: str, source, target) -> dict:
 
 def zoo() -> bool:
     """The zoo table; True when its goals are met."""
+    from zoosuite import entry_right, function_check, zoo_pairs
+
     try:
-        from zoosuite import entry_right, function_check, zoo_pairs
-    except ImportError as exc:  # pragma: no cover - the zoo extra is missing
+        pairs = zoo_pairs()
+    except ImportError as exc:  # the zoo extra is missing
         print(f"zoo: skipped ({exc}); pip install 'spp-gui[zoo]'")
         return True
     print("zoo: cross-library pairs, truth checked by function (P R, * perfect, f function match, ! wrong pairs)")
@@ -57,7 +59,7 @@ def zoo() -> bool:
     expressible = related = 0
     unrelated_accepted = 0
     short = []
-    for pair in zoo_pairs():
+    for pair in pairs:
         src, tgt = pair.build()
         truth = pair.truth()
         source, target = pair.sides()
