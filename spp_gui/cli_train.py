@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import printable
 from .training.config import ConfigError, RunConfig
 from .training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
 from .training.engine import (
@@ -42,7 +43,7 @@ class ProgressPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
             self.t0, self.total = time.perf_counter(), max(1, event.steps_per_epoch * event.epochs)
-            print(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
+            _say(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
                   f"val images, {event.loaded}; folder {event.run_dir}", file=self.stream)
         elif isinstance(event, Step) and self.tty:
             done = event.step / self.total
@@ -55,20 +56,28 @@ class ProgressPrinter:
         elif isinstance(event, Epoch):
             if self.tty:
                 self.stream.write("\r" + " " * 100 + "\r")
-            print(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
+            _say(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
                   f"{event.train_acc:.3f} | val loss {event.val_loss:.4f} acc {event.val_acc:.3f}"
                   f"{' (best)' if event.best else ''} | {event.seconds:.1f}s"
                   + (f" | {event.skipped} unreadable images skipped" if event.skipped else ""), file=self.stream)
         elif isinstance(event, (Failed, Cancelled)):
             if self.tty:
                 self.stream.write("\n")
-            print(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
+            _say(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
                                        f"cancelled at epoch {event.epoch}, step {event.step}"), file=self.stream)
         elif isinstance(event, Finished):
-            print(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
+            _say(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
                   f"{event.final_val_acc:.3f}; {event.run_dir}", file=self.stream)
         elif hasattr(event, "message"):
-            print(f"[{event.run}] {event.message}", file=self.stream)
+            _say(f"[{event.run}] {event.message}", file=self.stream)
+
+
+def _say(*parts: object, file=None, **kw) -> None:
+    """print, with control characters escaped line by line: folder names, class names and messages
+    come from files and folders someone else made (an escape sequence in a name must not reach the
+    terminal raw)."""
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(printable(line) for line in text.split("\n")), file=file if file is not None else sys.stdout, **kw)
 
 
 def drive(gen, on_event) -> RunResult | None:
@@ -85,7 +94,7 @@ def launch(args: argparse.Namespace) -> int:
              *(["--events-jsonl"] if args.events_jsonl else []),
              *(["--trust-code"] if getattr(args, "trust_code", False) else [])]
     command = launch_command(args.configs, args.nproc, extra)
-    print(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
+    _say(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
     previous = signal.getsignal(signal.SIGTERM)
     with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
@@ -182,7 +191,7 @@ def _train_configs(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from None
     if args.print_torchrun:
-        print(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
+        _say(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
         return 0
     for cfg in configs:  # every run's folder checked before the first run starts
         runs_folder(cfg)
@@ -219,12 +228,12 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
             result = drive(train(cfg, control), printer)
             # a retry on one rank alone would leave the others waiting, so not under torchrun
             if result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
-                print(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
+                _say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
                 cfg.run.batch_size = result.retry_batch_size
                 continue
             break
         if result.status == "failed" and result.retry_batch_size and not args.retry_half and main:
-            print(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
+            _say(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
         if result.status != "finished":
             status = 1
         results[cfg.run.name or Path(result.run_dir).name] = result
@@ -232,11 +241,11 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
         return status
     out = sys.stderr if args.events_jsonl else sys.stdout  # stdout carries only events then
     for name, result in results.items():
-        print(summary_line(name, result), file=out)
+        _say(summary_line(name, result), file=out)
     if args.compare:
         figure = Path(args.figure) if args.figure else Path(next(iter(results.values())).run_dir).parent / "compare.png"
         render_curves({name: r.epochs for name, r in results.items()}, figure)
-        print(f"comparison figure: {figure}", file=out)
+        _say(f"comparison figure: {figure}", file=out)
     return status
 
 
@@ -246,7 +255,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = drive(run_demo(args.out, quick=args.quick, seed=args.seed), ProgressPrinter())
     if result is None:
         return 1
-    print(result.table())
+    _say(result.table())
     return 0
 
 
@@ -255,11 +264,11 @@ def cmd_prepare_voc(args: argparse.Namespace) -> int:
 
     counts = prepare_voc(args.voc, args.out, min_size=args.min_size)
     names = sorted({c for split in counts.values() for c in split})
-    print(f"{'class':<14}" + "".join(f"{s:>8}" for s in counts))
+    _say(f"{'class':<14}" + "".join(f"{s:>8}" for s in counts))
     for name in names:
-        print(f"{name:<14}" + "".join(f"{counts[s][name]:>8}" for s in counts))
-    print(f"{'total':<14}" + "".join(f"{sum(counts[s].values()):>8}" for s in counts))
-    print(f"written to {args.out}/train and {args.out}/val")
+        _say(f"{name:<14}" + "".join(f"{counts[s][name]:>8}" for s in counts))
+    _say(f"{'total':<14}" + "".join(f"{sum(counts[s].values()):>8}" for s in counts))
+    _say(f"written to {args.out}/train and {args.out}/val")
     return 0
 
 
