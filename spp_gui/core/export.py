@@ -247,7 +247,12 @@ _HELPERS = {
     return out
 ''',
 }
+_HELPERS["chunk"] = '''def _chunk(src, dim, chunks, index, transpose):
+    part = src.chunk(chunks, dim=dim)[index]
+    return (part.t() if transpose else part).contiguous()
+'''
 _CALLS = {
+    "chunk": "_chunk(x, {dim!r}, {chunks!r}, {index!r}, {transpose!r})",
     "slice": "_block(x, t)",
     "pad": "_block(x, t)",
     "select_rows": "_select_rows(x, t, {rows!r})",
@@ -287,6 +292,7 @@ def python_function(mapping: Mapping) -> str:
             continue
         params = {k: v for k, v in e.transform.items() if k != "op"}
         params.setdefault("dims", [1, 0])
+        params.setdefault("transpose", False)
         call = _CALLS[e.transform["op"]].format(**params)
         lines.append(f"    x, t = out[{e.target!r}], (target or {{}}).get({e.target!r})")
         lines.append(f"    out[{e.target!r}] = {call}")

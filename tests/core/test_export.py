@@ -155,3 +155,20 @@ def test_swapped_names_survive_rules_applied_in_turn(fmt, var, rename):
              "net.norm.weight": "norm.weight"}
     rules = run_snippet(export_mapping(Mapping.from_pairs(pairs), fmt, keys, list(pairs)).text, var)
     assert {rename(rules, s): s for s in keys} == pairs
+
+
+def test_python_export_carries_a_chunk_of_a_fused_qkv():
+    """One part of a fused qkv (auto's split across libraries) exports as plain torch code."""
+    from spp_gui.core.transforms import apply_transform
+
+    fused = torch.randn(12, 4)
+    mapping = Mapping("src", "tgt")
+    for i, name in enumerate("qkv"):
+        mapping.set(Entry(f"{name}.weight", "qkv.weight", {"op": "chunk", "dim": 0, "chunks": 3, "index": i,
+                                                           "transpose": i == 2}))
+    namespace: dict = {}
+    exec(compile(export_mapping(mapping, "python").text, "remap", "exec"), namespace)
+    target = {"q.weight": torch.zeros(4, 4), "k.weight": torch.zeros(4, 4), "v.weight": torch.zeros(4, 4)}
+    out = namespace["remap"]({"qkv.weight": fused}, target)
+    for key, entry in mapping.entries.items():
+        assert torch.equal(out[key], apply_transform(entry.transform, fused, target[key]))
