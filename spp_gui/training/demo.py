@@ -134,7 +134,7 @@ class DemoSize:
 
 
 QUICK = DemoSize(source_per_class=80, target_train=40, target_val=20, pretrain_epochs=10, epochs=10)
-FULL = DemoSize(source_per_class=200, target_train=60, target_val=40, pretrain_epochs=15, epochs=20)
+FULL = DemoSize(source_per_class=200, target_train=60, target_val=40, pretrain_epochs=15, epochs=20, batch_size=32)
 
 
 def source_spec(size: DemoSize) -> str:
