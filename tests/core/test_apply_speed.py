@@ -220,15 +220,14 @@ def test_tied_target_goes_the_in_memory_way(tmp_path, spec):
 
 
 @pytest.mark.parametrize("kind", ["pth", "safetensors"])
-@pytest.mark.parametrize("copy", ["kernel", "no-kernel-copy", "exdev"])
+@pytest.mark.parametrize("copy", ["buffered", "kernel", "exdev"])
 def test_small_chunks_and_every_way_of_copying(tmp_path, spec, kind, copy, monkeypatch):
-    """Chunks smaller than a tensor split tensors and zip entries; without copy_file_range bytes go through memory."""
+    """Chunks smaller than a tensor split tensors and zip entries; copy_file_range, where used, falls back."""
     monkeypatch.setattr(sources_module, "COPY_CHUNK", 100)
     monkeypatch.setattr(sources_module, "COPY_STEP", 64)
     monkeypatch.setattr(sources_module, "READ_GAP", 0)
-    if copy == "no-kernel-copy":
-        monkeypatch.setattr(sources_module, "_kernel_copy_available", lambda: False)
-    elif copy == "exdev":
+    monkeypatch.setattr(sources_module, "USE_KERNEL_COPY", copy != "buffered")
+    if copy == "exdev":
         def cross_device(*args):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         monkeypatch.setattr(os, "copy_file_range", cross_device, raising=False)
