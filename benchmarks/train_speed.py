@@ -190,7 +190,7 @@ def seed_config(args: argparse.Namespace, device: torch.device) -> int:
         base_w = statistics.median(seed_w)
         bench_row(f"seed config train img/s ({dev}), engine vs seed loop with {args.workers} workers",
                   f"{statistics.median(jpeg):.2f}/s", f"{base_w:.2f}/s", statistics.median(jpeg) / base_w, "(info)", None)
-    bench_row(f"seed config train img/s ({dev}), real JPEG vs in-memory tensors", f"{statistics.median(jpeg):.2f}/s",
+    bench_row(f"seed config train img/s ({dev}), real JPEG vs in-memory, per-round median", f"{statistics.median(jpeg):.2f}/s",
               f"{statistics.median(memory):.2f}/s", real, ">= 0.9x", real >= 0.9)
     for name, (v_jpeg, _) in list(rates.items())[1:]:
         bench_row(f"seed config train img/s ({dev}), {name} vs engine", f"{statistics.median(v_jpeg):.2f}/s",
