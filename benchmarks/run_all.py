@@ -21,7 +21,7 @@ SCRIPTS = [
     ("auto_eval.py", [], []),
     ("auto_scale.py", [], []),
     ("gui_speed.py", [], []),
-    ("train_speed.py", [], []),
+    ("train_speed.py", [], ["--small"]),
     ("gui_responsiveness.py", [], []),
     ("faults.py", [], ["--cases", "30", "--kills", "20"]),
 ]
