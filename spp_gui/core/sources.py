@@ -52,8 +52,10 @@ INDEX_SUFFIX = ".index.json"
 # Containers that hold a state dict, in the order they are tried.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
 
-#: The most a torch zip's pickle and its other non-tensor entries may unpack to: it is all read at listing.
-MAX_PICKLE_BYTES = 1 << 30
+#: The most a torch zip's pickle and its other non-tensor entries may unpack to: it is all read at listing,
+#: and unpickling holds about twice that. A state dict's pickle is metadata: ~150 bytes a tensor, so
+#: 256 MiB is a million tensors with room to spare.
+MAX_PICKLE_BYTES = 256 << 20
 #: Deflate cannot expand data more than about 1032 times; an entry claiming more is lying.
 MAX_DEFLATE_RATIO = 1032
 
