@@ -1008,7 +1008,12 @@ def load_source(
     if isinstance(source, dict):
         return StateDictSource(source)
     text = os.fspath(source)
-    if Path(text).expanduser().exists() and not looks_like_model_spec(text):
+    try:
+        exists = Path(text).expanduser().exists()
+    except (OSError, ValueError) as exc:  # a name over 255 bytes, a NUL: nothing on disk is called that
+        raise SourceError(f"cannot use {text[:120]!r}{'...' if len(text) > 120 else ''} as a file name: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    if exists and not looks_like_model_spec(text):
         return open_file(Path(text), trust_pickle=trust_pickle)
     if looks_like_model_spec(text):
         spec = parse_spec(text)

@@ -405,3 +405,13 @@ def test_unusable_shard_names_are_refused(tmp_path, shard):
     with pytest.raises(SourceError, match="not a usable file name") as err:
         load_source(index)
     assert str(err.value).startswith(f"{index}: ")
+
+
+def test_a_source_name_no_file_can_have_is_one_source_error():
+    """What the GUI's Open dialog passes straight to load_source (the CLI checks names first)."""
+    from spp_gui.core.errors import SourceError
+    from spp_gui.core.sources import load_source
+
+    for name in ("x" * 300 + ".pth", "bad\x00name.pth"):
+        with pytest.raises(SourceError):  # never an OSError or ValueError from the name itself
+            load_source(name)
