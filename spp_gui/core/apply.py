@@ -562,7 +562,7 @@ def _drive(steps: Generator[tuple[int, int, str], None, LoadReport], progress: P
 
 
 #: Built-in transforms whose result owes nothing to the target's init when they fill every element.
-_PURE_WHEN_FULL = ("slice", "pad", "select_rows", "in_channels", "transpose", "reshape", "spp_grid")
+_PURE_WHEN_FULL = ("slice", "pad", "select_rows", "in_channels", "transpose", "reshape", "spp_grid", "chunk")
 
 
 def _needs_init(entry: Entry, source: TensorInfo, target: TensorInfo) -> bool:

@@ -39,6 +39,7 @@ class Net(nn.Module):
         self.fc = nn.Linear(32, 16)
         self.proj = nn.Linear(16, 12)
         self.rows = nn.Linear(6, 5)
+        self.k = nn.Linear(6, 4, bias=False)
         self.lowp = nn.Parameter(torch.randn(7, 5).to(torch.bfloat16))
         self.register_buffer("table", torch.arange(24, dtype=torch.float64).reshape(4, 6))
         self.register_buffer("empty", torch.zeros(0, 3))
@@ -74,6 +75,7 @@ def source_state() -> dict[str, torch.Tensor]:
         "proj.bias": torch.randn(3, 4, generator=g),  # reshape
         "rows.weight": torch.randn(9, 6, generator=g),  # select_rows with a kept row
         "rows.bias": torch.randn(4, generator=g),  # pad 4 -> 5: keeps the init
+        "qkv.weight": torch.randn(12, 6, generator=g),  # chunk: the k part
         "lowp": torch.randn(7, 5, generator=g).to(torch.bfloat16),
         "table": torch.randn(4, 6, generator=g).double(),
         "empty": torch.zeros(0, 3),
@@ -93,6 +95,7 @@ def mapping_for(spec: str, source: str) -> Mapping:
         ("proj.weight", "proj.weight", {"op": "transpose"}), ("proj.bias", "proj.bias", {"op": "reshape"}),
         ("rows.weight", "rows.weight", {"op": "select_rows", "rows": [8, None, 0, 3, 3]}),
         ("rows.bias", "rows.bias", {"op": "pad"}),
+        ("k.weight", "qkv.weight", {"op": "chunk", "dim": 0, "chunks": 3, "index": 1}),
         ("lowp", "lowp", None), ("table", "table", None), ("empty", "empty", None), ("scale", "scale", None),
     ]:
         m.entries[target] = Entry(target, src, transform)
