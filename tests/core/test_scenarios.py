@@ -117,9 +117,8 @@ def test_load_report_counts_only_what_a_transform_carries():
 def test_shipped_sample_mapping_fits_its_models():
     from pathlib import Path
 
-    from spp_gui.core.strategies import source_side, target_side
-
     from spp_gui import data_path
+    from spp_gui.core.strategies import source_side, target_side
 
     path = data_path("mappings/alexnet_to_alexnet_spp.json")
     assert Path(path).is_file() and not Path(path).is_symlink()
