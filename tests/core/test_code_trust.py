@@ -10,23 +10,12 @@ import json
 
 import pytest
 import torch
+from faultgen import EVIL_PY as EVIL  # noqa: E402  a model file that leaves a marker when imported
 
 from spp_gui import build_model
 from spp_gui.cli import main
 from spp_gui.core.mapping import Entry, Mapping
 from spp_gui.core.trust import UntrustedCodeError, forget_trust, is_trusted, trust_file
-
-EVIL = '''
-import pathlib
-pathlib.Path({marker!r}).write_text("ran")
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-'''
 
 
 @pytest.fixture

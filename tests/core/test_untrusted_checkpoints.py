@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faultgen import hf_cache_snapshot
 from safetensors.torch import save_file
 
 from spp_gui import load_source
@@ -143,26 +144,8 @@ def test_pickle_unpacking_past_the_limit_is_refused_before_it_is_read(tmp_path, 
     assert list(load_source(path).tensors) == ["w"]
 
 
-def _hf_cache_snapshot(root, state, shards=2):
-    """The Hugging Face hub cache: snapshots/<rev>/<file> are symlinks to ../../blobs/<hash>."""
-    repo = root / "models--org--net"
-    blobs, snapshot = repo / "blobs", repo / "snapshots" / "0123abcd"
-    blobs.mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    keys = list(state)
-    weight_map = {}
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: state[k] for k in keys[i::shards]}, blobs / f"blob{i}")
-        (snapshot / name).symlink_to(f"../../blobs/blob{i}")
-        weight_map.update(dict.fromkeys(keys[i::shards], name))
-    (blobs / "index").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (snapshot / "model.safetensors.index.json").symlink_to("../../blobs/index")
-    return snapshot
-
-
 def test_hugging_face_cache_snapshot_is_read_through_its_blob_symlinks(tmp_path, small_state):
-    snapshot = _hf_cache_snapshot(tmp_path / "hub", small_state)
+    snapshot = hf_cache_snapshot(tmp_path / "hub", small_state)
     for where in (snapshot, snapshot / "model.safetensors.index.json"):
         with load_source(where) as src:
             assert "2 shards" in src.notes
@@ -173,7 +156,7 @@ def test_hugging_face_cache_snapshot_is_read_through_its_blob_symlinks(tmp_path,
 
 @pytest.mark.parametrize("target", ["outside", "other_repo_blob", "blobs_of_no_cache"])
 def test_shard_symlinks_escaping_the_checkpoint_are_refused(tmp_path, small_state, target):
-    snapshot = _hf_cache_snapshot(tmp_path / "hub", small_state)
+    snapshot = hf_cache_snapshot(tmp_path / "hub", small_state)
     shard = snapshot / "model-00002-of-00002.safetensors"
     elsewhere = {"outside": tmp_path / "outside.safetensors",
                  "other_repo_blob": tmp_path / "hub" / "models--org--other" / "blobs" / "blob1",

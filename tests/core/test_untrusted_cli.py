@@ -13,36 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from faultgen import CLEAR, OSC_TITLE  # tests/ is on sys.path (conftest)
+from faultgen import NET_PY as NET  # Src: modules named with terminal escapes; Dst: the same, plain
 
 from spp_gui.cli import main, os_error_message, printable
 from spp_gui.core import atomic
-
-OSC_TITLE, CLEAR = "\x1b]0;pwned\x07", "\x1b[2J"
-NET = f'''
-import torch.nn as nn
-
-
-class Src(nn.Module):
-    """Module names a checkpoint someone sent could carry: an OSC title change and a screen clear."""
-
-    def __init__(self):
-        super().__init__()
-        self.add_module({OSC_TITLE + "fc"!r}, nn.Linear(4, 2))
-        self.add_module({CLEAR + "head"!r}, nn.Linear(2, 2))
-
-    def forward(self, x):
-        return getattr(self, {CLEAR + "head"!r})(getattr(self, {OSC_TITLE + "fc"!r})(x))
-
-
-class Dst(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-        self.head = nn.Linear(2, 2)
-
-    def forward(self, x):
-        return self.head(self.fc(x))
-'''
 
 
 def run(capsys, *argv):

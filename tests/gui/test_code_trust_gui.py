@@ -8,17 +8,7 @@ from spp_gui.core.mapping import Mapping
 
 EMPTY = ["torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "--strategy", "none"]
 
-EVIL = '''
-import pathlib
-pathlib.Path({marker!r}).write_text("ran")
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-'''
+from faultgen import EVIL_PY as EVIL  # noqa: E402  a model file that leaves a marker when imported
 
 
 def _boxes(window) -> list[QMessageBox]:
