@@ -10,22 +10,22 @@ import copy
 import json
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .errors import MappingError, SppError
+from .errors import MappingError
 from .tensors import KeyTable, format_shape
 from .transforms import Transform, brief, carried_numel, check_params, check_transform
+from .untrusted import read_untrusted_text
 
 FORMAT = "spp-gui-mapping"
 VERSION = 1
 
 #: A mapping of 47,000 entries is about 10 MiB; a file past this is not a mapping.
-MAX_FILE_BYTES = 256 * 2**20
+MAX_FILE_BYTES = 256 * 2**20  # a mapping file; see read_untrusted_text
 #: Longest spec, path, key, origin or reason a mapping file may hold.
 MAX_TEXT = 4096
 
@@ -131,46 +131,6 @@ def _resolve_source(spec: str, absolute: Any, mapping_path: Path) -> str:
     except (OSError, ValueError):
         pass
     return spec
-
-
-def read_untrusted_text(path: Path, what: str = "mapping file", error: type[SppError] = MappingError,
-                        kind: str = "a mapping .json file", limit: int | None = None) -> str:
-    """The text of a file someone may have sent: a regular file only, at most ``limit`` bytes.
-
-    A FIFO would block ``open`` forever and ``/dev/zero`` would be read until memory runs out,
-    so the kind and size are checked before reading, and again on the opened descriptor. Every
-    problem is one ``error`` naming the file (``what``: how messages call it).
-    """
-    limit = MAX_FILE_BYTES if limit is None else limit
-
-    def refuse(st: os.stat_result) -> None:
-        if not stat.S_ISREG(st.st_mode):
-            found = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                     else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or other")
-            raise error(f"{path} is not a regular file (it is {found}); choose {kind}")
-        if st.st_size > limit:
-            raise error(f"{path} is {st.st_size / 2**20:.0f} MiB; a {what} is at most "
-                        f"{limit / 2**20:.0f} MiB, so this is not one")
-
-    try:
-        refuse(os.stat(path))
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise error(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        with os.fdopen(fd, "rb") as fh:
-            refuse(os.fstat(fh.fileno()))  # the path may have been swapped since the stat
-            raw = fh.read(limit + 1)
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(raw) > limit:
-        raise error(f"{path} grew past {limit / 2**20:.0f} MiB while being read; it is not a {what}")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(f"{path} is not UTF-8 text (byte {exc.start}); save the {what} as UTF-8") from None
 
 
 @dataclass
@@ -353,7 +313,7 @@ class Mapping:
     def load(cls, path: str | os.PathLike) -> Mapping:
         """Read a mapping file as untrusted data: any malformed content is one MappingError."""
         path = Path(path)
-        text = read_untrusted_text(path)
+        text = read_untrusted_text(path, limit=MAX_FILE_BYTES)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -20,7 +20,8 @@ from PySide6.QtCore import QObject, QStandardPaths, QTimer, Slot
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import SppError
-from ..core.mapping import Mapping, read_untrusted_text
+from ..core.mapping import Mapping
+from ..core.untrusted import read_untrusted_text
 from .session import MappingSession, Services
 
 FORMAT = "spp-gui-autosave"

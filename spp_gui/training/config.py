@@ -16,8 +16,8 @@ from typing import Any
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import SpecError, SppError
-from ..core.mapping import read_untrusted_text
 from ..core.specs import parse_spec
+from ..core.untrusted import read_untrusted_text
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "none")

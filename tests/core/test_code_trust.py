@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from faultgen import EVIL_PY as EVIL  # noqa: E402  a model file that leaves a marker when imported
+from faultgen import EVIL_PY as EVIL  # a model file that leaves a marker when imported
 
 from spp_gui import build_model
 from spp_gui.cli import main
