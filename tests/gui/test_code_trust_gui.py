@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from faultgen import EVIL_PY as EVIL  # a model file that leaves a marker when imported
 from PySide6.QtWidgets import QMessageBox
 
 from spp_gui.core.mapping import Mapping
 
 EMPTY = ["torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20", "--strategy", "none"]
-
-from faultgen import EVIL_PY as EVIL  # a model file that leaves a marker when imported
 
 
 def _boxes(window) -> list[QMessageBox]:
