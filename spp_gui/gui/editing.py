@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.mapping import Entry
+from ..core.pairing import ModulePairing, channels_before, fitting_transforms, pair_modules, refusal
 from ..core.strategies import Suggestion
 from ..core.tensors import format_shape
 from ..core.transforms import Transform, describe_transform
 from .commands import map_text
-from .pairing import ModulePairing, channels_before, fitting_transforms, pair_modules, refusal
 from .session import MappingSession
 
 

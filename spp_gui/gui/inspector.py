@@ -19,10 +19,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.pairing import channels_before, fitting_transforms
 from ..core.strategies import Suggestion
 from ..core.tensors import format_shape
 from ..core.transforms import describe_transform
-from .pairing import channels_before, fitting_transforms
 from .session import MappingSession
 from .style import STATUS_STYLE
 

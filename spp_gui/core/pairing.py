@@ -1,6 +1,7 @@
 """Qt-free helpers for manual mapping: module-onto-module pairing and transforms that make shapes fit.
 
-Kept apart from the widgets so they are tested as plain functions.
+The editor's drop and inspector use them; they are plain functions over key tables and trees, so
+they live in core and are tested without Qt.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import transforms
-from ..core.tensors import KeyTable, format_shape
-from ..core.tree import Node
+from . import transforms
+from .auto import propose_transform
+from .tensors import KeyTable, format_shape
+from .tree import Node
 
 
 @dataclass
@@ -70,14 +72,9 @@ def channels_before(table: KeyTable, key: str) -> int | None:
 def _proposals(src: tuple[int, ...], tgt: tuple[int, ...], channels: int | None = None) -> list[dict[str, Any]]:
     """The auto strategy's proposal first (it knows parameters such as spp_grid's levels), then bare ops."""
     out: list[dict[str, Any]] = []
-    try:
-        from ..core.auto import propose_transform
-    except ImportError:
-        propose_transform = None
-    if propose_transform is not None:
-        proposed, _confidence, _why = propose_transform(src, tgt, channels)
-        if proposed is not None:
-            out.append(proposed)
+    proposed, _confidence, _why = propose_transform(src, tgt, channels)
+    if proposed is not None:
+        out.append(proposed)
     out += [{"op": op} for op in transforms.TRANSFORMS if {"op": op} not in out]
     return out
 
