@@ -14,7 +14,6 @@ from PySide6.QtWidgets import QApplication, QStyleFactory
 
 from ..core.errors import SppError
 from ..core.sources import torchvision_weights_path
-from ..core.strategies import strategy_names
 from ..core.trust import trust_named_specs
 from .style import app_icon
 
@@ -31,8 +30,7 @@ def default_source() -> str:
     return "torchvision:alexnet:IMAGENET1K_V1" if path.exists() else "torchvision:alexnet"
 
 
-def default_strategy() -> str:
-    return "auto" if "auto" in strategy_names() else "order"
+DEFAULT_STRATEGY = "auto"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,7 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("source", nargs="?", help="checkpoint file or spec (default: torchvision AlexNet)")
     parser.add_argument("target", nargs="?", help=f"model spec or checkpoint (default: {DEFAULT_TARGET})")
     parser.add_argument("--mapping", "-m", help="open this mapping file")
-    parser.add_argument("--strategy", help="suggest with this strategy on open (default: auto, else order; 'none' to start empty)")
+    parser.add_argument("--strategy", help="suggest with this strategy on open (default: auto; 'none' to start empty)")
     return parser.parse_args(argv)
 
 
@@ -82,7 +80,7 @@ def open_window(argv: list[str]):
     else:
         source = args.source or default_source()
         target = args.target or DEFAULT_TARGET
-        strategy = args.strategy or (None if args.mapping else default_strategy())
+        strategy = args.strategy or (None if args.mapping else DEFAULT_STRATEGY)
         strategy = None if strategy == "none" else strategy
         window.files.open_session(source, target, mapping_path=args.mapping, strategy=strategy)
     return window
