@@ -184,6 +184,32 @@ def check_options(spec: ModelSpec) -> None:
                             f"{MAX_CLASSES:,}, e.g. {option}=20")
 
 
+def _regnet_widths_on_cpu() -> None:
+    """Let torchvision's RegNets build on the meta device.
+
+    Their builders work out the block widths with torch ops (``BlockParams.from_init_params``) and read
+    them back with ``.tolist()``; under ``torch.device("meta")`` those tensors have no data, so the build
+    failed ("Cannot copy out of meta tensor"). That arithmetic is about the config, not the weights, and
+    ends in Python numbers, so it runs on the CPU whatever device the model is built on (an inner
+    ``torch.device`` wins over the outer one); the layers themselves are still made on meta, and a CPU
+    build is unchanged. A thin wrapper on the class method, installed once.
+    """
+    from torchvision.models import regnet
+
+    with _IMPORT_LOCK:
+        current = regnet.BlockParams.from_init_params
+        if getattr(current, "_spp_gui_on_cpu", False):
+            return
+        original = current.__func__
+
+        def on_cpu(cls, *args, **kwargs):
+            with torch.device("cpu"):
+                return original(cls, *args, **kwargs)
+
+        on_cpu._spp_gui_on_cpu = True  # type: ignore[attr-defined]
+        regnet.BlockParams.from_init_params = classmethod(on_cpu)
+
+
 def model_constructor(spec: ModelSpec):
     if spec.kind == "torchvision":
         import torchvision
@@ -191,6 +217,8 @@ def model_constructor(spec: ModelSpec):
         names = torchvision_model_names()
         if spec.name not in names:
             raise SpecError(f"unknown torchvision model {spec.name!r}{_closest(spec.name, names)}")
+        if spec.name.startswith("regnet_"):
+            _regnet_widths_on_cpu()
         return lambda **kw: torchvision.models.get_model(spec.name, weights=None, **kw)
     if spec.kind == "spp_gui":
         from ..models import BUILTIN_MODELS

@@ -57,3 +57,27 @@ def test_alexnet_spp_forward_any_size(size):
     model = AlexNet_SPP(20, width=0.25).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, *size)).shape == (2, 20)
+
+
+def test_every_torchvision_regnet_builds_on_meta():
+    # RegNet's builders compute block widths with torch ops and read them back (.tolist()): meta has no data
+    from spp_gui.core.specs import build_model
+
+    names = [n for n in torchvision.models.list_models() if n.startswith("regnet_")]
+    assert len(names) >= 10
+    for name in names:
+        model = build_model(f"torchvision:{name}?num_classes=7", device="meta")
+        assert {t.device.type for t in model.state_dict().values()} == {"meta"}, name
+        assert model.fc.out_features == 7
+
+
+@pytest.mark.parametrize("name", ["regnet_y_400mf", "regnet_x_400mf"])
+def test_regnet_on_meta_has_the_cpu_builds_keys_and_shapes_and_cpu_builds_are_unchanged(name):
+    from spp_gui.core.specs import build_model
+
+    meta = build_model(f"torchvision:{name}", device="meta").state_dict()
+    torch.manual_seed(5)
+    direct = torchvision.models.get_model(name, weights=None).state_dict()
+    ours = build_model(f"torchvision:{name}", seed=5).state_dict()
+    assert [(k, v.shape) for k, v in meta.items()] == [(k, v.shape) for k, v in direct.items()]
+    assert list(ours) == list(direct) and all(torch.equal(ours[k], direct[k]) for k in direct)
