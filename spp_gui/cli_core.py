@@ -19,6 +19,7 @@ from .cli import (
 )
 from .core.apply import apply_to_file
 from .core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
+from .core.sources import join_source_key, split_source_key
 from .core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
 from .core.tensors import format_shape
 from .core.tree import Node, ParamTree
@@ -26,6 +27,19 @@ from .core.tree import Node, ParamTree
 STATUS_COLOURS = {EXACT: "32", RENAMED: "36", ADAPTED: "33", INVALID: "31", UNMAPPED: "2"}
 #: ``map`` prints every row up to this many target keys; beyond it, the counts and the rows that need a look
 FULL_TABLE_ROWS = 60
+
+
+def with_source_key(spec: str | None, key: str | None) -> str | None:
+    """``spec`` reading container ``key`` (``PATH#KEY``), replacing one the spec names; unchanged without a key."""
+    if key is None or not spec:
+        return spec
+    return join_source_key(split_source_key(spec)[0], key)
+
+
+def add_source_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-key", metavar="KEY",
+                   help="the weight container of a checkpoint holding several (state_dict, state_dict_ema, model_ema, "
+                        "...); default: EMA weights first, as timm chooses. Same as the spec PATH#KEY")
 
 
 def human(n: int) -> str:
@@ -37,7 +51,7 @@ def human(n: int) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     check_inputs(("spec", args.spec))
-    side = source_side(args.spec, trust_pickle=args.trust_pickle)
+    side = source_side(with_source_key(args.spec, args.source_key), trust_pickle=args.trust_pickle)
     tree = ParamTree(side.table, side.classes)
     if args.json:
         out = tree.to_dict()
@@ -148,7 +162,7 @@ def _nothing_fits(mapping: Mapping, args: argparse.Namespace, strategy: str, sou
 def cmd_map(args: argparse.Namespace) -> int:
     check_inputs(("source", args.source), ("target", args.target))
     check_output(args.output, "mapping.json")
-    src = source_side(args.source, trust_pickle=args.trust_pickle)
+    src = source_side(with_source_key(args.source, args.source_key), trust_pickle=args.trust_pickle)
     tgt = target_side(args.target)
     options = {}
     strategy = args.strategy
@@ -206,7 +220,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     mapping = Mapping.load(args.mapping)
     progress = ProgressLine("apply", enabled=not args.quiet)
     try:
-        report = apply_to_file(mapping, args.output, source=args.source, target_spec=args.target,
+        source = with_source_key(args.source or mapping.source_spec, args.source_key)
+        report = apply_to_file(mapping, args.output, source=source or None, target_spec=args.target,
                                progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
     finally:
         progress.close()
@@ -227,6 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="checkpoint path or spec (torchvision:resnet50, spp_gui:alexnet_spp, net.py:Net)")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    add_source_key(p)
     add_quiet(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -239,6 +255,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="accept every suggestion at or above this confidence")
     p.add_argument("--adapt", action="store_true", help="accept proposed shape-adapting transforms (auto)")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    add_source_key(p)
     p.add_argument("--json", action="store_true", help="print the mapping and its status per target key as JSON")
     p.add_argument("--all", action="store_true",
                    help=f"print every target key (by default, over {FULL_TABLE_ROWS} keys only the invalid and unmapped)")
@@ -253,5 +270,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the target's initialisation of unmapped keys")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
+    add_source_key(p)
     add_quiet(p)
     p.set_defaults(func=cmd_apply)

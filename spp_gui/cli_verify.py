@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .cli import add_quiet, check_inputs, colour_enabled, paint, print_json, printable
+from .cli_core import add_source_key, with_source_key
 from .core.errors import SpecError
 from .core.mapping import Mapping
 from .core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE, parse_input_shape, verify_mapping
@@ -24,7 +25,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     check_inputs(("mapping", args.mapping), ("--source", args.source), ("--source-model", args.source_model),
                  ("--target", args.target))
     mapping = Mapping.load(args.mapping)
-    report = verify_mapping(mapping, source=args.source, target_spec=args.target,
+    source = with_source_key(args.source or mapping.source_spec, args.source_key) or None
+    report = verify_mapping(mapping, source=source, target_spec=args.target,
                             source_model_spec=args.source_model, input_shape=_shape(args.input_shape), seed=args.seed)
     if args.json:
         print_json(report.to_dict())
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="use this source instead of the one the mapping names")
     p.add_argument("--source-model", help="architecture spec of a checkpoint source (e.g. torchvision:alexnet)")
     p.add_argument("--target", help="use this target spec instead of the one the mapping names")
+    add_source_key(p)
     p.add_argument("--input-shape", default="2,3,224,224", help="random input batch shape (default 2,3,224,224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")

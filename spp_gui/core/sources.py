@@ -18,9 +18,14 @@ is one SourceError naming the file.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import errno
 import hashlib
+import importlib
+import io
 import json
+import math
 import os
 import pickle
 import queue
@@ -44,13 +49,26 @@ from torch import nn
 from .atomic import atomic_write_text
 from .errors import SourceError, SpecError, UnsafePickleError
 from .specs import ModelSpec, build_model, looks_like_model_spec, module_classes, parse_spec
-from .tensors import KeyTable, TensorInfo, table_of, torch_dtype
+from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".index.json"
-# Containers that hold a state dict, in the order they are tried.
-CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+#: Keys that hold a state dict, in the order one is chosen when a checkpoint holds several: EMA weights
+#: first, as timm's ``load_state_dict`` chooses (state_dict_ema, model_ema, state_dict, model), then the
+#: names other trainers use.
+CONTAINER_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema", "ema_params", "state_dict", "model",
+                  "model_state_dict", "module", "net", "network", "weights", "params")
+#: Keys of training state kept beside the weights (optimizer moments, schedules, arguments): never source tensors.
+TRAINING_STATE_KEYS = frozenset({
+    "optimizer", "optimizers", "optimizer_state_dict", "optimizer_states", "optim", "opt", "opt_state",
+    "scheduler", "schedulers", "lr_scheduler", "lr_schedulers", "scheduler_state_dict", "scaler", "grad_scaler",
+    "amp", "amp_scaler", "loss_scaler", "args", "hparams", "hyper_parameters", "config", "cfg", "epoch",
+    "global_step", "step", "iteration", "callbacks", "loops", "rng_state", "rng_states", "metric", "best_metric",
+    "version", "arch",
+})
+#: The spec suffix that names a checkpoint's container: ``ckpt.pth#state_dict_ema``.
+KEY_SEPARATOR = "#"
 
 #: The most a torch zip's pickle and its other non-tensor entries may unpack to: it is all read at listing,
 #: and unpickling holds about twice that. A state dict's pickle is metadata: ~150 bytes a tensor, so
@@ -76,6 +94,10 @@ class Source:
         self.notes: list[str] = []
         self.module_classes: dict[str, str] = {}
         self.path: Path | None = None
+        #: The checkpoint's weight containers (state_dict, state_dict_ema, ...), the preferred first; the one read
+        self.containers: list[str] = []
+        self.container: str | None = None
+        self.container_sizes: dict[str, int] = {}
 
     def read(self, name: str) -> torch.Tensor:
         """Return tensor ``name`` on the CPU, in memory of its own."""
@@ -274,10 +296,65 @@ def parse_untrusted_json(raw: bytes, path: Path, what: str, fix: str) -> Any:
 # torch checkpoints (.pth/.pt/.bin/.ckpt)
 
 
-def _unwrap(obj: Any, notes: list[str]) -> dict[str, Any]:
-    """Find the state dict inside the usual containers; say in ``notes`` what was unwrapped."""
+def _is_training_state(key: Any, value: Any) -> bool:
+    """Optimizer, scheduler, scaler, arguments...: by name, or by the shape of an optimizer's state dict."""
+    name = str(key).lower()
+    if name in TRAINING_STATE_KEYS or any(part in name for part in ("optim", "scheduler", "scaler")):
+        return True
+    return isinstance(value, dict) and "state" in value and "param_groups" in value
+
+
+def _holds_tensors(value: Any) -> bool:
+    """Whether a container value holds at least one tensor (dicts walked without recursion, bounded)."""
+    if isinstance(value, nn.Module):
+        return bool(value.state_dict())
+    if not isinstance(value, dict):
+        return False
+    stack, seen = [value], 0
+    while stack and seen < 100_000:
+        item = stack.pop()
+        for child in item.values():
+            seen += 1
+            if isinstance(child, torch.Tensor):
+                return True
+            if isinstance(child, dict):
+                stack.append(child)
+    return False
+
+
+def weight_containers(obj: Any) -> list[str]:
+    """The keys of a checkpoint dict that hold weights, the preferred first (see CONTAINER_KEYS).
+
+    Empty for a plain state dict. Known containers come first; other keys holding tensors follow,
+    in file order; training state (optimizer, scheduler, scaler, args...) is never one.
+    """
+    if not isinstance(obj, dict) or (obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        return []
+    known = [k for k in CONTAINER_KEYS if isinstance(obj.get(k), (dict, nn.Module)) and _holds_tensors(obj[k])]
+    others = [k for k, v in obj.items() if isinstance(k, str) and k not in known and isinstance(v, (dict, nn.Module))
+              and not _is_training_state(k, v) and _holds_tensors(v)]
+    return known + others
+
+
+def _why_chosen(key: str) -> str:
+    if key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        return "timm's preference: EMA weights first"
+    return "EMA weights first, as timm prefers" if "ema" in key else "the preferred container"
+
+
+def _unwrap(obj: Any, notes: list[str], key: str | None = None) -> tuple[dict[str, Any], str | None, list[str]]:
+    """Find the state dict inside the usual containers; say in ``notes`` what was unwrapped.
+
+    ``key`` names the top-level container to use. Returns the tensors under dotted names, the
+    top-level container used (None: the dict itself) and every container the dict holds.
+    """
     path: list[str] = []
-    for _ in range(4):
+    chosen, available = None, weight_containers(obj)
+    if key is not None:
+        if not isinstance(obj, dict) or key not in available:
+            have = ", ".join(repr(k) for k in available) if available else "none: it holds a single state dict"
+            raise SourceError(f"has no weight container {key!r} (containers in the file: {have})")
+    for level in range(4):
         if isinstance(obj, nn.Module):
             notes.append("took the state dict of a pickled " + type(obj).__name__)
             obj = obj.state_dict()
@@ -288,17 +365,30 @@ def _unwrap(obj: Any, notes: list[str]) -> dict[str, Any]:
             break
         if "pytorch-lightning_version" in obj or "lightning_version" in obj:
             notes.append("Lightning checkpoint")
-        for key in CONTAINER_KEYS:
-            if isinstance(obj.get(key), (dict, nn.Module)):
-                path.append(key)
-                obj = obj[key]
-                break
+        if level == 0 and key is not None:
+            pick = key
         else:
+            pick = next((k for k in CONTAINER_KEYS if isinstance(obj.get(k), (dict, nn.Module))
+                         and _holds_tensors(obj[k])), None)
+        if pick is None:
             break
+        if level == 0:
+            chosen = pick
+            others = [k for k in available if k != pick]
+            if others:
+                why = "as asked" if key is not None else _why_chosen(pick)
+                notes.append(f"using {pick} ({why}); also in the file: {', '.join(others)} "
+                             f"\u2014 choose with --source-key (or the spec PATH{KEY_SEPARATOR}KEY)")
+        path.append(pick)
+        obj = obj[pick]
     if path:
         notes.append("unwrapped " + " -> ".join(f"[{k!r}]" for k in path))
     if not isinstance(obj, dict):
         raise SourceError(f"holds a {type(obj).__name__}, not a dict of tensors")
+    left_out = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor) and _is_training_state(k, v)]
+    if left_out:
+        notes.append("left out training state: " + ", ".join(left_out))
+        obj = {k: v for k, v in obj.items() if str(k) not in left_out}
     flat: dict[str, torch.Tensor] = {}
     _flatten(obj, "", flat)
     if not flat:
@@ -306,7 +396,7 @@ def _unwrap(obj: Any, notes: list[str]) -> dict[str, Any]:
     skipped = sum(1 for v in obj.values() if not isinstance(v, (torch.Tensor, dict)))
     if skipped:
         notes.append(f"ignored {skipped} non-tensor entries")
-    return flat
+    return flat, chosen, available
 
 
 #: Nested state dicts deeper than this are refused (a pickle can nest dicts without end, or in a cycle).
@@ -446,12 +536,139 @@ def _inflate(fh, record: ZipRecord, what: str, path: Path) -> torch.Tensor:
     return buf
 
 
+#: Globals a training checkpoint holds beside its weights that are safe to build under weights_only:
+#: what timm's own loader allows (argparse.Namespace, the training script's ``args``).
+CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace,)
+_globals_lock = threading.Lock()
+_globals_users = 0
+_globals_added: list[Any] = []
+
+
+@contextlib.contextmanager
+def _checkpoint_globals() -> Generator[None, None, None]:
+    """Allow CHECKPOINT_SAFE_GLOBALS for weights_only loads while one of ours runs, never for the process.
+
+    torch keeps one process-wide allowlist; ``torch.serialization.safe_globals`` entered from two
+    threads at once would remove the globals under the other's feet, so loads here count themselves
+    in and out, and only globals not already allowed are added (and removed again).
+    """
+    global _globals_users, _globals_added
+    with _globals_lock:
+        if _globals_users == 0:
+            present = set(map(id, torch.serialization.get_safe_globals()))
+            _globals_added = [g for g in CHECKPOINT_SAFE_GLOBALS if id(g) not in present]
+            torch.serialization.add_safe_globals(_globals_added)
+        _globals_users += 1
+    try:
+        yield
+    finally:
+        with _globals_lock:
+            _globals_users -= 1
+            if _globals_users == 0 and _globals_added:
+                remove = {id(g) for g in _globals_added}
+                kept = [g for g in torch.serialization.get_safe_globals() if id(g) not in remove]
+                torch.serialization.clear_safe_globals()
+                torch.serialization.add_safe_globals(kept)
+                _globals_added = []
+
+
+#: Blocking globals an error names before it says "and N more".
+GLOBALS_NAMED = 5
+
+
+def _needs_globals(path: Path, message: str) -> str:
+    """'unpickling it needs `mod.Class`, which ...; ' for a file weights_only loading refused, or ''."""
+    try:
+        with _checkpoint_globals():
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - a legacy or odd file: fall back on the one torch named
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        names = [found.group(1)] if found else []
+    if not names:
+        return ""
+    shown = ", ".join(f"`{printable_name(n)}`" for n in names[:GLOBALS_NAMED])
+    more = f" and {len(names) - GLOBALS_NAMED} more" if len(names) > GLOBALS_NAMED else ""
+    return f"this file needs {shown}{more} to be unpickled, which weights_only loading does not allow; "
+
+
+def printable_name(name: str) -> str:
+    """A global's name from a file, safe to show: printable, at most 120 characters."""
+    name = "".join(c if c.isprintable() else "?" for c in name)
+    return name if len(name) <= 120 else name[:117] + "..."
+
+
+TORCHSCRIPT_HELP = (
+    "a TorchScript module (torch.jit.save), not a torch.save checkpoint; reading its weights means "
+    "torch.jit.load, which runs code from the file. If you trust its origin, opt in with --trust-pickle "
+    "(GUI: 'Trust this file'), or convert it once where you trust it: "
+    "torch.save(torch.jit.load(f, map_location='cpu').state_dict(), 'weights.pth')"
+)
+
+
+def _jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError and more for a bad archive
+        first = str(exc).strip().split("\n")[0][:300]
+        raise SourceError(f"cannot load TorchScript module ({type(exc).__name__}: {first})") from exc
+
+
+def _every_tensor(obj: Any, limit: int = 10_000_000) -> list[torch.Tensor]:
+    """Every tensor a loaded checkpoint holds, in dicts, lists, tuples and namespaces (no recursion; cycles safe)."""
+    found, stack, seen = [], [obj], set()
+    while stack and len(seen) < limit:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, nn.Module):
+            stack.extend(item.state_dict().values())
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+        elif isinstance(item, argparse.Namespace):
+            stack.extend(vars(item).values())
+    return found
+
+
+def _container_sizes(obj: Any, containers: list[str]) -> dict[str, int]:
+    """Tensors in each container, for a chooser to show."""
+    sizes = {}
+    for key in containers:
+        value = obj[key]
+        if isinstance(value, nn.Module):
+            sizes[key] = len(value.state_dict())
+            continue
+        flat: dict[str, torch.Tensor] = {}
+        try:
+            _flatten(value, "", flat)
+        except SourceError:
+            continue
+        sizes[key] = len(flat)
+    return sizes
+
+
+def _zip_kind(names: Iterable[str]) -> str:
+    """'; it is ...' for a zip archive that is another format's, with what to do; else ''."""
+    names = set(names)
+    if "config.json" in names and any(n.endswith(".weights.h5") or n == "model.weights.h5" for n in names):
+        return "; " + KERAS_HELP
+    if names and all(n.endswith(".npy") for n in names if not n.endswith("/")):
+        return "; it is a numpy .npz archive: open it by its .npz name"
+    return ""
+
+
 class TorchFileSource(FileSource):
     """A ``torch.save`` checkpoint, listed from its pickle alone (meta device)."""
 
     kind = "torch"
 
-    def __init__(self, path: Path, spec: str | None = None, trust_pickle: bool = False) -> None:
+    def __init__(self, path: Path, spec: str | None = None, trust_pickle: bool = False,
+                 source_key: str | None = None) -> None:
         super().__init__(spec or str(path))
         self.path = path
         self._fh = None
@@ -461,34 +678,51 @@ class TorchFileSource(FileSource):
         self._meta: dict[str, torch.Tensor] = {}
         self._loaded: dict[str, torch.Tensor] | None = None  # legacy format: tensors in memory
         try:
-            self._open(trust_pickle)
+            self._open(trust_pickle, source_key)
         except SourceError as exc:
             if str(exc).startswith(str(path)):
                 raise
             raise type(exc)(f"{path}: {exc}") from exc.__cause__
 
-    def _open(self, trust_pickle: bool) -> None:
+    def _open(self, trust_pickle: bool, source_key: str | None) -> None:
         path = self.path
         assert path is not None
+        torchscript = False
         with _open_regular(path) as fh:
             self._identity = _identity(os.fstat(fh.fileno()))
             is_zip = zipfile.is_zipfile(fh)
             if is_zip:
-                self._index_zip(fh)
+                torchscript = self._index_zip(fh)
             else:
                 self._check_legacy(fh)
-        if is_zip:
+        if torchscript:
+            if not trust_pickle:
+                raise UnsafePickleError(TORCHSCRIPT_HELP)
+            obj = _jit_state_dict(path)
+            self.notes.append("TorchScript module: its state dict, read into memory whole")
+            self._loaded = _unwrap(obj, self.notes)[0]
+            self.tensors = table_of(self._loaded)
+        elif is_zip:
             obj = self._torch_load(map_location="meta", trust_pickle=trust_pickle)
-            self._meta = _unwrap(obj, self.notes)
+            self._meta = self._choose(obj, source_key)
             self.tensors = table_of(self._meta)
             self._locate_storages()
         else:
             obj = self._torch_load(map_location="cpu", trust_pickle=trust_pickle)
-            self._loaded = _unwrap(obj, self.notes)
+            self._loaded = self._choose(obj, source_key)
             self.tensors = table_of(self._loaded)
             self.notes.append("legacy (non-zip) torch format: read into memory whole")
         if trust_pickle:
             self.notes.append("loaded with full unpickling (trusted by the user)")
+
+    def _choose(self, obj: Any, source_key: str | None) -> dict[str, torch.Tensor]:
+        self._every_tensor = _every_tensor(obj)
+        flat, self.container, self.containers = _unwrap(obj, self.notes, source_key)
+        self.container_sizes = _container_sizes(obj, self.containers)
+        if self.container is not None and (source_key is not None or len(self.containers) > 1):
+            # the spec says which container, so a mapping made from it reads the same one again
+            self.spec = join_source_key(os.path.abspath(self.path), self.container)
+        return flat
 
     @staticmethod
     def _check_legacy(fh) -> None:
@@ -501,18 +735,22 @@ class TorchFileSource(FileSource):
                 raise SourceError("zip archive is damaged (central directory missing or unreadable; truncated?)")
             raise SourceError("not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
 
-    def _index_zip(self, fh) -> None:
+    def _index_zip(self, fh) -> bool:
+        """Index a torch.save archive's entries; True if it is a TorchScript archive instead."""
         try:
             with zipfile.ZipFile(fh) as zf:
                 records = _zip_records(fh, zf.infolist())
                 if not records or "/" not in records[0].name:
-                    raise SourceError("zip archive is not a torch.save checkpoint (its first entry is not in a folder)")
+                    raise SourceError("zip archive is not a torch.save checkpoint (its first entry is not in a "
+                                      f"folder){_zip_kind({r.name: r for r in records})}")
                 # like torch, read everything from the folder of the archive's first entry
                 folder = records[0].name.split("/", 1)[0] + "/"
                 by_name = {r.name: r for r in records}
                 pickle_record = by_name.get(folder + "data.pkl")
+                if folder + "constants.pkl" in by_name or any(n.startswith(folder + "code/") for n in by_name):
+                    return True  # TorchScript: torch.jit.save, not torch.save
                 if pickle_record is None:
-                    raise SourceError("zip archive without data.pkl: not a torch.save checkpoint")
+                    raise SourceError(f"zip archive without data.pkl: not a torch.save checkpoint{_zip_kind(by_name)}")
                 unpacked = sum(r.size for r in records if not r.name.startswith(folder + "data/"))
                 if unpacked > MAX_PICKLE_BYTES:
                     raise SourceError(f"its pickle and other non-tensor entries unpack to {unpacked:,} bytes, more "
@@ -527,6 +765,7 @@ class TorchFileSource(FileSource):
                 self._offsets_computed = version is not None and zf.read(version.name) >= b"1"
             prefix = folder + "data/"
             self._records = {r.name[len(prefix):]: r for r in records if r.name.startswith(prefix)}
+            return False
         except zipfile.BadZipFile as exc:
             raise SourceError(f"corrupt checkpoint ({exc})") from exc
         except (OSError, EOFError, ValueError, struct.error) as exc:
@@ -540,10 +779,14 @@ class TorchFileSource(FileSource):
         offsets still rise in the order the pickle first meets each storage, which torch.save numbers
         0, 1, 2, ...: the n-th smallest offset is storage ``n``.
         """
-        offsets = {name: getattr(meta.untyped_storage(), "_checkpoint_offset", None)
-                   for name, meta in self._meta.items()}
+        def offset_of(meta: torch.Tensor) -> int | None:
+            return getattr(meta.untyped_storage(), "_checkpoint_offset", None)
+
+        offsets = {name: offset_of(meta) for name, meta in self._meta.items()}
         if self._offsets_computed:
-            ranked = {offset: str(i) for i, offset in enumerate(sorted({o for o in offsets.values() if o is not None}))}
+            # every storage of the file counts, those of the containers not read (optimizer, other weights) too
+            every = {offset_of(t) for t in self._every_tensor} | set(offsets.values())
+            ranked = {offset: str(i) for i, offset in enumerate(sorted(o for o in every if o is not None))}
             first = self._records.get("0")
             if ranked and (first is None or min(ranked) != first.start):
                 raise SourceError("its tensors cannot be matched to their data (crafted or damaged)")
@@ -566,13 +809,16 @@ class TorchFileSource(FileSource):
 
     def _torch_load(self, map_location: str, trust_pickle: bool) -> Any:
         try:
-            return torch.load(self.path, map_location=map_location, weights_only=not trust_pickle)
+            if trust_pickle:
+                return torch.load(self.path, map_location=map_location, weights_only=False)
+            with _checkpoint_globals():
+                return torch.load(self.path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as exc:
             if trust_pickle:
                 raise SourceError(f"cannot unpickle: {exc}") from exc
             detail = str(exc).split("\n")[0]
             if "Weights only load failed" in detail or "weights_only" in str(exc):
-                raise UnsafePickleError(f"refused: {PICKLE_HELP}") from exc
+                raise UnsafePickleError(f"refused: {_needs_globals(self.path, str(exc))}{PICKLE_HELP}") from exc
             raise SourceError(f"corrupt pickle data ({detail})") from exc
         except (RuntimeError, EOFError, ValueError, KeyError, OSError, AttributeError, TypeError, AssertionError,
                 IndexError, struct.error, OverflowError, MemoryError, RecursionError, zipfile.BadZipFile) as exc:
@@ -952,8 +1198,290 @@ def torchvision_weights_source(spec: ModelSpec, download: bool = True, progress:
 # ---------------------------------------------------------------------------------------------
 
 
-def open_file(path: Path, trust_pickle: bool = False) -> Source:
-    """Open a checkpoint file or folder by what it is, not only by its name."""
+# ---------------------------------------------------------------------------------------------
+# other formats: named for what they are, read where that is safe
+
+
+WEIGHTS_TO_SAFETENSORS = ("save its weights as safetensors where you trust it, e.g. "
+                          "`safetensors.numpy.save_file({name: array, ...}, 'weights.safetensors')`, and open that")
+KERAS_HELP = ("a Keras model or weights file (.keras: config.json + model.weights.h5; .h5: HDF5), not a PyTorch "
+              "checkpoint; load it in Keras and " + WEIGHTS_TO_SAFETENSORS.replace("{name: array, ...}",
+              "{w.path.replace('/', '.'): w.numpy() for w in model.weights}"))
+ONNX_HELP = ("an ONNX model, not a PyTorch checkpoint; its weights are the graph's initializers: with the onnx "
+             "package, " + WEIGHTS_TO_SAFETENSORS.replace("{name: array, ...}", "{t.name: onnx.numpy_helper.to_array(t) "
+                                                          "for t in onnx.load(f).graph.initializer}"))
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto opens with ir_version (field 1, a small varint) then producer_name or the graph."""
+    return len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x3a, 0x42)
+
+
+class NpzSource(FileSource):
+    """A numpy ``.npz`` archive (``numpy.savez``): one ``.npy`` entry a tensor, read with no pickle allowed."""
+
+    kind = "npz"
+
+    def __init__(self, path: Path, spec: str | None = None) -> None:
+        super().__init__(spec or str(path))
+        self.path = path
+        self._entries: dict[str, tuple[ZipRecord, Any, bool, int]] = {}  # name -> record, dtype, fortran, data offset
+        import numpy as np
+
+        with _open_regular(path) as fh:
+            self._identity = _identity(os.fstat(fh.fileno()))
+            try:
+                with zipfile.ZipFile(fh) as zf:
+                    records = _zip_records(fh, zf.infolist())
+                    for record in records:
+                        if record.name.endswith("/"):
+                            continue
+                        if not record.name.endswith(".npy"):
+                            raise SourceError(f"{path}: entry {record.name[:200]!r} is not a .npy array; not a numpy "
+                                              ".npz archive")
+                        with zf.open(record.name) as member:
+                            dtype, shape, fortran, offset = self._header(np, member, record)
+                        name = record.name[:-4]
+                        self._entries[name] = (record, dtype, fortran, offset)
+                        self.tensors[name] = TensorInfo(name, shape, dtype_name(torch.from_numpy(
+                            np.empty(0, dtype.newbyteorder("="))).dtype))
+            except zipfile.BadZipFile as exc:
+                raise SourceError(f"{path}: damaged .npz archive ({exc})") from exc
+            except SourceError as exc:
+                raise SourceError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
+        if not self.tensors:
+            raise SourceError(f"{path}: the .npz archive holds no arrays")
+        self.notes.append(f"numpy .npz archive: {len(self.tensors)} arrays")
+
+    def _header(self, np: Any, member: Any, record: ZipRecord) -> tuple[Any, tuple[int, ...], bool, int]:
+        what = f"entry {record.name[:200]!r}"
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member, max_header_size=10_000)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member, max_header_size=10_000)
+            else:
+                raise ValueError(f"npy version {version}")
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError, zlib.error) as exc:
+            raise SourceError(f"{what} is not a readable .npy array ({str(exc)[:200]})") from None
+        if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
+            raise SourceError(f"{what} holds {dtype} values, not numbers (numpy would need allow_pickle for objects); "
+                              "only numeric arrays are tensors")
+        try:
+            torch.from_numpy(np.empty(0, dtype.newbyteorder("=")))
+        except TypeError:
+            raise SourceError(f"{what} is {dtype}, which torch has no dtype for") from None
+        if any(d < 0 for d in shape) or math.prod(shape) > MAX_NUMEL:
+            raise SourceError(f"{what} has shape {shape}, too large for any tensor")
+        offset = member.tell()
+        if offset + math.prod(shape) * dtype.itemsize > record.size:
+            raise SourceError(f"{what} is shorter than its shape {shape} {dtype} needs (damaged or crafted)")
+        return dtype, tuple(int(d) for d in shape), bool(fortran), offset
+
+    def read(self, name: str) -> torch.Tensor:
+        import numpy as np
+
+        info = self._check_name(name)
+        record, dtype, fortran, offset = self._entries[name]
+        raw = _read_record(self._file(), record, repr(name), self.path)
+        array = np.frombuffer(raw.numpy(), dtype=dtype, count=info.numel, offset=offset)
+        array = array.reshape(info.shape, order="F" if fortran else "C")
+        array = np.ascontiguousarray(array, dtype=dtype.newbyteorder("="))
+        return torch.from_numpy(array.copy() if array.base is not None else array)
+
+
+# torch.distributed.checkpoint folders: a .metadata pickle and *.distcp files of torch.save blobs
+
+#: The globals a DCP .metadata pickle names: its own dataclasses, torch sizes, dtypes and layouts, a path.
+_DCP_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": ("Metadata", "StorageMeta", "TensorStorageMetadata", "MetadataIndex",
+                                              "TensorProperties", "_MEM_FORMAT_ENCODING", "ChunkStorageMetadata",
+                                              "BytesStorageMetadata"),
+    "torch.distributed.checkpoint.filesystem": ("_StorageInfo",),
+    "torch.serialization": ("_get_layout",),
+    "torch": ("Size",),
+    "pathlib": ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"),
+    "pathlib._local": ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"),
+    "collections": ("OrderedDict",),
+}
+DCP_HELP = ("convert it once where you trust it: `torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
+            "(folder, 'weights.pth')`, and open that")
+
+
+class _DCPUnpickler(pickle.Unpickler):
+    """Unpickles a DCP .metadata and nothing else: only the classes that format is made of can be named."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if name in _DCP_GLOBALS.get(module, ()):
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"its metadata names {printable_name(f'{module}.{name}')}, which a distributed "
+                                     "checkpoint's metadata does not hold")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("its metadata holds a persistent reference, which DCP metadata does not")
+
+
+def _read_dcp_metadata(path: Path) -> Any:
+    import torch.distributed.checkpoint.filesystem  # noqa: F401 - the classes the metadata names
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    with _open_regular(path) as fh:
+        raw = fh.read(MAX_PICKLE_BYTES + 1)
+    if len(raw) > MAX_PICKLE_BYTES:
+        raise SourceError(f"{path}: metadata is larger than {MAX_PICKLE_BYTES:,} bytes; {DCP_HELP}")
+    try:
+        metadata = _DCPUnpickler(io.BytesIO(raw)).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError, MemoryError, struct.error, ImportError) as exc:
+        raise SourceError(f"{path}: cannot read this distributed checkpoint's metadata safely "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); {DCP_HELP}") from None
+    if not isinstance(metadata, Metadata) or not isinstance(metadata.state_dict_metadata, dict):
+        raise SourceError(f"{path}: not torch.distributed.checkpoint metadata; {DCP_HELP}")
+    return metadata
+
+
+class DCPSource(Source):
+    """A ``torch.distributed.checkpoint`` folder: listed from its metadata, each tensor read from its chunks."""
+
+    kind = "dcp"
+
+    def __init__(self, folder: Path, spec: str | None = None, source_key: str | None = None) -> None:
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        super().__init__(spec or str(folder))
+        self.path = folder
+        metadata = _read_dcp_metadata(folder / ".metadata")
+        where = {(getattr(k, "fqn", None), tuple(getattr(k, "offset", None) or ())): v
+                 for k, v in (metadata.storage_data or {}).items()}
+        planner = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
+        nested: dict[str, Any] = {}
+        fqn_of: dict[int, str] = {}
+        self._chunks: dict[str, list[tuple[tuple[int, ...], tuple[int, ...], str, int, int]]] = {}
+        skipped = 0
+        for fqn, entry in metadata.state_dict_metadata.items():
+            if not isinstance(entry, TensorStorageMetadata):
+                skipped += 1
+                continue
+            meta = self._meta_tensor(fqn, entry, where)
+            parts = planner.get(fqn)
+            parts = list(parts) if isinstance(parts, (tuple, list)) and parts and all(
+                isinstance(p, str) for p in parts) else [fqn]
+            level = nested
+            for part in parts[:-1]:
+                level = level.setdefault(part, {}) if isinstance(level.get(part, {}), dict) else {}
+            level[parts[-1]] = meta
+            fqn_of[id(meta)] = fqn
+        try:
+            flat, self.container, self.containers = _unwrap(nested, self.notes, source_key)
+        except SourceError as exc:
+            raise SourceError(f"{folder}: {exc}") from None
+        self.container_sizes = _container_sizes(nested, self.containers)
+        self._fqn = {name: fqn_of[id(t)] for name, t in flat.items()}
+        self.tensors = table_of(flat)
+        if self.container is not None and (source_key is not None or len(self.containers) > 1):
+            self.spec = join_source_key(os.path.abspath(folder), self.container)
+        self.notes.append(f"torch.distributed.checkpoint folder: {len(self._files())} data files"
+                          + (f"; {skipped} non-tensor entries ignored" if skipped else ""))
+
+    def _meta_tensor(self, fqn: str, entry: Any, where: dict) -> torch.Tensor:
+        bad = f"{self.path}: entry {printable_name(str(fqn))!r}"
+        dtype, size = getattr(entry.properties, "dtype", None), entry.size
+        if not isinstance(dtype, torch.dtype) or not isinstance(size, torch.Size) or any(d < 0 for d in size) \
+                or math.prod(size) > MAX_NUMEL:
+            raise SourceError(f"{bad} has no valid dtype and size (damaged or crafted); {DCP_HELP}")
+        chunks = []
+        for chunk in entry.chunks:
+            offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
+            if len(offsets) != len(size) or len(sizes) != len(size) or any(
+                    o < 0 or n < 0 or o + n > d for o, n, d in zip(offsets, sizes, size, strict=True)):
+                raise SourceError(f"{bad} has a chunk outside its tensor (damaged or crafted); {DCP_HELP}")
+            info = where.get((fqn, offsets))
+            relative = getattr(info, "relative_path", None)
+            offset, length = getattr(info, "offset", None), getattr(info, "length", None)
+            if not (isinstance(relative, str) and relative and os.path.basename(relative) == relative
+                    and relative not in (".", "..") and _is_size(offset) and _is_size(length)):
+                raise SourceError(f"{bad}: its data is not a file of the folder (damaged or crafted); {DCP_HELP}")
+            if getattr(info, "transform_descriptors", None):
+                raise SourceError(f"{bad} is stored transformed ({info.transform_descriptors}); {DCP_HELP}")
+            chunks.append((offsets, sizes, relative, offset, length))
+        if math.prod(size) and sum(math.prod(c[1]) for c in chunks) < math.prod(size):
+            raise SourceError(f"{bad}: its chunks do not cover the tensor (a partial save?); {DCP_HELP}")
+        self._chunks[fqn] = chunks
+        return torch.empty(size, dtype=dtype, device="meta")
+
+    def _files(self) -> list[str]:
+        return sorted({c[2] for chunks in self._chunks.values() for c in chunks})
+
+    def read(self, name: str) -> torch.Tensor:
+        info = self._check_name(name)
+        dtype = torch_dtype(info.dtype)
+        out: torch.Tensor | None = None
+        for offsets, sizes, relative, offset, length in self._chunks[self._fqn[name]]:
+            path = self.path / relative
+            with _open_regular(path) as fh:
+                if offset + length > os.fstat(fh.fileno()).st_size:
+                    raise SourceError(f"{path}: file ends before the data of {name!r} (truncated?)")
+                blob = _pread(fh, length, offset)
+            try:
+                with _checkpoint_globals():
+                    chunk = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged blob
+                raise SourceError(f"{path}: data of {name!r} is damaged or not torch.save data "
+                                  f"({type(exc).__name__}); {DCP_HELP}") from None
+            if not isinstance(chunk, torch.Tensor) or tuple(chunk.shape) != sizes or chunk.dtype != dtype:
+                raise SourceError(f"{path}: data of {name!r} is not the {sizes} {info.dtype} chunk its metadata "
+                                  f"declares (damaged or crafted)")
+            if sizes == info.shape:
+                return chunk.contiguous().clone() if not chunk.is_contiguous() else chunk
+            if out is None:
+                out = torch.zeros(info.shape, dtype=dtype)
+            out[tuple(slice(o, o + n) for o, n in zip(offsets, sizes, strict=True))] = chunk
+        return out if out is not None else torch.zeros(info.shape, dtype=dtype)
+
+    def files(self) -> list[tuple[Path, FileSource | None]]:
+        return [(self.path / ".metadata", None), *((self.path / f, None) for f in self._files())]
+
+    def sha256(self, progress=None) -> str:
+        return _file_sha256([p for p, _ in self.files()], progress)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def join_source_key(path: str, key: str) -> str:
+    """The spec of one container of a checkpoint: ``PATH#KEY``."""
+    return f"{path}{KEY_SEPARATOR}{key}"
+
+
+def split_source_key(text: str) -> tuple[str, str | None]:
+    """``PATH#KEY`` -> (PATH, KEY) when PATH exists and the whole text names no file; else (text, None)."""
+    head, sep, key = text.rpartition(KEY_SEPARATOR)
+    if not sep or not head or not key:
+        return text, None
+    try:
+        if Path(text).expanduser().exists() or not Path(head).expanduser().exists():
+            return text, None
+    except (OSError, ValueError):
+        return text, None
+    return head, key
+
+
+def _no_containers(src: Source, key: str) -> SourceError:
+    src.close()
+    return SourceError(f"{src.path}: has no weight container {key!r} ({src.kind} files hold a single state dict; "
+                       "--source-key chooses among state_dict, state_dict_ema, ... of a torch checkpoint)")
+
+
+def open_file(path: Path, trust_pickle: bool = False, source_key: str | None = None) -> Source:
+    """Open a checkpoint file or folder by what it is, not only by its name.
+
+    ``source_key`` names the weight container to read from a checkpoint holding several
+    (``state_dict``, ``state_dict_ema``, ...); by default the preferred one (see CONTAINER_KEYS).
+    """
     path = Path(path).expanduser()
     try:
         is_dir = stat.S_ISDIR(os.stat(path).st_mode)
@@ -962,45 +1490,93 @@ def open_file(path: Path, trust_pickle: bool = False) -> Source:
     except OSError as exc:
         raise SourceError(f"cannot open {path} ({exc.strerror})") from exc
     if is_dir:
+        if (path / ".metadata").is_file():
+            return DCPSource(path, source_key=source_key)
         for candidate in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors",
                           "pytorch_model.bin"):
             if (path / candidate).exists():
-                return open_file(path / candidate, trust_pickle)
+                return open_file(path / candidate, trust_pickle, source_key)
         indexes = sorted(path.glob("*" + INDEX_SUFFIX))
         if len(indexes) == 1:
-            return open_file(indexes[0], trust_pickle)
+            return open_file(indexes[0], trust_pickle, source_key)
+        if (path / "saved_model.pb").exists():
+            raise SourceError(f"{path} is a TensorFlow SavedModel folder, not a PyTorch checkpoint; load it in "
+                              f"TensorFlow/Keras and {WEIGHTS_TO_SAFETENSORS}")
         raise SourceError(f"{path} is a folder without a checkpoint (no *.safetensors, *.bin or index.json)")
     if path.name.endswith(INDEX_SUFFIX):
-        return ShardedSource(path, trust_pickle=trust_pickle)
-    return _open_checkpoint_file(path, trust_pickle)
+        src: Source = ShardedSource(path, trust_pickle=trust_pickle)
+        if source_key is not None:
+            raise _no_containers(src, source_key)
+        return src
+    return _open_checkpoint_file(path, trust_pickle, source_key)
 
 
-def _open_checkpoint_file(path: Path, trust_pickle: bool = False) -> Source:
+def _open_checkpoint_file(path: Path, trust_pickle: bool = False, source_key: str | None = None) -> Source:
     """One checkpoint file, never a folder or an index, by what it holds."""
     with _open_regular(path) as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             raise SourceError(f"{path}: file is empty")
-        head = fh.read(9)
+        head = fh.read(16)
+        names: list[str] = []
+        if head[:2] == b"PK":
+            try:
+                with zipfile.ZipFile(fh) as zf:
+                    names = zf.namelist()
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+                pass  # TorchFileSource says what is wrong with it
     is_zip_or_pickle = head[:2] == b"PK" or head[:1] == b"\x80"
-    if path.suffix == SAFETENSORS_SUFFIX or (not is_zip_or_pickle and len(head) > 8 and head[8:9] == b"{"):
-        return SafetensorsSource(path)
-    return TorchFileSource(path, trust_pickle=trust_pickle)
+    if head.startswith(HDF5_SIGNATURE):
+        raise SourceError(f"{path}: an HDF5 file (the .h5 of Keras, or other HDF5 data): {KERAS_HELP}")
+    if path.suffix.lower() == ".onnx" or (not is_zip_or_pickle and _looks_like_onnx(head)):
+        raise SourceError(f"{path}: {ONNX_HELP}")
+    if names and "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+        raise SourceError(f"{path}: {KERAS_HELP}")
+    if names and all(n.endswith((".npy", "/")) for n in names) and any(n.endswith(".npy") for n in names):
+        src: Source = NpzSource(path)
+    elif path.suffix == SAFETENSORS_SUFFIX or (not is_zip_or_pickle and len(head) > 8 and head[8:9] == b"{"):
+        src = SafetensorsSource(path)
+    else:
+        return TorchFileSource(path, trust_pickle=trust_pickle, source_key=source_key)
+    if source_key is not None:
+        raise _no_containers(src, source_key)
+    return src
+
+
+def _hf_folder_source(spec: ModelSpec, trust_pickle: bool, source_key: str | None) -> Source | None:
+    """``hf:path/to/folder`` as a source: the weights saved in the folder, or None when it holds none."""
+    folder = Path(spec.path).expanduser()
+    if spec.kwargs or not folder.is_dir():
+        return None
+    names = ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors", "pytorch_model.bin")
+    if not any((folder / n).is_file() for n in names):
+        return None
+    src = open_file(folder, trust_pickle=trust_pickle, source_key=source_key)
+    src.notes.append(f"weights of the Hugging Face folder {folder}")
+    return src
 
 
 def load_source(
     source: str | os.PathLike | Source | nn.Module | dict,
     trust_pickle: bool = False,
     download: bool = True,
+    source_key: str | None = None,
 ) -> Source:
     """Open anything holding named tensors: a checkpoint path, a spec, a module or a state dict.
 
-    Accepted strings: a checkpoint file or folder (``.pth .pt .bin .ckpt .safetensors``, an
-    ``*.index.json``), ``torchvision:NAME:WEIGHTS`` for torchvision's pretrained weights, or a
-    model spec (``torchvision:resnet50``, ``spp_gui:alexnet_spp``, ``net.py:Net``) for its freshly
+    Accepted strings: a checkpoint file or folder (``.pth .pt .bin .ckpt .safetensors .npz``, an
+    ``*.index.json``, a torch.distributed.checkpoint folder), ``PATH#KEY`` for one weight container of
+    a checkpoint holding several (``ckpt.pth#state_dict``; ``source_key`` does the same and wins),
+    ``hf:path/to/folder`` for the weights saved in a Hugging Face folder,
+    ``torchvision:NAME:WEIGHTS`` for torchvision's pretrained weights, or a model spec
+    (``torchvision:resnet50``, ``spp_gui:alexnet_spp``, ``net.py:Net``) for its freshly
     initialised tensors.
     """
     if isinstance(source, Source):
         return source
+    if isinstance(source, (nn.Module, dict)) and source_key is not None:
+        if isinstance(source, dict):
+            return StateDictSource(_unwrap(source, [], source_key)[0], f"<state dict>[{source_key!r}]")
+        raise SourceError(f"a live {type(source).__name__} has no weight containers; --source-key is for checkpoints")
     if isinstance(source, nn.Module):
         src = StateDictSource(source.state_dict(), f"<{type(source).__name__}>")
         src.module_classes = module_classes(source)
@@ -1013,10 +1589,20 @@ def load_source(
     except (OSError, ValueError) as exc:  # a name over 255 bytes, a NUL: nothing on disk is called that
         raise SourceError(f"cannot use {text[:120]!r}{'...' if len(text) > 120 else ''} as a file name: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not exists and not looks_like_model_spec(text):
+        path_part, spec_key = split_source_key(text)
+        if spec_key is not None:
+            return open_file(Path(path_part), trust_pickle=trust_pickle, source_key=source_key or spec_key)
     if exists and not looks_like_model_spec(text):
-        return open_file(Path(text), trust_pickle=trust_pickle)
+        return open_file(Path(text), trust_pickle=trust_pickle, source_key=source_key)
     if looks_like_model_spec(text):
         spec = parse_spec(text)
+        if spec.kind == "hf" and spec.path is not None:
+            src = _hf_folder_source(spec, trust_pickle, source_key)
+            if src is not None:
+                return src
+        if source_key is not None:
+            raise SourceError(f"{text}: a model spec has no weight containers; --source-key is for checkpoints")
         if spec.kind == "torchvision" and spec.weights:
             return torchvision_weights_source(spec, download=download)
         return ModelSource(spec)
