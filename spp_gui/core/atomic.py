@@ -41,7 +41,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """Remove temporary files that dead writers left beside ``path``; return what was removed."""
     ours = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.tmp")
     unnamed = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")  # tempfile.mkstemp's
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         candidates = [e for e in os.scandir(path.parent) if e.name.startswith(f".{path.name}.")]
@@ -103,7 +103,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if keep_mode is not None and hasattr(os, "fchmod"):
             with contextlib.suppress(OSError):  # a filesystem without modes: keep its default
                 os.fchmod(fd, keep_mode)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -41,14 +41,14 @@ def pair_modules(source: Node, target: Node) -> ModulePairing:
     rest: list[Node] = []
     for name, leaf in tgt.items():
         match = src.get(name)
-        if match is not None and match.tensor.shape == leaf.tensor.shape:
+        if match is not None and match.info.shape == leaf.info.shape:
             out.pairs.append((match.path, leaf.path))
             used.add(name)
         else:
             rest.append(leaf)
     remaining = [leaf for name, leaf in src.items() if name not in used]
     for leaf in rest:
-        pick = next((s for s in remaining if s.tensor.shape == leaf.tensor.shape), None)
+        pick = next((s for s in remaining if s.info.shape == leaf.info.shape), None)
         if pick is None:
             out.unmatched_targets.append(leaf.path)
             continue

@@ -26,6 +26,13 @@ class Node:
     def is_leaf(self) -> bool:
         return self.tensor is not None
 
+    @property
+    def info(self) -> TensorInfo:
+        """A leaf's tensor, for code that only holds leaves; asking a module for one is a bug."""
+        if self.tensor is None:
+            raise ValueError(f"{self.path or '(root)'} is a module, not a tensor")
+        return self.tensor
+
     def walk(self) -> Iterator[Node]:
         """Pre-order, without recursion (deep trees, 47k-key models: nested generators are slow)."""
         stack = [self]
