@@ -5,21 +5,30 @@
 shapes (built on the meta device), tensors that need no change are copied file to file in one
 pass over the source that also checks its CRCs and hashes it, and the rest are made one at a time.
 The target is built for real only when some key keeps its fresh initialisation.
+
+Every ``.safetensors`` written here carries ``{"format": "pt"}`` (transformers 4.x refuses a file
+without it) and, from an apply, where it came from (:func:`provenance`). Target keys that are one
+tensor (tied weights, GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) are filled once and
+reported as tied; ``dtype=`` chooses the output's dtypes and the report counts every cast.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
+import importlib.metadata
 import itertools
 import json
 import math
 import os
 import pickle
+import re
 import secrets
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,18 +46,34 @@ from .transforms import TRANSFORMS, apply_transform, carried_numel
 
 Progress = Callable[[int, int, str], None]
 
+#: Report status of a target key that is one tensor with a mapped key (tied weights): filled through it.
+TIED = "tied"
+#: ``dtype=`` values of :func:`apply_to_file`; None (the default) writes each key in the target's dtype.
+DTYPES = ("keep", "float32", "bfloat16", "float16")
+
 
 @dataclass
 class LoadReport:
     """What an apply did, per target key, with the totals a person asks for first."""
 
-    status: dict[str, str]  # target key -> exact | renamed | adapted | unmapped
+    status: dict[str, str]  # target key -> exact | renamed | adapted | tied | unmapped
     sources: dict[str, str]  # target key -> source key it came from
     numel: dict[str, int]  # target key -> element count
     unused_source: list[str]
     #: target key -> elements that came from the source (less than numel when a transform fills part)
     carried: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: target key -> the key it is one tensor with (the mapped one, else the one the file keeps);
+    #: such keys count once in the totals, as the model's parameters do
+    tied: dict[str, str] = field(default_factory=dict)
+    #: target keys the output file leaves out because the target's loader re-ties them (HF ``_tied_weights_keys``)
+    dropped: list[str] = field(default_factory=list)
+    #: "bfloat16 -> float32" -> source tensors written in another dtype than the source's
+    casts: dict[str, int] = field(default_factory=dict)
+    #: "float32 -> bfloat16" -> tensors keeping the target's init written in another dtype than the target's
+    init_casts: dict[str, int] = field(default_factory=dict)
+    #: the ``dtype=`` asked for (None: the target's dtypes)
+    dtype: str | None = None
 
     @property
     def loaded(self) -> list[str]:
@@ -59,22 +84,29 @@ class LoadReport:
         return [k for k, s in self.status.items() if s == UNMAPPED]
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(1 for v in self.status.values() if v == s) for s in TARGET_STATUSES if s != INVALID}
+        names = [s for s in TARGET_STATUSES if s != INVALID]
+        names.insert(names.index(UNMAPPED), TIED)
+        return {s: sum(1 for v in self.status.values() if v == s) for s in names}
 
     @property
     def total_numel(self) -> int:
-        return sum(self.numel.values())
+        return sum(n for k, n in self.numel.items() if k not in self.tied)
 
     @property
     def loaded_numel(self) -> int:
-        return sum(self.carried.get(k, self.numel[k]) for k in self.loaded)
+        return sum(self.carried.get(k, self.numel[k]) for k in self.loaded if k not in self.tied)
 
     @property
     def share(self) -> float:
-        """Share of the target's elements (by numel) that came from the source."""
+        """Share of the target's elements (by numel, a tied tensor once) that came from the source."""
         return self.loaded_numel / self.total_numel if self.total_numel else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        for k, s in self.status.items():
+            keys[k] = {"status": s, "source": self.sources.get(k)}
+            if k in self.tied:
+                keys[k]["tied_to"] = self.tied[k]
         return {
             "counts": self.counts(),
             "loaded_tensors": len(self.loaded),
@@ -82,17 +114,36 @@ class LoadReport:
             "loaded_numel": self.loaded_numel,
             "total_numel": self.total_numel,
             "share": self.share,
-            "keys": {k: {"status": s, "source": self.sources.get(k)} for k, s in self.status.items()},
+            "keys": keys,
             "unused_source": self.unused_source,
             "warnings": self.warnings,
+            "tied": self.tied,
+            "dropped": self.dropped,
+            "dtype": self.dtype,
+            "casts": self.casts,
+            "init_casts": self.init_casts,
         }
 
     def summary(self) -> str:
         c = self.counts()
+        tied = f", {c[TIED]} tied" if c[TIED] else ""
         return (f"{len(self.loaded)} of {len(self.status)} target tensors loaded "
-                f"({c[EXACT]} exact, {c['renamed']} renamed, {c['adapted']} adapted), "
+                f"({c[EXACT]} exact, {c['renamed']} renamed, {c['adapted']} adapted{tied}), "
                 f"{self.share:.1%} of target parameters from the source; "
-                f"{len(self.unused_source)} source tensors unused")
+                f"{len(self.unused_source)} source tensors unused{self.cast_summary()}")
+
+    def cast_summary(self) -> str:
+        """'; cast 148 tensors bfloat16 -> float32' (and the init casts), or '' when nothing was cast."""
+        parts = [f"cast {n} tensor{'s' * (n != 1)} {pair}" for pair, n in self.casts.items()]
+        parts += [f"{n} initialised tensor{'s' * (n != 1)} {pair}" for pair, n in self.init_casts.items()]
+        return "; " + ", ".join(parts) if parts else ""
+
+    def tied_lines(self) -> list[str]:
+        """'lm_head.weight: tied to transformer.wte.weight' per tied key, then what the file leaves out."""
+        lines = [f"{k}: tied to {v}" for k, v in self.tied.items()]
+        if self.dropped:
+            lines.append(f"not written, the target's loader re-ties them: {', '.join(self.dropped)}")
+        return lines
 
 
 def check_sha256(source: Source, mapping: Mapping, progress: Callable[[int, int], None] | None = None) -> str | None:
@@ -122,7 +173,9 @@ def apply_mapping(
     """Fill ``model`` (a live module or state dict) from ``source`` per ``mapping``; return the report.
 
     Raises MappingError (naming key and shapes) before touching the model if the mapping does
-    not fit, and Cancelled if ``cancelled()`` turns true between tensors.
+    not fit, or maps two names of one tied tensor from different sources, and Cancelled if
+    ``cancelled()`` turns true between tensors. Each tensor takes the model's dtype (a live model
+    keeps its own; :func:`apply_to_file` has ``dtype=``); the report counts the casts.
     """
     src = load_source(source, trust_pickle=trust_pickle)
     state = model.state_dict(keep_vars=True) if isinstance(model, nn.Module) else model
@@ -133,6 +186,8 @@ def apply_mapping(
     for entry in mapping:  # every entry checked before the first tensor is written
         _refuse_lossy_cast(entry.source, src.tensors[entry.source].dtype, entry.target,
                            dtype_name(state[entry.target].dtype))
+    groups = tie_groups(state)
+    _check_ties(mapping, groups)
     warnings = []
     if verify_sha256 and (warning := check_sha256(src, mapping)):
         warnings.append(warning)
@@ -152,12 +207,16 @@ def apply_mapping(
             del tensor
     if progress is not None:
         progress(total, total, "")
-    return _report(mapping, src.tensors, target_table, warnings)
+    out_dtypes = {k: info.dtype for k, info in target_table.items()}
+    return _report(mapping, src.tensors, target_table, warnings, groups=groups, out_dtypes=out_dtypes)
 
 
-def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, warnings: list[str]) -> LoadReport:
+def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, warnings: list[str], *,
+            groups: list[list[str]] = (), out_dtypes: dict[str, str] | None = None, dropped: list[str] = (),
+            dtype: str | None = None) -> LoadReport:
+    """The report; ``out_dtypes`` (target key -> dtype written) gives the casts, ``groups`` the tied keys."""
     status = mapping.status(source_table, target_table)
-    return LoadReport(
+    report = LoadReport(
         status=dict(status.target),
         sources={t: e.source for t, e in mapping.entries.items()},
         numel={k: v.numel for k, v in target_table.items()},
@@ -165,7 +224,115 @@ def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, wa
         warnings=warnings,
         carried={e.target: carried_numel(e.transform, source_table[e.source].shape, target_table[e.target].shape)
                  for e in mapping},
+        dropped=list(dropped),
+        dtype=dtype,
     )
+    for group in groups:
+        mapped = [k for k in group if k in mapping]
+        representative = mapped[0] if mapped else group[0]
+        for key in group:
+            if key == representative:
+                continue
+            report.tied[key] = representative
+            if mapped and key not in mapping:
+                report.status[key] = TIED
+                report.sources[key] = report.sources[representative]
+                report.carried[key] = report.carried[representative]
+    if out_dtypes is not None:
+        casts: collections.Counter[str] = collections.Counter()
+        init_casts: collections.Counter[str] = collections.Counter()
+        for key, info in target_table.items():
+            written = out_dtypes.get(key, info.dtype)
+            entry = mapping.get(key)
+            if key in report.tied:
+                continue  # one tensor with its representative: counted there
+            if entry is not None:
+                if source_table[entry.source].dtype != written:
+                    casts[f"{source_table[entry.source].dtype} -> {written}"] += 1
+            elif info.dtype != written:
+                init_casts[f"{info.dtype} -> {written}"] += 1
+        report.casts, report.init_casts = dict(sorted(casts.items())), dict(sorted(init_casts.items()))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# tied target tensors: two names, one tensor
+
+
+def tie_groups(state: dict[str, Any]) -> list[list[str]]:
+    """Target keys that are one tensor (same untyped storage, offset, shape, stride and dtype), in state order.
+
+    GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``; ``model.state_dict()`` lists both.
+    Works on the meta device as on the CPU. Tensors that only overlap are not tied (and not here).
+    """
+    by_place: dict[tuple, list[str]] = {}
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
+            continue
+        try:
+            storage = tensor.untyped_storage()._cdata
+        except (AttributeError, RuntimeError, NotImplementedError):
+            continue
+        place = (storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        by_place.setdefault(place, []).append(key)
+    return [keys for keys in by_place.values() if len(keys) > 1]
+
+
+def declared_aliases(model: nn.Module, keys: Iterable[str]) -> set[str]:
+    """Keys the model's loader re-ties itself: HF ``_tied_weights_keys`` of the model and its submodules.
+
+    transformers 5 declares ``{alias: partner}``, 4.x a list of names or patterns (``re.search``,
+    relative to the declaring module); ``save_pretrained`` leaves these out of the file.
+    """
+    keys = list(keys)
+    found: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "_tied_weights_keys", None)
+        if isinstance(declared, dict):
+            names = list(declared)
+        elif isinstance(declared, (list, tuple, set, frozenset)):
+            names = list(declared)
+        else:
+            continue
+        base = prefix + "." if prefix else ""
+        for name in names:
+            if not isinstance(name, str):
+                continue
+            if base + name in keys:
+                found.add(base + name)
+                continue
+            try:
+                pattern = re.compile(name)
+            except re.error:
+                continue
+            found.update(k for k in keys if k.startswith(base) and pattern.search(k[len(base):]))
+    return found
+
+
+def _written_names(groups: list[list[str]], declared: set[str]) -> list[str]:
+    """Names a safetensors file leaves out: per tied group, the declared aliases (always keeping one name).
+
+    Undeclared ties (a plain torch module's) keep every name, each with its own copy of the data,
+    since ``load_state_dict(strict=True)`` asks for every name.
+    """
+    dropped = []
+    for group in groups:
+        gone = [k for k in group if k in declared]
+        if len(gone) == len(group):
+            gone = gone[1:]
+        dropped += gone
+    return dropped
+
+
+def _check_ties(mapping: Mapping, groups: list[list[str]]) -> None:
+    """MappingError when two names of one tied tensor are mapped differently (the model holds one tensor)."""
+    for group in groups:
+        entries = [mapping.get(k) for k in group if k in mapping]
+        ways = {(e.source, json.dumps(e.transform, sort_keys=True)) for e in entries}
+        if len(ways) > 1:
+            said = ", ".join(f"{e.target!r} from {e.source!r}" for e in entries)
+            raise MappingError(f"{' and '.join(repr(k) for k in group)} are one tensor in the target (tied weights) "
+                               f"but the mapping fills them differently ({said}); map only one of them")
 
 
 def _refuse_lossy_cast(source_key: str, source_dtype: str, target_key: str, target_dtype: str) -> None:
@@ -204,8 +371,65 @@ def _safetensors_dtype(tensor: torch.Tensor) -> str:
     return ST_CODES[name]
 
 
-def _safetensors_header(table: KeyTable, metadata: dict[str, str] | None) -> tuple[bytes, dict[str, int]]:
-    """The header (length prefix included, padded to 8 bytes) and each tensor's offset in the data section."""
+@functools.cache
+def spp_gui_version() -> str:
+    try:
+        return importlib.metadata.version("spp-gui")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_metadata(metadata: dict[str, str] | None = None) -> dict[str, str]:
+    """``metadata`` with what every spp_gui safetensors file says first: ``format: pt`` and the writer's version.
+
+    transformers 4.x (``modeling_utils.load_state_dict``) refuses a safetensors file whose metadata
+    has no ``format`` in pt/tf/flax/mlx; ``save_pretrained`` writes ``pt``, so do we.
+    """
+    out = {"format": "pt", "spp_gui.version": spp_gui_version()}
+    out.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    out["format"] = "pt"  # the tensors are torch's whatever the caller's metadata said
+    return out
+
+
+def mapping_sha256(mapping: Mapping) -> str:
+    """sha256 of the mapping's canonical JSON: what it maps, independent of where its files lie.
+
+    That is ``Mapping.to_dict()`` with ``source.spec`` left out (``Mapping.save`` stores that one
+    relative to the mapping file and ``Mapping.load`` resolves it, so it differs between copies of
+    one mapping; the output names its source separately), keys sorted, no spaces. Recompute it for
+    a mapping file with ``mapping_sha256(Mapping.load(path))``.
+    """
+    data = mapping.to_dict()
+    data["source"] = {k: v for k, v in data["source"].items() if k != "spec"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def provenance(mapping: Mapping, source_spec: str, target_spec: str, source_sha256: str | None,
+               tied: dict[str, str] | None = None, dtype: str | None = None) -> dict[str, str]:
+    """The metadata an apply's safetensors output carries (``format: pt`` and where the weights came from).
+
+    ``spp_gui.source_sha256`` is the source files' digest when it is known without reading them just
+    for this: hashed during this apply (the mapping recorded a digest to check) or remembered by the
+    hash cache (:func:`~spp_gui.core.sources.cached_sha256`) for the files as they are now; otherwise
+    the key is left out. ``spp_gui.tied`` (JSON, name -> name) lists target keys the file leaves out and
+    the key that holds their tensor.
+    """
+    meta = {"spp_gui.source": source_spec}
+    if source_sha256:
+        meta["spp_gui.source_sha256"] = source_sha256
+    meta["spp_gui.mapping_sha256"] = mapping_sha256(mapping)
+    meta["spp_gui.target"] = target_spec
+    if tied:
+        meta["spp_gui.tied"] = json.dumps(tied, separators=(",", ":"))
+    if dtype is not None:
+        meta["spp_gui.dtype"] = dtype
+    return file_metadata(meta)
+
+
+def _safetensors_header(table: KeyTable, metadata: dict[str, str] | None,
+                        size: int | None = None) -> tuple[bytes, dict[str, int]]:
+    """The header (length prefix included, padded to 8 bytes, or with spaces to ``size``) and each tensor's
+    offset in the data section."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -216,16 +440,22 @@ def _safetensors_header(table: KeyTable, metadata: dict[str, str] | None) -> tup
         offsets[name] = offset
         offset += info.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    raw += b" " * ((-len(raw) % 8) if size is None else size - 8 - len(raw))
+    if size is not None and len(raw) + 8 != size:
+        raise AssertionError(f"a safetensors header of {len(raw) + 8} bytes does not fit the {size} laid out")
     return len(raw).to_bytes(8, "little") + raw, offsets
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Stream ``state`` into a safetensors file, one tensor at a time, atomically."""
+    """Stream ``state`` into a safetensors file, one tensor at a time, atomically.
+
+    The metadata always holds ``format: pt`` and ``spp_gui.version`` (:func:`file_metadata`). Names
+    that share a tensor each get their own copy (safetensors holds no shared tensors).
+    """
     tensors = {k: v.detach() for k, v in state.items()}
     for t in tensors.values():
         _safetensors_dtype(t)
-    head, _ = _safetensors_header(table_of(tensors), metadata)
+    head, _ = _safetensors_header(table_of(tensors), file_metadata(metadata))
     with atomic_write(path, "wb") as fh:
         fh.write(head)
         for t in tensors.values():
@@ -264,13 +494,19 @@ class _SafetensorsLayout:
     wants_crc = False
 
     def __init__(self, table: KeyTable, metadata: dict[str, str] | None) -> None:
-        self.head, offsets = _safetensors_header(table, metadata)
+        self.table = table
+        self.head, offsets = _safetensors_header(table, file_metadata(metadata))
         self.offset = {k: len(self.head) + v for k, v in offsets.items()}
         self.size = len(self.head) + sum(info.nbytes for info in table.values())
 
     def start(self, fd: int) -> None:
         os.ftruncate(fd, self.size)
         _write_all(fd, self.head, 0)
+
+    def rewrite_metadata(self, fd: int, metadata: dict[str, str]) -> None:
+        """The header again with ``metadata`` (no longer than the one laid out: a digest placeholder filled in)."""
+        head, _ = _safetensors_header(self.table, file_metadata(metadata), size=len(self.head))
+        _write_all(fd, head, 0)
 
     def finish(self, fd: int, crcs: dict[str, int]) -> None:
         pass
@@ -431,6 +667,9 @@ class _TorchZipLayout:
             tail = self._descriptor(entry) if data else b""
             _write_all(fd, self._local_header(entry) + data + tail, entry.header)
 
+    def rewrite_metadata(self, fd: int, metadata: dict[str, str]) -> None:
+        pass  # a torch file has no metadata of ours (see apply_to_file)
+
     def finish(self, fd: int, crcs: dict[str, int]) -> None:
         for name, entry in self._data_entries.items():
             entry.crc = crcs[name] if entry.size else 0
@@ -472,6 +711,7 @@ def apply_to_file(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     trust_pickle: bool = False,
+    dtype: str | None = None,
 ) -> LoadReport:
     """Build the mapping's target, fill it from its source, write it to ``out`` (atomically).
 
@@ -480,7 +720,22 @@ def apply_to_file(
     tensors made); ``done / total`` is the share done, as it was when it counted tensors, and
     :func:`format_progress` turns it into a line with rate and ETA. Raises Cancelled, leaving
     ``out`` as it was, when ``cancelled()`` turns true.
+
+    ``dtype`` picks the output's dtypes: None (default) each key in the target's dtype; ``"keep"``
+    each mapped floating tensor in its source's dtype (a bf16 checkpoint stays bf16 and is copied
+    verbatim), unmapped keys in the target's; ``"float32"``, ``"bfloat16"`` or ``"float16"`` every
+    floating tensor of the output, mapped or not. Integer and bool tensors keep the target's dtype.
+    The report counts every cast (:attr:`LoadReport.casts`).
+
+    A ``.safetensors`` output carries :func:`provenance` metadata. A torch output (``.pth``) holds
+    the state dict only, as ``torch.save(model.state_dict())`` writes it (tied keys share one
+    storage): anything else in it would stop ``model.load_state_dict(torch.load(f, weights_only=True))``.
+    Tied target keys (:func:`tie_groups`) are filled once; a safetensors output leaves out the ones
+    the target re-ties when loading (HF ``_tied_weights_keys``, as ``save_pretrained`` does) and
+    keeps every other name with its own copy.
     """
+    if dtype is not None and dtype not in DTYPES:
+        raise MappingError(f"unknown output dtype {dtype!r}: use one of {', '.join(DTYPES)} (or none for the target's)")
     spec = target_spec or mapping.target_spec
     if not spec:
         raise MappingError("the mapping names no target model spec; pass one (--target)")
@@ -492,12 +747,36 @@ def apply_to_file(
     src = load_source(source, trust_pickle=trust_pickle)
     try:
         state = _meta_state(spec)
-        if state is not None and _can_stream(state, fmt):
-            steps = stream_apply(mapping, src, state, out, spec=spec, seed=seed)
+        if state is not None and _can_stream(state, fmt, output_dtypes(mapping, src.tensors, table_of(state), dtype)):
+            steps = stream_apply(mapping, src, state, out, spec=spec, seed=seed, dtype=dtype)
             return _drive(steps, progress, cancelled, out)
-        return _apply_in_memory(mapping, src, spec, seed, out, progress, cancelled)
+        return _apply_in_memory(mapping, src, spec, seed, out, progress, cancelled, dtype=dtype)
     finally:
         src.close()
+
+
+def output_dtypes(mapping: Mapping, source: KeyTable, target: KeyTable, dtype: str | None) -> dict[str, str]:
+    """Target key -> the dtype ``apply_to_file(dtype=dtype)`` writes it in (see there)."""
+    out = {}
+    for key, info in target.items():
+        written = info.dtype
+        floating = _is_floating(info.dtype)
+        if dtype == "keep":
+            entry = mapping.get(key)
+            from_source = source.get(entry.source) if entry is not None else None
+            if floating and from_source is not None and _is_floating(from_source.dtype):
+                written = from_source.dtype
+        elif dtype is not None and floating:
+            written = dtype
+        out[key] = written
+    return out
+
+
+def _is_floating(name: str) -> bool:
+    try:
+        return torch_dtype(name).is_floating_point
+    except ValueError:
+        return False
 
 
 def _meta_state(spec: str) -> dict[str, torch.Tensor] | None:
@@ -507,16 +786,19 @@ def _meta_state(spec: str) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _can_stream(state: dict[str, torch.Tensor], fmt: str) -> bool:
-    """Streaming writes each key's own bytes; tied or overlapping target tensors go the in-memory way."""
+def _can_stream(state: dict[str, torch.Tensor], fmt: str, dtypes: dict[str, str] | None = None) -> bool:
+    """Streaming writes each key's own bytes; tied or overlapping target tensors go the in-memory way.
+
+    ``dtypes`` (key -> dtype written, default the target's) must be ones the format stores.
+    """
     if not hasattr(os, "pwrite") or sys.byteorder != "little":
         return False
     storages = set()
-    for tensor in state.values():
+    for key, tensor in state.items():
         if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided or str(tensor.dtype).startswith("torch.q"):
             return False  # extra state, sparse or quantized tensors: torch.save pickles them its own way
-        dtype = dtype_name(tensor.dtype)
-        if (fmt == "safetensors" and dtype not in ST_CODES) or (fmt == "torch" and _torch_storage_kind(tensor.dtype) is None):
+        dtype = (dtypes or {}).get(key) or dtype_name(tensor.dtype)
+        if (fmt == "safetensors" and dtype not in ST_CODES) or (fmt == "torch" and _torch_storage_kind(torch_dtype(dtype)) is None):
             return False
         try:
             storage = tensor.untyped_storage()._cdata
@@ -528,10 +810,36 @@ def _can_stream(state: dict[str, torch.Tensor], fmt: str) -> bool:
     return True
 
 
+def _source_digest(src: Source, mapping: Mapping, verify_sha256: bool) -> tuple[str | None, bool]:
+    """(the source files' sha256 if known without reading them, whether this apply must hash them to check it)."""
+    paths = [path for path, _ in src.files()] if src.path is not None else []
+    digest = cached_sha256(paths) if paths else None
+    return digest, bool(paths) and verify_sha256 and bool(mapping.source_sha256) and digest is None
+
+
 def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: Path,
-                     progress: Progress | None, cancelled: Callable[[], bool] | None) -> LoadReport:
+                     progress: Progress | None, cancelled: Callable[[], bool] | None, *,
+                     dtype: str | None = None) -> LoadReport:
     """The target built for real and filled, then saved: for targets streaming cannot write."""
     model = build_model(spec, device="cpu", seed=seed)
+    live = model.state_dict(keep_vars=True)
+    target_table = table_of(live)
+    mapping.validate(src.tensors, target_table)
+    groups = tie_groups(live)
+    _check_ties(mapping, groups)
+    dtypes = output_dtypes(mapping, src.tensors, target_table, dtype)
+    for group in groups:  # one tensor, one dtype: the mapped member's (or the first's)
+        lead = next((k for k in group if k in mapping), group[0])
+        for key in group:
+            dtypes[key] = dtypes[lead]
+    # mapped keys written in another dtype than the target's are made again from the source (a float64
+    # source held in a float32 target would otherwise lose its bits); their transforms want the init
+    remade = {e.target for e in mapping if dtypes[e.target] != target_table[e.target].dtype}
+    init = {k: live[k].detach().clone() for k in remade if mapping.entries[k].transform is not None}
+    digest, hash_now = _source_digest(src, mapping, verify_sha256=True)
+    if hash_now:
+        digest = src.sha256()
+    warnings = [w] if (w := _sha256_warning(src, mapping, digest)) else []
     by_tensor = progress
     if progress is not None:
         sizes = [src.tensors[e.source].nbytes if e.source in src.tensors else 0 for e in mapping]
@@ -539,9 +847,35 @@ def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: P
 
         def by_tensor(i: int, total: int, key: str) -> None:
             progress(upto[i], upto[-1], key)
-    report = apply_mapping(model, src, mapping, progress=by_tensor, cancelled=cancelled)
-    save_weights(model, out, metadata={"spp_gui.mapping_source": src.spec, "spp_gui.target": spec})
-    return report
+    apply_mapping(model, src, mapping, progress=by_tensor, cancelled=cancelled, verify_sha256=False)
+    state = model.state_dict()
+    lead_of = {k: group[0] for group in groups for k in group}
+    entry_for = {k: next((mapping.entries[m] for m in group if m in mapping), None) for group in groups for k in group}
+    made: dict[str, torch.Tensor] = {}  # by group lead: tied names stay one tensor in a torch file
+    output = {}
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or dtype_name(tensor.dtype) == dtypes[key]:
+            output[key] = tensor
+            continue
+        lead = lead_of.get(key, key)
+        if lead not in made:
+            entry = entry_for[key] if key in entry_for else mapping.get(key)
+            if entry is not None and entry.target in remade:
+                made[lead] = _made_tensor(entry.target, entry, src, target_table[entry.target], init, dtypes[key])
+            else:
+                made[lead] = tensor.to(torch_dtype(dtypes[key]))
+        output[key] = made[lead]
+    dropped = []
+    if _weight_format(out) == "safetensors":
+        dropped = _written_names(groups, declared_aliases(model, state))
+        tied = {k: next(n for n in next(g for g in groups if k in g) if n not in dropped) for k in dropped}
+        for key in dropped:
+            del output[key]
+        save_weights(output, out, metadata=provenance(mapping, src.spec, spec, digest, tied, dtype))
+    else:
+        save_weights(output, out)
+    return _report(mapping, src.tensors, target_table, warnings, groups=groups, out_dtypes=dtypes,
+                   dropped=dropped, dtype=dtype)
 
 
 def _drive(steps: Generator[tuple[int, int, str], None, LoadReport], progress: Progress | None,
@@ -581,25 +915,33 @@ def stream_apply(
     spec: str,
     seed: int = 0,
     verify_sha256: bool = True,
+    dtype: str | None = None,
 ) -> Generator[tuple[int, int, str], None, LoadReport]:
     """Write the target filled from ``src`` to ``out``, yielding (bytes done, total, key); return the report.
 
     ``target`` is the target's state dict on the meta device (shapes and dtypes, in file order;
     no two keys sharing storage). Copies go file to file; casts and transforms are made one
     tensor at a time; keys that keep the target's init come from ``build_model(spec, seed=seed)``,
-    built only when there are such keys. Closing the generator leaves ``out`` as it was.
+    built only when there are such keys. ``dtype`` as in :func:`apply_to_file`: a tensor whose
+    source dtype is the one written is still copied verbatim. Closing the generator leaves ``out``
+    as it was.
     """
     out = Path(out)
     target_table = table_of(target)
     mapping.validate(src.tensors, target_table)
     for entry in mapping:  # every entry checked before the first byte is written
         _refuse_lossy_cast(entry.source, src.tensors[entry.source].dtype, entry.target, target_table[entry.target].dtype)
-    metadata = {"spp_gui.mapping_source": src.spec, "spp_gui.target": spec}
-    layout = _SafetensorsLayout(target_table, metadata) if _weight_format(out) == "safetensors" else _TorchZipLayout(target_table)
+    dtypes = output_dtypes(mapping, src.tensors, target_table, dtype)
+    out_table = {k: TensorInfo(k, info.shape, dtypes[k]) for k, info in target_table.items()}
+    digest, hashing = _source_digest(src, mapping, verify_sha256)
+    # a digest this pass makes is not known before the header is written: the header is laid out
+    # with a placeholder of the same length and written again once the pass is done
+    metadata = provenance(mapping, src.spec, spec, "0" * 64 if hashing else digest, dtype=dtype)
+    layout = _SafetensorsLayout(out_table, metadata) if _weight_format(out) == "safetensors" else _TorchZipLayout(out_table)
     jobs: dict[str, CopyJob] = {}
     made: list[tuple[str, Entry | None]] = []
     keep_init: list[str] = []
-    for key, info in target_table.items():
+    for key, info in out_table.items():
         entry = mapping.get(key)
         if entry is None:
             made.append((key, None))
@@ -614,22 +956,22 @@ def stream_apply(
         if entry.transform is not None and _needs_init(entry, source_info, info):
             keep_init.append(key)
     warnings: list[str] = []
-    files = src.files() if verify_sha256 and mapping.source_sha256 and src.path is not None else []
-    digest = cached_sha256([path for path, _ in files]) if files else None
     init = _initial_tensors(spec, seed, keep_init) if keep_init else {}
     with atomic_write(out, "wb") as fh:
         fd = fh.fileno()
         layout.start(fd)
-        copier = CopyPass(src.files(), list(jobs.values()), fd, sha256=bool(files) and digest is None)
-        total = copier.total + sum(target_table[key].nbytes for key, _ in made)
+        copier = CopyPass(src.files(), list(jobs.values()), fd, sha256=hashing)
+        total = copier.total + sum(out_table[key].nbytes for key, _ in made)
         done = 0
         for done, name in copier.run():
             yield done, total, name
-        digest = digest or copier.sha256
+        if hashing:
+            digest = copier.sha256
+            layout.rewrite_metadata(fd, provenance(mapping, src.spec, spec, digest, dtype=dtype))
         crcs = {key: job.crc for key, job in jobs.items()}
         for key, entry in made:
-            info = target_table[key]
-            data = _bytes_of(_made_tensor(key, entry, src, info, init))
+            info = out_table[key]
+            data = _bytes_of(_made_tensor(key, entry, src, target_table[key], init, info.dtype))
             _write_all(fd, data, layout.offset[key])
             if layout.wants_crc:
                 crcs[key] = zlib.crc32(data)
@@ -638,10 +980,10 @@ def stream_apply(
             done += info.nbytes
             yield done, total, key
         layout.finish(fd, crcs)
-    if warning := _sha256_warning(src, mapping, digest):
+    if verify_sha256 and (warning := _sha256_warning(src, mapping, digest)):
         warnings.append(warning)
     yield total, total, ""
-    return _report(mapping, src.tensors, target_table, warnings)
+    return _report(mapping, src.tensors, target_table, warnings, out_dtypes=dtypes, dtype=dtype)
 
 
 def _initial_tensors(spec: str, seed: int, keys: list[str]) -> dict[str, torch.Tensor]:
@@ -651,11 +993,13 @@ def _initial_tensors(spec: str, seed: int, keys: list[str]) -> dict[str, torch.T
 
 
 def _made_tensor(key: str, entry: Entry | None, src: Source, info: TensorInfo,
-                 init: dict[str, torch.Tensor]) -> torch.Tensor:
-    """What the in-memory path would leave in target ``key``: its init, or the source cast/transformed into it."""
+                 init: dict[str, torch.Tensor], out_dtype: str | None = None) -> torch.Tensor:
+    """What the in-memory path would leave in target ``key`` (``info``: the target's), written as ``out_dtype``:
+    its init, or the source transformed into it, then cast."""
     dtype = torch_dtype(info.dtype)
+    written = torch_dtype(out_dtype) if out_dtype else dtype
     if entry is None:
-        return init[key]
+        return init[key].to(written)
     with torch.no_grad():
         tensor = src.read(entry.source)
         # the listing said otherwise (a source whose header lies): still never a lossy cast
@@ -666,7 +1010,7 @@ def _made_tensor(key: str, entry: Entry | None, src: Source, info: TensorInfo,
         if tuple(tensor.shape) != info.shape:
             raise MappingError(f"{entry.source!r} reads as shape {tuple(tensor.shape)}, not the listed "
                                f"{info.shape} that {key!r} needs (the source changed or lies)")
-        return tensor.to(dtype)
+        return tensor.to(written)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,5 +1037,6 @@ def format_progress(done: int, total: int, elapsed: float) -> str:
             f"ETA {minutes}:{seconds:02d}")
 
 
-__all__ = ["LoadReport", "apply_mapping", "apply_to_file", "check_sha256", "format_bytes", "format_progress",
-           "save_weights", "stream_apply", "write_safetensors"]
+__all__ = ["DTYPES", "TIED", "LoadReport", "apply_mapping", "apply_to_file", "check_sha256", "declared_aliases",
+           "file_metadata", "format_bytes", "format_progress", "mapping_sha256", "output_dtypes", "provenance",
+           "save_weights", "stream_apply", "tie_groups", "write_safetensors"]
