@@ -6,6 +6,7 @@ import platform
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QComboBox,
     QCompleter,
     QDialog,
     QDialogButtonBox,
@@ -75,6 +76,39 @@ class SpecDialog(QDialog):
 
     def spec(self) -> str:
         return self.field.text().strip()
+
+
+class ContainerDialog(QDialog):
+    """Which weight container of a checkpoint to read (state_dict, state_dict_ema, ...), the preferred one chosen."""
+
+    def __init__(self, path: str, containers: list[str], sizes: dict[str, int], current: str | None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("containerDialog")
+        self.setWindowTitle("Which weights?")
+        text = QLabel(f"{path} holds {len(containers)} sets of weights. Which one is the source? "
+                      "(EMA weights are chosen first, as timm does; optimizer and other training state are "
+                      "never offered.)")
+        text.setWordWrap(True)
+        self.combo = QComboBox()
+        self.combo.setObjectName("containerCombo")
+        for key in containers:
+            count = sizes.get(key)
+            self.combo.addItem(f"{key} ({count:,} tensors)" if count is not None else key, key)
+        if current in containers:
+            self.combo.setCurrentIndex(containers.index(current))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(text)
+        layout.addWidget(self.combo)
+        layout.addWidget(buttons)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.resize(480, 140)
+
+    def chosen(self) -> str:
+        return self.combo.currentData()
 
 
 def about_text() -> str:

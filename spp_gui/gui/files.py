@@ -17,9 +17,17 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..core.errors import SppError, UnsafePickleError
 from ..core.mapping import Mapping
+from ..core.sources import join_source_key, split_source_key
 from ..core.trust import UntrustedCodeError, trust_named_specs
 from . import settings
-from .dialogs import CHECKPOINT_FILTER, MAPPING_FILTER, WEIGHTS_FILTER, SpecDialog, ask_to_run_code
+from .dialogs import (
+    CHECKPOINT_FILTER,
+    MAPPING_FILTER,
+    WEIGHTS_FILTER,
+    ContainerDialog,
+    SpecDialog,
+    ask_to_run_code,
+)
 from .document import Loaded
 from .jobs import (
     Job,
@@ -82,6 +90,7 @@ class FileController(QObject):
         self.last_mapping_export = None
         self.save_hint: str | None = None  # where Save As starts for a restored session
         self._box: QMessageBox | None = None  # the open question, if any (tests answer it)
+        self.container_dialog: ContainerDialog | None = None  # "which weights?" while one is open
 
     # -- loading ------------------------------------------------------------------------------
     def open_session(self, source: str | None, target: str | None, mapping_path: str | None = None,
@@ -151,9 +160,48 @@ class FileController(QObject):
             if loaded.source is not None:
                 loaded.source.close()
             return
+        if role == "source" and self._ask_container(plan, role, loaded):
+            return
         plan.done[role] = loaded
         if set(plan.done) == set(plan.specs):
             self._finish_plan(plan)
+
+    def _ask_container(self, plan: LoadPlan, role: str, loaded: Loaded) -> bool:
+        """A checkpoint with several weight containers and none named: ask which (the preferred one chosen).
+
+        True while the question is open; the answer either keeps ``loaded`` or loads the chosen container.
+        """
+        src = loaded.source
+        if src is None or len(src.containers) < 2 or split_source_key(plan.specs[role])[1] is not None:
+            return False
+        dialog = ContainerDialog(str(src.path), src.containers, src.container_sizes, src.container,
+                                 self.services.parent)
+        self.container_dialog = dialog
+
+        def finished(result: int) -> None:
+            self.container_dialog = None
+            dialog.deleteLater()
+            if plan is not self.plan or plan.failed:
+                src.close()
+                return
+            if result != ContainerDialog.DialogCode.Accepted:
+                src.close()
+                self._drop_plan(plan)
+                self.services.message(f"Not opened: {src.path}; the session is unchanged")
+                return
+            key = dialog.chosen()
+            if key == src.container:
+                plan.done[role] = loaded
+                if set(plan.done) == set(plan.specs):
+                    self._finish_plan(plan)
+                return
+            src.close()
+            plan.specs[role] = join_source_key(str(src.path), key)
+            self._start_side(plan, role, plan.specs[role])
+
+        dialog.finished.connect(finished)
+        dialog.open()
+        return True
 
     def _side_failed(self, plan: LoadPlan, role: str, spec: str, exc: Exception) -> None:
         if plan is not self.plan or plan.failed:
@@ -235,8 +283,9 @@ class FileController(QObject):
         else:
             self._replace_side(plan, source, target)
         for role, spec in plan.specs.items():
-            if os.path.exists(spec):
-                settings.add_recent(role, spec)
+            path = split_source_key(spec)[0]  # a container chosen is asked again when the file is reopened
+            if os.path.exists(path):
+                settings.add_recent(role, path)
         self.recentChanged.emit()
 
     def _open_whole(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
@@ -420,6 +469,8 @@ class FileController(QObject):
         session = self.session
         src = session.source
         source = str(src.source.path) if src.source is not None and src.source.path is not None else src.spec
+        if src.source is not None and src.source.container is not None and src.source.path is not None:
+            source = join_source_key(source, src.source.container)  # the container the session shows
         bridge = ProgressBridge(self)
         job = Job(f"Exporting {Path(path).name}", lambda report: self._exported(path, report),
                   lambda exc: self._export_failed(path, exc), lambda: self.services.message("Export cancelled"), self)
