@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -17,12 +18,33 @@ from spp_gui.core.strategies import Side, suggest_mapping
 
 
 def hf_rename(key_mapping: dict[str, str], key: str) -> str:
-    # transformers' _get_key_renaming_mapping: the first pattern that matches wins
+    # transformers 4.x _get_key_renaming_mapping: the first pattern that matches wins
     for pattern, repl in key_mapping.items():
         new, n = re.subn(pattern, repl, key)
         if n:
             return new
     return key
+
+
+def hf5_rename(key_mapping: dict[str, str], key: str) -> str:
+    # transformers 5.x itself: every WeightRenaming in turn, then its legacy renames (no model, no prefix)
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    renamings = [WeightRenaming(source_patterns=p, target_patterns=r) for p, r in key_mapping.items()]
+    return rename_source_key(key, renamings + get_checkpoint_conversion_mapping("legacy"), [])[0]
+
+
+def hf_sets(text: str) -> list[tuple[dict[str, str], object]]:
+    """The hf-key-mapping snippet's rule sets, each with the renamer of the version it is for."""
+    namespace: dict = {}
+    exec(compile(text, "<export>", "exec"), namespace)  # noqa: S102 - the point of the test
+    (statement,) = ast.parse(text).body
+    if isinstance(statement.value, ast.Subscript):  # {4: {...}, 5: {...}}[installed major version]
+        sets = ast.literal_eval(statement.value.value)
+        assert namespace["key_mapping"] == sets[5]  # transformers 5 is the one installed here
+        return [(sets[4], hf_rename), (sets[5], hf5_rename)]
+    return [(namespace["key_mapping"], hf_rename), (namespace["key_mapping"], hf5_rename)]
 
 
 def mmengine_rename(revise_keys: list[tuple[str, str]], key: str) -> str:
@@ -47,18 +69,23 @@ def mappings():
     return out
 
 
-@pytest.mark.parametrize("fmt, var, rename", [("hf-key-mapping", "key_mapping", hf_rename),
-                                              ("mmengine-revise-keys", "revise_keys", mmengine_rename)])
-def test_regex_forms_rename_like_the_mapping(mappings, fmt, var, rename):
+def rule_sets(fmt: str, text: str):
+    if fmt == "hf-key-mapping":
+        return hf_sets(text)
+    return [(run_snippet(text, "revise_keys"), mmengine_rename)]
+
+
+@pytest.mark.parametrize("fmt", ["hf-key-mapping", "mmengine-revise-keys"])
+def test_regex_forms_rename_like_the_mapping(mappings, fmt):
     for name, mapping, source_keys, target_keys in mappings:
         result = export_mapping(mapping, fmt, source_keys, target_keys)
-        rules = run_snippet(result.text, var)
         pairs = mapping.pairs()
-        renamed = {k: rename(rules, k) for k in source_keys}
-        assert {t: s for t, s in pairs.items()} == {renamed[s]: s for s in pairs.values()}, name
-        targets = set(target_keys)
-        for key in set(source_keys) - set(pairs.values()):
-            assert renamed[key] not in targets, (name, key)  # unused keys stay off target names
+        for rules, rename in rule_sets(fmt, result.text):
+            renamed = {k: rename(rules, k) for k in source_keys}
+            assert {t: s for t, s in pairs.items()} == {renamed[s]: s for s in pairs.values()}, (name, rename)
+            targets = set(target_keys)
+            for key in set(source_keys) - set(pairs.values()):
+                assert renamed[key] not in targets, (name, key)  # unused keys stay off target names
         assert result.not_expressed == []
 
 
@@ -66,9 +93,10 @@ def test_regex_rules_stay_compact_for_systematic_renames():
     src, tgt, truth = moe_tables(layers=4, experts=16)
     mapping = suggest_mapping(Side(src), Side(tgt), "auto")
     assert mapping.pairs() == truth
-    for fmt, var in (("hf-key-mapping", "key_mapping"), ("mmengine-revise-keys", "revise_keys")):
-        rules = run_snippet(export_mapping(mapping, fmt, list(src), list(tgt)).text, var)
-        assert len(rules) <= 16, fmt  # per-layer, per-expert names collapse into index groups
+    for fmt in ("hf-key-mapping", "mmengine-revise-keys"):
+        for rules, rename in rule_sets(fmt, export_mapping(mapping, fmt, list(src), list(tgt)).text):
+            assert len(rules) <= 16, fmt  # per-layer, per-expert names collapse into index groups
+            assert {rename(rules, s): s for s in src if s in truth.values()} == truth
     prefixed = Mapping.from_pairs({k: "module." + k for k in tgt})
     rules = run_snippet(export_mapping(prefixed, "hf-key-mapping", [f"module.{k}" for k in tgt], list(tgt)).text,
                         "key_mapping")
@@ -81,8 +109,8 @@ def test_transforms_are_reported_not_dropped_by_regex_forms():
     result = export_mapping(mapping, "hf-key-mapping", ["x.weight", "b.weight", "c.weight"], ["a.weight", "b.weight", "c.weight"])
     assert result.not_expressed == ["c.weight <- c.weight: transform in_channels has no regex form"]
     assert "# not expressed: c.weight" in result.text
-    rules = run_snippet(result.text, "key_mapping")
-    assert hf_rename(rules, "x.weight") == "a.weight"
+    for rules, rename in hf_sets(result.text):
+        assert rename(rules, "x.weight") == "a.weight"
 
 
 def test_python_form_gives_what_apply_gives_transforms_included():
@@ -145,16 +173,15 @@ def test_cli_export_prints_the_snippet_and_what_it_could_not_express(tmp_path, c
     assert "mapping file not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt, var, rename", [("hf-key-mapping", "key_mapping", hf_rename),
-                                              ("mmengine-revise-keys", "revise_keys", mmengine_rename)])
-def test_swapped_names_survive_rules_applied_in_turn(fmt, var, rename):
+@pytest.mark.parametrize("fmt", ["hf-key-mapping", "mmengine-revise-keys"])
+def test_swapped_names_survive_rules_applied_in_turn(fmt):
     # q and k swapped, a prefix added to all: in-turn rules must not rename a key twice
     keys = ["blk.0.q.weight", "blk.0.k.weight", "blk.1.q.weight", "blk.1.k.weight", "norm.weight"]
     pairs = {"net.blk.0.k.weight": "blk.0.q.weight", "net.blk.0.q.weight": "blk.0.k.weight",
              "net.blk.1.k.weight": "blk.1.q.weight", "net.blk.1.q.weight": "blk.1.k.weight",
              "net.norm.weight": "norm.weight"}
-    rules = run_snippet(export_mapping(Mapping.from_pairs(pairs), fmt, keys, list(pairs)).text, var)
-    assert {rename(rules, s): s for s in keys} == pairs
+    for rules, rename in rule_sets(fmt, export_mapping(Mapping.from_pairs(pairs), fmt, keys, list(pairs)).text):
+        assert {rename(rules, s): s for s in keys} == pairs
 
 
 def test_python_export_carries_a_chunk_of_a_fused_qkv():
