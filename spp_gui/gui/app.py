@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import cast
 
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
@@ -44,7 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def make_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication with a native style where the platform has one, Fusion otherwise."""
-    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    existing = QApplication.instance()  # typed QCoreApplication: in this program it is always a QApplication
+    app = cast(QApplication, existing) if existing is not None else QApplication(argv or [sys.argv[0]])
     app.setApplicationName("spp-gui")
     app.setOrganizationName("spp_gui")
     app.setApplicationDisplayName("spp-gui")

@@ -99,7 +99,7 @@ class Autosaver(QObject):
     def save_now(self) -> bool:
         """Write the session if it has unsaved work, else remove the file; True when written."""
         session = self.session
-        if not (session.ready and session.modified):
+        if session.source is None or session.target is None or not session.modified:
             forget()
             return False
         data = {"format": FORMAT, "saved_at": time.time(), "source": session.source.spec,

@@ -66,6 +66,20 @@ class MappingDocument(QObject):
     def ready(self) -> bool:
         return self.source is not None and self.target is not None
 
+    @property
+    def loaded_source(self) -> Loaded:
+        """The source side, for code that only runs once one is open (a bug otherwise, not a user error)."""
+        if self.source is None:
+            raise RuntimeError("no source is open")
+        return self.source
+
+    @property
+    def loaded_target(self) -> Loaded:
+        """The target side, for code that only runs once one is open (a bug otherwise, not a user error)."""
+        if self.target is None:
+            raise RuntimeError("no target is open")
+        return self.target
+
     # -- the one edit method ------------------------------------------------------------------
     def replace(self, changes: dict[str, Entry | None]) -> dict[str, Entry | None]:
         """Set (Entry) or remove (None) the entry of each target key; return what was there."""
@@ -81,7 +95,7 @@ class MappingDocument(QObject):
         return previous
 
     def _recompute(self) -> None:
-        if self.ready:
+        if self.source is not None and self.target is not None:
             self.status = self.mapping.status(self.source.side.table, self.target.side.table)
         else:
             self.status = MappingStatus({}, {}, {})
@@ -98,7 +112,7 @@ class MappingDocument(QObject):
         return self.status.target.get(users[0], "unmapped")
 
     def summary(self) -> dict[str, float | int]:
-        if not self.ready:
+        if self.source is None or self.target is None:
             return {"mapped": 0, "targets": 0, "share": 0.0, "unused": 0, "invalid": 0}
         table = self.target.side.table
         ok = [k for k, s in self.status.target.items() if s not in ("unmapped", "invalid")]

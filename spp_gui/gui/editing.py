@@ -68,7 +68,7 @@ class EditController:
     # -- mapping gestures ---------------------------------------------------------------------
     def map_paths(self, sources: list[str], target: str) -> bool:
         """Drop or keyboard: one key onto one key, or a module onto a module."""
-        if not self.doc.ready:
+        if self.doc.source is None or self.doc.target is None:
             return False
         stree, ttree = self.doc.source.tree, self.doc.target.tree
         if len(sources) != 1:
@@ -88,10 +88,11 @@ class EditController:
         return False
 
     def map_key(self, source: str, target: str, transform: Transform | None = None) -> bool:
-        sinfo = self.doc.source.side.table[source]
-        tinfo = self.doc.target.side.table[target]
+        stable, ttable = self.doc.loaded_source.side.table, self.doc.loaded_target.side.table
+        sinfo = stable[source]
+        tinfo = ttable[target]
         if transform is None and sinfo.shape != tinfo.shape:
-            fits = fitting_transforms(sinfo.shape, tinfo.shape, channels_before(self.doc.source.side.table, source))
+            fits = fitting_transforms(sinfo.shape, tinfo.shape, channels_before(stable, source))
             if not fits:
                 self.message(refusal(source, sinfo.shape, target, tinfo.shape))
                 return False
@@ -114,7 +115,8 @@ class EditController:
         return fits[labels.index(label)] if ok and label in labels else None
 
     def map_module(self, source: str, target: str) -> bool:
-        pairing = pair_modules(self.doc.source.tree.node(source), self.doc.target.tree.node(target))
+        pairing = pair_modules(self.doc.loaded_source.tree.node(source),
+                               self.doc.loaded_target.tree.node(target))
         if not pairing.pairs:
             self.message(f"Nothing under {source} fits {target}: no tensor names or shapes agree")
             return False
@@ -123,8 +125,8 @@ class EditController:
             if preview.exec() != QDialog.DialogCode.Accepted:
                 self.message("Module mapping cancelled")
                 return False
-        changes = {t: Entry(t, s, None, "manual:module", None, f"module {source} \u2192 {target}")
-                   for s, t in pairing.pairs}
+        changes: dict[str, Entry | None] = {
+            t: Entry(t, s, None, "manual:module", None, f"module {source} \u2192 {target}") for s, t in pairing.pairs}
         done = self.push(changes, f"Map module {source} \u2192 {target}")
         self.message(f"Mapped {len(pairing.pairs)} tensors of {source} onto {target}"
                      + (f"; {len(pairing.unmatched_targets)} left unmapped" if pairing.unmatched_targets else ""))
@@ -142,7 +144,8 @@ class EditController:
         if entry is None:
             return False
         new = Entry(entry.target, entry.source, transform, entry.origin, entry.confidence, entry.reason)
-        problem = self.doc.mapping.entry_problem(new, self.doc.source.side.table, self.doc.target.side.table)
+        problem = self.doc.mapping.entry_problem(new, self.doc.loaded_source.side.table,
+                                               self.doc.loaded_target.side.table)
         if problem:
             self.message(f"Transform not set: {problem}")
             return False

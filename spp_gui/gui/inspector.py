@@ -98,20 +98,21 @@ class Inspector(QWidget):
             label.setToolTip(label.text())
 
     def _fill(self) -> None:
-        entry = self.doc.mapping.get(self.target) if self.target else None
-        ready = self.doc.ready and self.target is not None and self.target in self.doc.target.side.table
+        key, source, target = self.target, self.doc.source, self.doc.target
+        entry = self.doc.mapping.get(key) if key else None
+        ready = source is not None and target is not None and key is not None and key in target.side.table
         for widget in (self.fits, self.transform, self.apply_button, self.remove_button):
             widget.setEnabled(bool(entry) and ready)
-        if not ready:
+        if source is None or target is None or key is None or not ready:
             for label in self.labels.values():
                 label.setText("")
             self.labels["Target"].setText("Select a target key, or a link between the trees.")
             self.fits.clear()
             self.transform.clear()
             return
-        tinfo = self.doc.target.side.table[self.target]
-        self.labels["Target"].setText(f"{self.target}  {format_shape(tinfo.shape)} {tinfo.dtype}")
-        status = self.doc.target_status(self.target)
+        tinfo = target.side.table[key]
+        self.labels["Target"].setText(f"{key}  {format_shape(tinfo.shape)} {tinfo.dtype}")
+        status = self.doc.target_status(key)
         self.labels["Status"].setText(STATUS_STYLE[status][2])
         if entry is None:
             for name in ("Source", "Origin", "Confidence", "Reason", "Problem"):
@@ -120,20 +121,20 @@ class Inspector(QWidget):
             self.fits.clear()
             self.transform.clear()
             return
-        sinfo = self.doc.source.side.table.get(entry.source)
+        sinfo = source.side.table.get(entry.source)
         shape = f"  {format_shape(sinfo.shape)} {sinfo.dtype}" if sinfo else "  (missing from the source)"
         self.labels["Source"].setText(entry.source + shape)
         self.labels["Origin"].setText(entry.origin)
         self.labels["Confidence"].setText("" if entry.confidence is None else f"{entry.confidence:.2f}")
         self.labels["Reason"].setText(entry.reason)
-        self.labels["Problem"].setText(self.doc.status.problems.get(self.target, ""))
+        self.labels["Problem"].setText(self.doc.status.problems.get(key, ""))
         self.transform.setText(json.dumps(entry.transform) if entry.transform else "")
         self.fits.clear()
         if sinfo is not None and sinfo.shape == tinfo.shape:
             self.fits.addItem("plain copy (no transform)", None)
         if sinfo is not None:
             for t in fitting_transforms(sinfo.shape, tinfo.shape,
-                                        channels_before(self.doc.source.side.table, entry.source)):
+                                        channels_before(source.side.table, entry.source)):
                 self.fits.addItem(describe_transform(t), t)
         current = self.fits.findData(entry.transform) if entry.transform else (0 if self.fits.count() and
                                                                                self.fits.itemData(0) is None else -1)

@@ -17,7 +17,7 @@ from ..core.atomic import atomic_write_text
 from ..core.errors import Cancelled
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
-from ..core.sources import file_sha256_steps, load_source
+from ..core.sources import Source, file_sha256_steps, load_source
 from ..core.strategies import Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, verify_mapping
@@ -30,6 +30,7 @@ Progress = tuple[int, int, str]
 def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
     """Open a source or target, build its tree and hash its file, yielding between the steps."""
     yield 0, 0, f"Opening {spec}"
+    src: Source | None
     if role == "source":
         src = load_source(spec, trust_pickle=trust_pickle, download=download)
         side = Side(src.tensors, src.module_classes, src.spec, src)

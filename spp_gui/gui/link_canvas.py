@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import cast
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QSize, Qt, Signal
 from PySide6.QtGui import (
@@ -39,7 +40,7 @@ from .tree_panel import ParamTreeView
 
 def visible_rows(view: QTreeView) -> dict[Node, int]:
     """Node -> y centre (viewport coordinates) of every row currently on screen."""
-    model: ParamTreeModel = view.model()
+    model = cast(ParamTreeModel, view.model())  # both tree views show a ParamTreeModel
     rows: dict[Node, int] = {}
     height = view.viewport().height()
     index = view.indexAt(QPoint(1, 1))
@@ -47,7 +48,9 @@ def visible_rows(view: QTreeView) -> dict[Node, int]:
         rect = view.visualRect(index)
         if rect.top() > height:
             break
-        rows[model.node(index)] = rect.center().y()
+        node = model.node(index)
+        if node is not None:  # always, for a valid index
+            rows[node] = rect.center().y()
         index = view.indexBelow(index)
     return rows
 
@@ -112,16 +115,17 @@ class LinkCanvas(QWidget):
     def _rebuild(self) -> None:
         self._by_target, self._by_source = {}, {}
         self._dirty = False
-        tmodel: ParamTreeModel = self.target_view.model()
-        smodel: ParamTreeModel = self.source_view.model()
+        tmodel = cast(ParamTreeModel, self.target_view.model())
+        smodel = cast(ParamTreeModel, self.source_view.model())
         if tmodel.tree is None or smodel.tree is None or not self.doc.ready:
             return
         key = (self.doc.status, smodel.tree, tmodel.tree)
-        if self._mapped_key != key:  # per mapping edit; expanding, collapsing and filtering reuse it
-            self._mapped = MappedLeaves(smodel.tree, tmodel.tree, self.doc.mapping.entries, self.doc.status,
-                                        self.verify_status)
-            self._mapped_key = key
-        groups = link_groups(anchor_rows(self.target_view), anchor_rows(self.source_view), self._mapped,
+        mapped = self._mapped
+        if self._mapped_key != key or mapped is None:  # per mapping edit; expanding, collapsing and filtering reuse it
+            mapped = MappedLeaves(smodel.tree, tmodel.tree, self.doc.mapping.entries, self.doc.status,
+                                  self.verify_status)
+            self._mapped, self._mapped_key = mapped, key
+        groups = link_groups(anchor_rows(self.target_view), anchor_rows(self.source_view), mapped,
                              tmodel.leaf_shown, smodel.leaf_shown)
         by_t: dict[Node, list] = defaultdict(list)
         by_s: dict[Node, list] = defaultdict(list)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import pairwise
+from typing import cast
 
 import numpy as np
 from PySide6.QtWidgets import QTreeView
@@ -28,7 +29,7 @@ def shown_rows(view: QTreeView) -> list[Node]:
     Read from the view's own row list (``indexBelow``), about 1 us a row: asking ``isExpanded``
     of each module costs several times that on a tree expanded to 100k rows.
     """
-    model: ParamTreeModel = view.model()
+    model = cast(ParamTreeModel, view.model())  # both tree views show a ParamTreeModel
     if model.tree is None:
         return []
     view.executeDelayedItemsLayout()  # after a reset the rows exist only once the view lays them out

@@ -25,7 +25,9 @@ STOP_GRACE_S = 40.0  # torchrun itself gives its ranks 30 s before it kills them
 class ProcessRun(QObject):
     """Runs one torchrun command (``--tee 3``), emitting each event rank 0 prints and, once, how it ended."""
 
-    event = Signal(object)
+    # the name hides QObject.event(), harmlessly: PySide hands Qt's virtual only to a Python method, so
+    # events (deleteLater, timers) are still delivered; train_panel connects to it by this name
+    event = Signal(object)  # type: ignore[assignment]  # a Signal where the stubs declare QObject.event()
     ended = Signal(int, str)  # exit code; "" when the job said its own last word (done, stopped, failed)
 
     def __init__(self, command: Sequence[str], cwd: str | None = None, grace_s: float = STOP_GRACE_S,

@@ -165,9 +165,14 @@ class MappingSession(QObject):
     def set_suggestions(self, result: Suggestions | None, source: Loaded | None = None,
                         target: Loaded | None = None) -> bool:
         """Keep a strategy's result for the pair it was made for; False (and dropped) if the pair changed."""
-        found = None if result is None else SuggestionSet(result, source or self.doc.source, target or self.doc.target)
-        if found is not None and not self._suggestions_fit(found):
-            return False
+        found = None
+        if result is not None:
+            source, target = source or self.doc.source, target or self.doc.target
+            if source is None or target is None:  # suggestions are made for a pair of open sides
+                return False
+            found = SuggestionSet(result, source, target)
+            if not self._suggestions_fit(found):
+                return False
         self._suggestions = found
         self.suggestionsChanged.emit()
         return True

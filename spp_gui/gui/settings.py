@@ -23,9 +23,11 @@ def settings() -> QSettings:
 
 def recent(kind: str) -> list[str]:
     value = settings().value(f"recent/{kind}", [])
-    if isinstance(value, str):
-        value = [value]
-    return [str(v) for v in (value or [])]
+    if isinstance(value, str):  # an INI file gives one entry back as a plain string
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return []
 
 
 def add_recent(kind: str, item: str) -> list[str]:

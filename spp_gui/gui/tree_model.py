@@ -52,7 +52,8 @@ def compile_filter(text: str, regex: bool) -> Callable[[str], bool] | None:
     if not text:
         return None
     if regex:
-        return re.compile(text, re.IGNORECASE).search
+        pattern = re.compile(text, re.IGNORECASE)
+        return lambda key: pattern.search(key) is not None
     needle = text.lower()
     return lambda key: needle in key.lower()
 
@@ -133,15 +134,16 @@ class ParamTreeModel(QAbstractItemModel):
             matched = [leaf for leaf in self._leaves if match(leaf.path)]
             self.leaf_shown = np.zeros(len(self._leaves), dtype=bool)  # per pre-order leaf, for the link canvas
             self.leaf_shown[[leaf.first_leaf for leaf in matched]] = True
-            for node in matched:
-                while node not in visible:
+            for leaf in matched:
+                node: Node | None = leaf
+                while node is not None and node not in visible:  # stops at the root, visible from the start
                     visible.add(node)
                     node = node.parent
             kids: dict[Node, list[Node]] = {}
-            for node in visible:
-                if node.tensor is None:
-                    shown = [c for c in node.children if c in visible]
-                    kids[node] = shown
+            for module in visible:
+                if module.tensor is None:
+                    shown = [c for c in module.children if c in visible]
+                    kids[module] = shown
                     for row, child in enumerate(shown):
                         self._rows[child] = row
             self._kids = kids
@@ -155,7 +157,7 @@ class ParamTreeModel(QAbstractItemModel):
     def filtered(self) -> bool:
         return self._kids is not None
 
-    def children(self, node: Node) -> list[Node]:
+    def shown_children(self, node: Node) -> list[Node]:
         """The children shown under ``node`` (all of them, or those the filter keeps)."""
         if self._kids is None:
             return node.children
@@ -175,7 +177,7 @@ class ParamTreeModel(QAbstractItemModel):
         return len(self._nodes) - 1 if self._kids is None else len(self._rows)
 
     def visible(self, node: Node) -> bool:
-        return self._kids is None or node is self.tree.root or node in self._rows
+        return self._kids is None or (self.tree is not None and node is self.tree.root) or node in self._rows
 
     # -- lookups the views and the canvas use ------------------------------------------------
     def node(self, index: Index) -> Node | None:
@@ -260,7 +262,7 @@ class ParamTreeModel(QAbstractItemModel):
         if self._by_shape is None:  # once per tree, on the first selection
             by_shape: dict[tuple[int, ...], list[int]] = {}
             for i, leaf in enumerate(self._leaves):
-                by_shape.setdefault(tuple(leaf.tensor.shape), []).append(i)
+                by_shape.setdefault(tuple(leaf.info.shape), []).append(i)
             self._by_shape = by_shape
         return self._by_shape
 
@@ -291,7 +293,9 @@ class ParamTreeModel(QAbstractItemModel):
             return QModelIndex()
         return self.createIndex(row, column, kids[row].uid)
 
-    def parent(self, index: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
+    # the stubs declare QObject.parent() and parent(index) as overloads, which one Python override cannot
+    # match; the views only ever call this one, with an index
+    def parent(self, index: Index = QModelIndex()) -> QModelIndex:  # type: ignore[override]  # noqa: B008
         if not index.isValid() or self.tree is None:
             return QModelIndex()
         parent = self._nodes[index.internalId()].parent
@@ -302,7 +306,8 @@ class ParamTreeModel(QAbstractItemModel):
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         if self.tree is None or (parent.isValid() and parent.column() != 0):
             return 0
-        return len(self.children(self.node(parent)))
+        node = self._nodes[parent.internalId()] if parent.isValid() else self.tree.root
+        return len(self.shown_children(node))
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return len(COLUMNS)
@@ -310,7 +315,8 @@ class ParamTreeModel(QAbstractItemModel):
     def hasChildren(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008
         if self.tree is None or (parent.isValid() and parent.column() != 0):
             return False
-        return bool(self.children(self.node(parent)))
+        node = self._nodes[parent.internalId()] if parent.isValid() else self.tree.root
+        return bool(self.shown_children(node))
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
@@ -382,7 +388,7 @@ class ParamTreeModel(QAbstractItemModel):
     def supportedDropActions(self) -> Qt.DropAction:
         return Qt.DropAction.LinkAction | Qt.DropAction.CopyAction
 
-    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:
         paths: list[str] = []
         for index in indexes:
             if index.isValid() and index.column() == 0:
@@ -419,5 +425,7 @@ class ParamTreeModel(QAbstractItemModel):
             target = self.index(row, 0, parent)
             parent = target if target.isValid() else parent
         node = self.node(parent)
-        _, paths = self.decode_keys(mime)
-        return bool(self.on_drop_keys and node is not None and self.on_drop_keys(paths, node.path))
+        decoded = self.decode_keys(mime)  # not None: canDropMimeData said yes to keys
+        if decoded is None or node is None or self.on_drop_keys is None:
+            return False
+        return bool(self.on_drop_keys(decoded[1], node.path))

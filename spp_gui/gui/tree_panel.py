@@ -90,7 +90,7 @@ class ParamTreeView(QTreeView):
         self.setExpandsOnDoubleClick(True)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
 
-    def setModel(self, model: QAbstractItemModel) -> None:
+    def setModel(self, model: QAbstractItemModel | None) -> None:
         super().setModel(model)
         header = self.header()
         # names first and never squeezed away: fixed start width, the last column takes the slack
@@ -292,7 +292,9 @@ class TreePanel(QWidget):
             return 0
         view.executeDelayedItemsLayout()
         top = view.indexAt(QPoint(1, 1))
-        start = model.node(top) if top.isValid() else model.children(model.tree.root)[0]
+        start = model.node(top) if top.isValid() else model.shown_children(model.tree.root)[0]
+        if start is None:  # only without a tree, ruled out above
+            return 0
         row_height = view.visualRect(model.index_of(start)).height() or view.fontMetrics().height()
         budget = 2 * max(1, view.viewport().height() // max(1, row_height)) + 2
         stack = self._rows_after(start)
@@ -310,14 +312,14 @@ class TreePanel(QWidget):
                 self._touched.add(node.uid)
                 view.expand(index)
                 opened += 1
-            stack.extend(reversed(model.children(node)))
+            stack.extend(reversed(model.shown_children(node)))
         return opened
 
     def _rows_after(self, node: Node) -> list[Node]:
         """The rows after ``node``'s own subtree, as a stack (the next row last)."""
         levels = []
         while node.parent is not None:
-            levels.append(self.model.children(node.parent)[self.model.row_of(node) + 1:])
+            levels.append(self.model.shown_children(node.parent)[self.model.row_of(node) + 1:])
             node = node.parent
         stack: list[Node] = []
         for later in reversed(levels):  # the top level's rows come last, so at the bottom

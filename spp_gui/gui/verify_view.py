@@ -258,7 +258,7 @@ class VerifyController(QObject):
     def __init__(self, session: MappingSession, services: Services, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session, self.services = session, services
-        self.input_shape = DEFAULT_INPUT_SHAPE
+        self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
         self.report: VerifyReport | None = None
         self.job: Job | None = None
         self.action: QAction | None = None
@@ -278,7 +278,7 @@ class VerifyController(QObject):
     def blocked(self) -> str | None:
         """Why Verify cannot run on this session (one sentence a user can act on), or None."""
         doc = self.session.doc
-        if not doc.ready:
+        if doc.source is None or doc.target is None:
             return "Verify needs a source and a target: open both first."
         if not doc.mapping.entries:
             return "The mapping is empty: map some keys (or run a strategy) first."
@@ -327,8 +327,9 @@ class VerifyController(QObject):
         worker_ref: list = []
         self.job = job
         self.services.progress.track(job)
-        start_job(self.services.pool, job, verify_session, doc.mapping.copy(), doc.source.spec, doc.target.spec,
-                  doc.source.trust_pickle, shape, bridge, worker_ref)
+        source, target = doc.loaded_source, doc.loaded_target  # blocked() said both are open
+        start_job(self.services.pool, job, verify_session, doc.mapping.copy(), source.spec, target.spec,
+                  source.trust_pickle, shape, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
 
@@ -350,8 +351,9 @@ class VerifyController(QObject):
         self.coloursChanged.emit(report)
         self.bar.show_report(report)
         self.services.message(f"Verify: {counts_text(report)}")
-        self._dialog().show_report(report)
-        self.dialog.present()
+        dialog = self._dialog()
+        dialog.show_report(report)
+        dialog.present()
         self.reported.emit(report)
 
     def _failed(self, job: Job, exc: Exception) -> None:
@@ -369,8 +371,9 @@ class VerifyController(QObject):
 
     def _show_error(self, text: str) -> None:
         self.services.message(f"Verify failed: {text}")
-        self._dialog().show_error(text, self.input_shape)
-        self.dialog.present()
+        dialog = self._dialog()
+        dialog.show_error(text, self.input_shape)
+        dialog.present()
         self.failed.emit(text)
 
     def _cancelled(self, job: Job) -> None:

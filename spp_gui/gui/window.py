@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QMenu,
     QMessageBox,
@@ -215,7 +216,7 @@ class MainWindow(QMainWindow):
         undo = self.session.stack.createUndoAction(self, "&Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         redo = self.session.stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
+        redo.setShortcuts([QKeySequence(QKeySequence.StandardKey.Redo), QKeySequence("Ctrl+Y")])
         e.addActions([undo, redo])
         self.addActions([undo, redo])
         e.addSeparator()
@@ -297,7 +298,8 @@ class MainWindow(QMainWindow):
     def update_title(self, *_args) -> None:
         session = self.session
         name = session.path or "untitled mapping"
-        sides = f"{session.source.spec} \u2192 {session.target.spec}" if session.ready else "no session"
+        source, target = session.source, session.target
+        sides = f"{source.spec} \u2192 {target.spec}" if source is not None and target is not None else "no session"
         self.setWindowTitle(f"{name}[*] \u2014 {sides} \u2014 spp-gui")
         self.setWindowModified(session.modified)
 
@@ -322,28 +324,31 @@ class MainWindow(QMainWindow):
     # -- selection ------------------------------------------------------------------------------
     def _source_current(self, current: QModelIndex, previous: QModelIndex) -> None:
         node = self.source_model.node(current) if current.isValid() else None
-        leaf = node is not None and node.tensor is not None
-        self.target_model.set_highlight(node.tensor.shape if leaf else None, near=node.path if leaf else None)
+        leaf = node if node is not None and node.tensor is not None else None
+        self.target_model.set_highlight(leaf.info.shape if leaf is not None else None,
+                                        near=leaf.path if leaf is not None else None)
         self.source_model.set_highlight(None)
         self.target_panel.view.viewport().update()
         self.source_panel.view.viewport().update()
-        if leaf and not self._revealing:
-            users = self.session.doc.status.source_used_by.get(node.path)
+        if leaf is not None and not self._revealing:
+            users = self.session.doc.status.source_used_by.get(leaf.path)
             if users:
                 self._reveal(self.target_panel, users[0])
                 self.inspector.show_target(users[0])
 
     def _target_current(self, current: QModelIndex, previous: QModelIndex) -> None:
         node = self.target_model.node(current) if current.isValid() else None
-        leaf = node is not None and node.tensor is not None
-        self.source_model.set_highlight(node.tensor.shape if leaf else None, near=node.path if leaf else None)
+        leaf = node if node is not None and node.tensor is not None else None
+        self.source_model.set_highlight(leaf.info.shape if leaf is not None else None,
+                                        near=leaf.path if leaf is not None else None)
         self.target_model.set_highlight(None)
         self.source_panel.view.viewport().update()
         self.target_panel.view.viewport().update()
-        self.inspector.show_target(node.path if leaf else None)
-        if leaf and not self._revealing:
-            entry = self.session.mapping.get(node.path)
-            if entry is not None and entry.source in self.session.source.side.table:
+        self.inspector.show_target(leaf.path if leaf is not None else None)
+        if leaf is not None and not self._revealing:
+            entry = self.session.mapping.get(leaf.path)
+            source = self.session.source
+            if entry is not None and source is not None and entry.source in source.side.table:
                 self._reveal(self.source_panel, entry.source)
 
     def _reveal(self, panel: TreePanel, path: str) -> None:
@@ -370,7 +375,7 @@ class MainWindow(QMainWindow):
 
     def _selected_paths(self, panel: TreePanel) -> list[str]:
         rows = panel.view.selectionModel().selectedRows(0)
-        return [panel.model.node(i).path for i in rows]
+        return [node.path for i in rows if (node := panel.model.node(i)) is not None]
 
     # -- edits ----------------------------------------------------------------------------------
     def map_selected(self) -> bool:
@@ -382,23 +387,24 @@ class MainWindow(QMainWindow):
 
     def remove_selected(self) -> bool:
         """Delete: unmap what is selected in the tree that has the focus (the target tree otherwise)."""
-        if not self.session.ready:
+        source, target = self.session.source, self.session.target
+        if source is None or target is None:
             return False
         if self.source_panel.view.hasFocus():
             keys = []
             for path in self._selected_paths(self.source_panel):
-                keys += [leaf.path for leaf in self.session.source.tree.node(path).leaves()]
+                keys += [leaf.path for leaf in source.tree.node(path).leaves()]
             return self.edits.unmap_sources(keys)
         keys = []
         for path in self._selected_paths(self.target_panel):
-            keys += [leaf.path for leaf in self.session.target.tree.node(path).leaves()]
+            keys += [leaf.path for leaf in target.tree.node(path).leaves()]
         return self.edits.unmap(keys)
 
     def clear_mapping(self) -> None:
         if self.session.mapping.entries:
             self.edits.push(dict.fromkeys(self.session.mapping.entries), "Clear mapping")
 
-    def _focus(self, widget: QWidget) -> None:
+    def _focus(self, widget: QLineEdit) -> None:
         widget.setFocus()
         widget.selectAll()
 
