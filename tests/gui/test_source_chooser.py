@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from spp_gui.core.mapping import Mapping
 from spp_gui.core.specs import build_model
@@ -68,6 +69,11 @@ def test_choosing_the_other_container_loads_it_and_the_mapping_keeps_it(open_win
     saved = tmp_path / "m.json"
     assert window.files.save_mapping(str(saved), even_with_problems=True)
     assert Mapping.load(saved).source_spec.endswith("#state_dict")
+    out = tmp_path / "out.safetensors"
+    job = window.files.export(str(out))  # export reads the container the session shows
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    assert torch.equal(load_file(str(out))["features.0.weight"], state["features.0.weight"])
     again = open_window(["--mapping", str(saved)])  # a named container is not asked again
     assert window.files.container_dialog is None and again.files.container_dialog is None
     assert again.doc.source.source.container == "state_dict"
