@@ -394,3 +394,16 @@ def test_unknown_dtype_is_refused_with_the_choices(tmp_path):
     mapping = Mapping(source_spec=MOBILENET, target_spec=MOBILENET)
     with pytest.raises(MappingError, match="keep, float32, bfloat16, float16"):
         apply_to_file(mapping, tmp_path / "out.safetensors", dtype="int8")
+
+
+def test_apply_mapping_on_a_live_model_reports_ties_and_casts(tmp_path, gpt2_source):
+    from spp_gui import apply_mapping
+
+    source, model = gpt2_source
+    half = {k: v.to(torch.float16) for k, v in load_file(source).items()}
+    target = build_model(GPT2, seed=0).eval()
+    report = apply_mapping(target, half, exact_mapping("<dict>", GPT2, half))
+    assert report.tied == {"transformer.wte.weight": "lm_head.weight"} and report.share == 1.0
+    assert report.casts == {"float16 -> float32": len(half)}
+    assert torch.equal(target.transformer.wte.weight, half["lm_head.weight"].float())
+    assert {p.dtype for p in target.parameters()} == {torch.float32}  # a live model keeps its dtypes
