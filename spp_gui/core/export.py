@@ -124,7 +124,9 @@ def _dict_text(name: str, rules: list[Rule]) -> str:
 
 
 def _lost(keys: list[str], plain: dict[str, str], client: str) -> list[str]:
-    return [_one_line(f"{plain[k]} <- {k}: {client} cannot load it under that name") for k in keys if k in plain]
+    return [_one_line(f"{plain[k]} <- {k}: {client} cannot load it under that name" if k in plain else
+                      f"(unused) <- {k}: {client} loads it onto a target key regardless of the rules")
+            for k in keys]
 
 
 def _hf_prefix(target_spec: str) -> tuple[str | None, str]:
@@ -302,16 +304,24 @@ class _Client:
                     break
         return self.post(key)
 
-    def land(self, renamed: str) -> str | None:
+    def land(self, renamed: str, original: str) -> str | None:
         """The model key a renamed checkpoint key fills (None: dropped); may raise Corrupted."""
         return renamed
 
+    def winner(self, keys: list[str]) -> str | None:
+        """Which of several checkpoint keys renamed to one model key fills it (None: the load fails)."""
+        return None
+
 
 class MMEngineClient(_Client):
-    """mmengine ``_load_checkpoint_to_model``: ``re.sub(p, r, k)`` for each rule in turn, over every key."""
+    """mmengine ``_load_checkpoint_to_model``: ``re.sub(p, r, k)`` for each rule in turn, over every key
+    (a dict comprehension: of two keys renamed alike, the later one stays)."""
 
     name = "mmengine"
     sequential = True
+
+    def winner(self, keys: list[str]) -> str | None:
+        return keys[-1]
 
 
 class HF4Client(_Client):
@@ -349,7 +359,7 @@ class HF4Client(_Client):
             return self.prefix + "." + target
         return target
 
-    def land(self, renamed: str) -> str | None:
+    def land(self, renamed: str, original: str) -> str | None:
         if self.add_prefix:
             if renamed in self.head_only and renamed not in self.base_keys:
                 raise Corrupted(renamed)
@@ -392,13 +402,20 @@ class HF5Client(_Client):
         except IndexError:  # a (...) in the target became \1 with no group to fill it: the load fails
             raise Corrupted(key) from None
 
+    def winner(self, keys: list[str]) -> str | None:
+        # keys are loaded in dot_natural_key order; the first one renamed to a model key fills it
+        return min(keys, key=_dot_natural_key)
+
     def post(self, key: str) -> str:
         for r in self.legacy:
             key = r.rename(key)
         return key
 
-    def land(self, renamed: str) -> str | None:
-        p, meta = self.prefix, self.targets
+    def land(self, renamed: str, original: str) -> str | None:
+        meta = self.targets
+        if meta is not None and renamed not in meta and original in meta:
+            renamed = original  # convert_and_load_state_dict_in_model: a model key renamed off the model keeps its name
+        p = self.prefix
         if not p or meta is None:
             return renamed
         stripped = re.sub(f"^{p}.", "", renamed, count=1)
@@ -409,33 +426,52 @@ class HF5Client(_Client):
         return renamed
 
 
+def _dot_natural_key(s: str) -> list[tuple]:
+    """transformers 5.x ``dot_natural_key``: the order checkpoint keys are loaded in."""
+    parts: list[tuple] = []
+    for part in s.split("."):
+        if part.isdigit():
+            parts.append((0, int(part)))
+        else:
+            text = part.rstrip("0123456789")
+            digits = part[len(text):]
+            parts.append((1, text, int(digits)) if digits else (1, text))
+    return parts
+
+
 def check_rules(client: _Client, rules: list[Rule], pairs: dict[str, str], keys: list[str]) -> list[str]:
     """Source keys the client would load wrong with ``rules``: a mapped key not on its target, an
     unused key on a target name (or, without target names, not diverted), two keys on one name,
     or (transformers 4.x) a key that makes the loader refuse the checkpoint."""
     runner = _Runner(client, rules)
     wrong: list[str] = []
-    landed: dict[str, str] = {}
+    on: dict[str, list[str]] = {}
     targets = client.targets
     for key in keys:
         try:
             renamed = runner.run(key)
-            final = client.land(renamed)
+            final = client.land(renamed, key)
         except Corrupted:
             wrong.append(key)
             continue
         want = pairs.get(key)
         if want is not None:
             bad = final != want
-        elif targets is not None:
-            bad = final is not None and final in targets
-        else:
-            bad = not renamed.startswith(UNUSED_PREFIX)
-        if not bad and final is not None and (targets is None or final in targets):
-            bad = landed.setdefault(final, key) != key
+        else:  # an unused key is wrong where it fills a target key (decided below, with the others there)
+            bad = targets is None and not renamed.startswith(UNUSED_PREFIX)
+        if final is not None and targets is not None and final in targets:
+            on.setdefault(final, []).append(key)
         if bad:
             wrong.append(key)
-    return wrong
+    for final, claim in on.items():  # several keys on one model key: the client keeps one
+        kept = claim[0] if len(claim) == 1 else client.winner(claim)
+        if kept is None:
+            wrong += claim
+        elif pairs.get(kept) != final:
+            wrong += [k for k in claim if k == kept or k in pairs]
+        else:
+            wrong += [k for k in claim if k != kept and k in pairs]
+    return list(dict.fromkeys(wrong))
 
 
 class _Runner:
@@ -567,7 +603,7 @@ def regex_rules(pairs: dict[str, str], source_keys: list[str], client: _Client) 
             want[s] = t
     impossible = [s for s, w in want.items() if w is None]
     counts: Counter[Rule] = Counter()
-    later: set[Rule] = set()  # second and later stages of a 5.x rename: they carry on from the mark
+    stage: dict[Rule, int] = {}  # second and later stages of a 5.x rename carry on from the mark
     for s, w in want.items():
         seen = client.sees(s)
         if w is None or seen == w:
@@ -577,19 +613,25 @@ def regex_rules(pairs: dict[str, str], source_keys: list[str], client: _Client) 
         for i, g in enumerate(found):
             if g != ("^", ""):
                 counts[g] += 1
-                if i:
-                    later.add(g)
+                stage[g] = max(stage.get(g, 0), i)
     # most specific first: under first-match semantics a broad rule would shadow the others
-    generic = sorted((g for g, n in counts.items() if n >= 2), key=lambda g: (g in later, -len(g[0]), g))
+    generic = sorted((g for g, n in counts.items() if n >= 2), key=lambda g: (stage[g], -len(g[0]), g))
+    later = {g for g in generic if stage[g]}
     checked = {s: t for s, t in pairs.items() if s not in impossible}
     exact: list[Rule] = []
     fixed: set[str] = set()
+    best: tuple[list[Rule], list[str]] | None = None
     for _ in range(3):
         rules = _assemble(exact, generic, later, client)
-        wrong = [k for k in check_rules(client, rules, checked, source_keys) if k not in fixed]
+        wrong = check_rules(client, rules, checked, source_keys)
         if not wrong:
             return rules, impossible
-        for key in wrong:
+        if best is None or len(wrong) < len(best[1]):
+            best = rules, wrong
+        new = [k for k in wrong if k not in fixed]
+        if not new:
+            break  # what is still wrong no rule can fix (the client loads it regardless)
+        for key in new:
             fixed.add(key)
             exact.append(_exact(key, checked, client))
     # the compact rules did not converge: one exact rule per key that must change
@@ -600,8 +642,10 @@ def regex_rules(pairs: dict[str, str], source_keys: list[str], client: _Client) 
             if client.one(rule, client.sees(key)) != client.sees(key):
                 exact.append(rule)
     rules = _assemble(exact, [], set(), client)
-    lost = [k for k in check_rules(client, rules, checked, source_keys) if k in checked]
-    return rules, impossible + lost
+    wrong = check_rules(client, rules, checked, source_keys)
+    if best is not None and len(best[1]) < len(wrong):
+        rules, wrong = best
+    return rules, impossible + wrong
 
 
 def _lands_on_target(client: _Client, key: str) -> bool:
@@ -609,7 +653,7 @@ def _lands_on_target(client: _Client, key: str) -> bool:
     if client.targets is None:
         return True
     try:
-        return client.land(client.run([], key)) in client.targets
+        return client.land(client.run([], key), key) in client.targets
     except Corrupted:
         return True
 
