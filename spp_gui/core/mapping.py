@@ -101,33 +101,55 @@ def _side(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     return side
 
 
-def _source_file(spec: str) -> Path | None:
-    """The file or folder a source spec names, or None for a model spec or torchvision weights."""
+def _split_container(spec: str, exists) -> tuple[str, str]:
+    """``PATH#KEY`` (a checkpoint's weight container, see sources.load_source) -> (PATH, "#KEY");
+    a spec whose whole text ``exists()`` (a file with '#' in its name), or with no key, -> (spec, "")."""
+    head, sep, key = spec.rpartition("#")
+    if not sep or not head or not key or exists(spec):
+        return spec, ""
+    return head, sep + key
+
+
+def _exists(text: str, folder: Path | None = None) -> bool:
+    try:
+        path = Path(text).expanduser()
+        return (folder / path if folder is not None and not path.is_absolute() else path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _source_file(spec: str) -> tuple[Path, str] | None:
+    """The file or folder a source spec names and its container suffix (``#state_dict_ema`` or "");
+    None for a model spec or torchvision weights."""
     from .specs import looks_like_model_spec
 
     if not spec or looks_like_model_spec(spec) or spec.startswith("torchvision:"):
         return None
+    base, suffix = _split_container(spec, _exists)
     try:
-        candidate = Path(spec).expanduser()
-        return candidate.resolve() if candidate.exists() else None
+        candidate = Path(base).expanduser()
+        return (candidate.resolve(), suffix) if candidate.exists() else None
     except (OSError, ValueError):
         return None
 
 
 def _resolve_source(spec: str, absolute: Any, mapping_path: Path) -> str:
     """Where a stored source is now: beside the mapping file first, then its recorded absolute path;
-    otherwise as written (older files stored it relative to where `map` ran)."""
+    otherwise as written (older files stored it relative to where `map` ran). A container suffix
+    (``#KEY``) stays on whichever path is found."""
     from .specs import looks_like_model_spec
 
     if not spec or looks_like_model_spec(spec) or spec.startswith("torchvision:"):
         return spec
+    folder = mapping_path.resolve().parent
+    base, suffix = _split_container(spec, lambda text: _exists(text, folder) or _exists(text))
     try:
-        if not Path(spec).is_absolute():
-            beside = mapping_path.resolve().parent / spec
+        if not Path(base).is_absolute():
+            beside = folder / base
             if beside.exists():
-                return str(beside.resolve())
+                return str(beside.resolve()) + suffix
         if isinstance(absolute, str) and len(absolute) < 4096 and Path(absolute).exists():
-            return absolute
+            return absolute + suffix
     except (OSError, ValueError):
         pass
     return spec
@@ -299,13 +321,14 @@ class Mapping:
         """Write atomically. A source that is a file is stored relative to the mapping file (so the
         pair can move together, and `apply` works from any folder), its absolute path beside it."""
         data = self.to_dict()
-        where = _source_file(self.source_spec)
-        if where is not None:
+        found = _source_file(self.source_spec)
+        if found is not None:
+            where, suffix = found
             folder = Path(path).resolve().parent
             try:
-                data["source"]["spec"] = Path(os.path.relpath(where, folder)).as_posix()
+                data["source"]["spec"] = Path(os.path.relpath(where, folder)).as_posix() + suffix
             except ValueError:  # another drive: only the absolute path can say where it is
-                data["source"]["spec"] = str(where)
+                data["source"]["spec"] = str(where) + suffix
             data["source"]["path"] = str(where)
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 

@@ -174,3 +174,28 @@ def test_a_file_source_is_stored_relative_to_the_mapping_and_found_from_anywhere
     good.save(project / "maps" / "apply.json")
     monkeypatch.chdir(elsewhere)
     assert main(["apply", str(project / "maps" / "apply.json"), "-o", str(elsewhere / "w.safetensors")]) == 0
+
+
+def test_a_chosen_weight_container_moves_with_the_mapping(tmp_path, monkeypatch):
+    """`ckpt.pth#state_dict` (one of several containers) is stored relative too, the key kept."""
+    from spp_gui.core.sources import load_source
+
+    project = tmp_path / "project"
+    (project / "maps").mkdir(parents=True)
+    ckpt = project / "ckpt.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 3)},
+                "state_dict_ema": {"fc.weight": torch.ones(2, 3)}}, ckpt)
+    Mapping(f"{ckpt}#state_dict", "torchvision:alexnet").save(project / "maps" / "m.json")
+    raw = json.loads((project / "maps" / "m.json").read_text())
+    assert raw["source"]["spec"] == "../ckpt.pth#state_dict"
+    assert raw["source"]["path"] == str(ckpt.resolve())
+    moved = tmp_path / "moved"
+    (moved / "maps").mkdir(parents=True)
+    (moved / "ckpt.pth").write_bytes(ckpt.read_bytes())
+    (moved / "maps" / "m.json").write_text((project / "maps" / "m.json").read_text())
+    ckpt.unlink()  # only the moved copy exists now: the relative path must find it
+    monkeypatch.chdir(tmp_path)
+    spec = Mapping.load(moved / "maps" / "m.json").source_spec
+    assert spec == f"{(moved / 'ckpt.pth').resolve()}#state_dict"
+    with load_source(spec) as src:  # the plain weights, not the EMA ones timm would prefer
+        assert torch.equal(src.read("fc.weight"), torch.zeros(2, 3))
