@@ -12,10 +12,17 @@ $(STAMP): pyproject.toml resources/constraints.txt
 	$(PY) -m pip install $(PIP_FLAGS) -c resources/constraints.txt -e '.[test,zoo]'
 	touch $(STAMP)
 
+# transformers 4.x beside .venv, not in it: the hf-key-mapping export is loaded by it in a subprocess
+TF4 := $(VENV)/transformers4
+$(TF4)/.installed: $(STAMP) resources/constraints-transformers4.txt
+	rm -rf $(TF4)
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --target $(TF4) -r resources/constraints-transformers4.txt
+	touch $@
+
 run: $(STAMP)
 	$(VENV)/bin/spp-gui $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(TF4)/.installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

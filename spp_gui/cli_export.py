@@ -39,9 +39,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     sys.stdout.write(result.text)
     for line in result.not_expressed if not args.quiet else ():
         print(f"not expressed: {printable(line)}", file=sys.stderr)
+    for line in result.not_loaded if not args.quiet else ():
+        print(f"not loaded: {printable(line)}", file=sys.stderr)
     if result.not_expressed:
         print(f"{len(result.not_expressed)} entries could not be expressed as {args.format}; "
               f"use --as python for those", file=sys.stderr)
+    if result.not_loaded:
+        print(f"{len(result.not_loaded)} entries load wrong in one client version (see 'not loaded' in the "
+              f"snippet's header); use --as python for those", file=sys.stderr)
     return 0
 
 
@@ -49,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="print a mapping as a Python function or another loader's rename rules")
     p.add_argument("mapping", help="mapping JSON file")
     p.add_argument("--as", dest="format", choices=FORMATS, default="python",
-                   help="python: remap() function; hf-key-mapping: transformers key_mapping dict; "
+                   help="python: remap() function; hf-key-mapping: transformers key_mapping dict (one set for "
+                        "4.x and 5.x, or one each, checked against each version's rules); "
                         "mmengine-revise-keys: revise_keys list")
     p.add_argument("--source", help="read source keys from here instead of the mapping's source")
     add_quiet(p)
