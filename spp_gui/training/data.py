@@ -101,9 +101,8 @@ def load_image(path: str, size: int) -> torch.Tensor | None:
         with Image.open(path) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            arr = np.array(im, dtype=np.uint8)
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            arr = np.array(rgb, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
     x = torch.from_numpy(arr).permute(2, 0, 1)
@@ -189,14 +188,13 @@ def worker_context() -> multiprocessing.context.BaseContext:
 def make_loader(split: SplitInfo, size: int, batch_size: int, *, shuffle: bool, workers: int, pin: bool,
                 seed: int, sampler=None) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    extra = {}
-    if workers > 0:
-        extra = {"multiprocessing_context": worker_context(), "persistent_workers": True, "prefetch_factor": 4}
     if sampler is not None:
         shuffle = False  # the sampler orders the items
+    spawned = workers > 0  # without workers the loader keeps its defaults for these three
     return DataLoader(ImageFiles(split.samples, size), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       collate_fn=collate, pin_memory=pin, drop_last=False, generator=generator, sampler=sampler,
-                      **extra)
+                      multiprocessing_context=worker_context() if spawned else None, persistent_workers=spawned,
+                      prefetch_factor=4 if spawned else None)
 
 
 class BatchSource:

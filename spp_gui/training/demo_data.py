@@ -145,7 +145,7 @@ VOC_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (333, 500), (500, 2
 def render_photo(shape: str, rng: random.Random, width: int, height: int, noise: int = 24) -> Image.Image:
     """A VOC-sized stand-in for a photo: ``shape`` on clutter with sensor-like noise, so that it costs
     what a photo costs to decode (about 100 KB at JPEG quality 90, where a flat drawing is a few KB)."""
-    im = render(shape, rng, max(width, height), cluttered=True).resize((width, height), Image.BILINEAR)
+    im = render(shape, rng, max(width, height), cluttered=True).resize((width, height), Image.Resampling.BILINEAR)
     grain = np.random.default_rng(rng.getrandbits(32)).integers(-noise, noise + 1, (height, width, 3), dtype=np.int16)
     return Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
 

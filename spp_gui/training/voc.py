@@ -117,8 +117,8 @@ def _crop_splits(root: Path, out: Path, splits: dict[str, list[str]], min_size: 
             image_path = root / "JPEGImages" / f"{image_id}.jpg"
             try:
                 with Image.open(image_path) as im:
-                    im = im.convert("RGB")
-                    crops = [im.crop((max(xmin - 1, 0), max(ymin - 1, 0), xmax, ymax))  # VOC boxes are 1-based
+                    rgb = im.convert("RGB")
+                    crops = [rgb.crop((max(xmin - 1, 0), max(ymin - 1, 0), xmax, ymax))  # VOC boxes are 1-based
                              for xmin, ymin, xmax, ymax in (obj["box"] for obj in wanted)]
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise SppError(f"cannot read VOC image {image_path}: {exc}") from exc
