@@ -129,11 +129,12 @@ def os_error_in(exc: BaseException) -> OSError | None:
     torch.save on a full disk raises RuntimeError("unexpected pos ..."), with the real ENOSPC as its context.
     """
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ENV_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -149,7 +150,8 @@ def os_error_message(exc: OSError, output: str | None = None) -> str:
     if exc.filename is not None:
         name = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
         where = re.sub(r"(^|/)\.(.+)\.\d+\.[0-9a-f]+\.tmp$", r"\1\2", name) + ": "
-    return f"{printable(where)}{exc.strerror or exc}; {_ENV_ERRNOS.get(exc.errno, 'check the path')}"
+    hint = _ENV_ERRNOS.get(exc.errno, "check the path") if exc.errno is not None else "check the path"
+    return f"{printable(where)}{exc.strerror or exc}; {hint}"
 
 
 def print_json(data) -> None:
@@ -216,7 +218,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
                         help="print only errors, warnings and the final summary line")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="spp-gui",
         description="Map pretrained weights into a model that is not quite the same, then train it. "

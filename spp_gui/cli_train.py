@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TypeVar
 
 from .cli import printable
 from .training.config import ConfigError, RunConfig
@@ -80,7 +82,11 @@ def _say(*parts: object, file=None, **kw) -> None:
     print("\n".join(printable(line) for line in text.split("\n")), file=file if file is not None else sys.stdout, **kw)
 
 
-def drive(gen, on_event) -> RunResult | None:
+R = TypeVar("R")
+
+
+def drive(gen: Generator[Event, None, R], on_event: Callable[[Event], None]) -> R:
+    """Hand each event of ``gen`` to ``on_event``; return what the generator returns."""
     while True:
         try:
             on_event(next(gen))
@@ -224,14 +230,12 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
     for path, cfg in zip(args.configs, configs, strict=True):
         if control.stop_requested:
             break
-        while True:
+        result = drive(train(cfg, control), printer)
+        # a retry on one rank alone would leave the others waiting, so not under torchrun
+        while result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
+            _say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
+            cfg.run.batch_size = result.retry_batch_size
             result = drive(train(cfg, control), printer)
-            # a retry on one rank alone would leave the others waiting, so not under torchrun
-            if result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
-                _say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
-                cfg.run.batch_size = result.retry_batch_size
-                continue
-            break
         if result.status == "failed" and result.retry_batch_size and not args.retry_half and main:
             _say(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
         if result.status != "finished":
