@@ -141,18 +141,28 @@ class _Tree:
         # A parent is always created before its children, so reversed creation order is post-order.
         table, known = self.table, _CANON
         for node in reversed(self.nodes.values()):
-            leaves = [(known.get(n) or canon(n), table[k].shape) for n, k in node.leaves.items()]
-            if len(leaves) > 1:
-                leaves.sort()
-            size, mods = len(leaves), 1 if leaves else 0
-            kids = []
-            for c in node.children.values():
-                kids.append(c.h)
+            if node.leaves:
+                leaves = [(known.get(n) or canon(n), table[k].shape) for n, k in node.leaves.items()]
+                if len(leaves) > 1:
+                    leaves.sort()
+                size, mods = len(leaves), 1
+            else:
+                leaves, size, mods = [], 0, 0
+            children = node.children
+            if len(children) == 1:  # most nodes of a deep model: skip the list and the sort
+                (c,) = children.values()
+                kids: tuple[int, ...] = (c.h,)
                 size += c.size
                 mods += c.mods
-            if len(kids) > 1:
-                kids.sort()
-            node.h = hash((tuple(leaves), tuple(kids)))
+            else:
+                hashes = []
+                for c in children.values():
+                    hashes.append(c.h)
+                    size += c.size
+                    mods += c.mods
+                hashes.sort()
+                kids = tuple(hashes)
+            node.h = hash((tuple(leaves), kids))
             node.size, node.mods = size, mods
 
     def walk(self, node: _Node):
@@ -272,10 +282,11 @@ class _Run:
         self._channels: dict[str, int | None] | None = None
 
     def release(self) -> None:
-        """Break the trees' parent <-> child cycles so they go by reference counting, not a full collection."""
+        """Break the trees' parent <-> child cycles so they go by reference counting, not a full collection.
+
+        Dropping the children dicts is enough: what is left (child -> parent) is a tree, no cycle."""
         for tree in (self.src, self.tgt):
             for node in tree.nodes.values():
-                node.parent = None
                 node.children = None  # type: ignore[assignment]
             tree.nodes.clear()
             tree.modules.clear()
@@ -285,12 +296,13 @@ class _Run:
 
     # -- phase 1: equal structures, biggest first ---------------------------------------------
     def match_structures(self) -> None:
+        # every node, in creation order (the lists are sorted by order below, so the walk's order is no matter)
         src_by_h: dict[int, list[_Node]] = {}
-        for n in self.src.walk(self.src.root):
+        for n in self.src.nodes.values():
             if n.size:
                 src_by_h.setdefault(n.h, []).append(n)
         tgt_by_h: dict[int, list[_Node]] = {}
-        for n in self.tgt.walk(self.tgt.root):
+        for n in self.tgt.nodes.values():
             if n.size and n.h in src_by_h:
                 tgt_by_h.setdefault(n.h, []).append(n)
         order = sorted(tgt_by_h, key=lambda h: (-tgt_by_h[h][0].size, min(n.order for n in tgt_by_h[h])))
@@ -564,12 +576,14 @@ class _Run:
         self.score_order()
         out: list[Suggestion] = []
         memo: dict = {}
+        src_table = self.src.table
         for t in self.tgt.modules:
             pair = self.module_pairs.get(id(t))
             if pair is None:
                 continue
             s, m = pair
             conf = max(0.0, min(0.99, m.conf))
+            alt_conf, cut = round(conf * 0.5, 3), len(m.t.path) + 1 if m.t.path else 0
             for leaf, tkey in t.leaves.items():
                 skey = s.leaves.get(leaf)
                 if skey is None:  # gamma/beta spellings
@@ -579,11 +593,11 @@ class _Run:
                 why = _key_reason(skey, tkey, m, s.name, t.name, memo)
                 key_conf = 1.0 if skey == tkey and conf >= ACCEPT else conf
                 alts = []
+                rel = tkey[cut:]
                 for a in m.alternatives:
-                    rel = tkey[len(m.t.path) + 1:] if m.t.path else tkey
                     akey = f"{a.path}.{rel}" if a.path else rel
-                    if akey in self.src.table:
-                        alts.append((akey, round(conf * 0.5, 3), "same structure, other position"))
+                    if akey in src_table:
+                        alts.append((akey, alt_conf, "same structure, other position"))
                 out.append(Suggestion(tkey, skey, round(key_conf, 3), why, "auto", accepted=conf >= ACCEPT, alternatives=alts))
         out.extend(self.partial_modules())
         order = {k: i for i, k in enumerate(self.tgt.table)}
@@ -684,6 +698,17 @@ def _tail(path: str, n: int) -> str:
     return ".".join(path.split(".")[-n:])
 
 
+_INDEX: dict[str, bool] = {}
+
+
+def _is_index(name: str) -> bool:
+    """``_NUM.match(name)``, remembered: the MoE case asks it of ~30,000 expert indices per run."""
+    out = _INDEX.get(name)
+    if out is None:
+        out = _INDEX[name] = _NUM.match(name) is not None
+    return out
+
+
 def _pair_by_names(ss: list[_Node], ts: list[_Node]) -> list[tuple[_Node, _Node]]:
     """Pair equal-structured siblings: where names speak by name, the rest by order."""
     if len(ss) == 1 and len(ts) == 1:
@@ -692,7 +717,7 @@ def _pair_by_names(ss: list[_Node], ts: list[_Node]) -> list[tuple[_Node, _Node]
     ts = sorted(ts, key=lambda n: n.order)
     names_s = [canon(n.name) for n in ss]
     names_t = [canon(n.name) for n in ts]
-    numeric = all(_NUM.match(x) for x in names_s + names_t)
+    numeric = all(map(_is_index, names_s)) and all(map(_is_index, names_t))
     pairs = []
     if numeric:
         # indices are positions: only trust them when both sides hold exactly the same ones

@@ -54,5 +54,17 @@ def format_shape(shape: tuple[int, ...]) -> str:
 KeyTable = dict[str, TensorInfo]
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
 def table_of(state: dict[str, torch.Tensor]) -> KeyTable:
-    return {k: TensorInfo.of(k, v) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    # one dtype name per dtype, not per tensor: a 46,500-key MoE model has two or three dtypes
+    names, tensor, out = _DTYPE_NAMES, torch.Tensor, {}
+    for k, v in state.items():
+        if isinstance(v, tensor):
+            dtype = v.dtype
+            name = names.get(dtype)
+            if name is None:
+                name = names[dtype] = dtype_name(dtype)
+            out[k] = TensorInfo(k, tuple(v.shape), name)
+    return out
