@@ -232,9 +232,30 @@ def _part(name: str) -> str:
     return _PART.get(name.lower()) or canon(name)
 
 
+#: position tables whose first rows are no positions: OPT's and BART's learned positional embeddings
+#: (``OPTLearnedPositionalEmbedding``, offset 2), RoBERTa's (positions start after padding_idx 1)
+_OFFSET_CONVENTIONS = (("embed_positions", "OPT and BART keep learned positions from row 2"),
+                       ("roberta", "RoBERTa starts positions at row 2 (after padding_idx 1)"))
+POSITION_OFFSET = 2
+
+
+def _offset_convention(key: str) -> str | None:
+    """Why ``key``'s position table starts at row 2 (its library's convention), or None."""
+    parts = key.lower().split(".")
+    for name, why in _OFFSET_CONVENTIONS:
+        if name in parts[:-1]:
+            return why
+    return None
+
+
 def _position_offset(run: _Run, t_free: list[str], s_free: list[str], where: str) -> Suggestion | None:
-    """The only left-over position tables, the target's a row or two longer: OPT and RoBERTa keep positions
-    from row 2 on. Proposed (select_rows), not accepted: a longer table may hold new positions at the end."""
+    """The only left-over position tables, one of them a row or two longer.
+
+    Two rows more in a target whose names are OPT's/BART's (``embed_positions``) or RoBERTa's, from a
+    source that has no such convention, is the offset: target row i + 2 <- source row i (``select_rows``;
+    rows 0 and 1 keep the target's init), accepted. Two rows fewer the other way round takes rows 2 on.
+    Anything else (one row, or names without the convention: a longer table may hold new positions at
+    the end) is only proposed."""
     from .auto import canon
 
     def positional(key: str) -> bool:
@@ -244,15 +265,29 @@ def _position_offset(run: _Run, t_free: list[str], s_free: list[str], where: str
     pos_s = [k for k in s_free if positional(k) and len(run.src.table[k].shape) == 2]
     if len(pos_t) != 1 or len(pos_s) != 1:
         return None
-    ts, ss = run.tgt.table[pos_t[0]].shape, run.src.table[pos_s[0]].shape
+    tkey, skey = pos_t[0], pos_s[0]
+    ts, ss = run.tgt.table[tkey].shape, run.src.table[skey].shape
     k = ts[0] - ss[0]
-    if ts[1] != ss[1] or k not in (1, 2):
+    if ts[1] != ss[1] or k not in (1, 2, -POSITION_OFFSET):
         return None
+    conv_t, conv_s = _offset_convention(tkey), _offset_convention(skey)
+    shapes = f"{ss[0]} -> {ts[0]} rows"
+    if k == POSITION_OFFSET and conv_t and not conv_s:
+        rows: list[int | None] = [None] * k + list(range(ss[0]))
+        return Suggestion(tkey, skey, 0.7, f"the only unmatched position tables in {where}, {shapes}: {conv_t} "
+                          f"('{tkey}'), '{skey}' from row 0: select_rows places source row i at row i+2 (rows 0-1 "
+                          "keep the target's init)", "auto", {"op": "select_rows", "rows": rows}, accepted=True)
+    if k == -POSITION_OFFSET:
+        if not (conv_s and not conv_t):
+            return None
+        rows = list(range(POSITION_OFFSET, ss[0]))
+        return Suggestion(tkey, skey, 0.7, f"the only unmatched position tables in {where}, {shapes}: {conv_s} "
+                          f"('{skey}'), '{tkey}' from row 0: select_rows takes source rows 2 on", "auto",
+                          {"op": "select_rows", "rows": rows}, accepted=True)
     rows = [None] * k + list(range(ss[0]))
-    return Suggestion(pos_t[0], pos_s[0], 0.5, f"the only unmatched position tables in {where}, {ss[0]} -> {ts[0]} "
-                      f"rows: select_rows from row {k} (OPT and RoBERTa start positions at 2; use pad if the new "
-                      "rows are positions at the end)", "auto", {"op": "select_rows", "rows": rows},
-                      accepted=run.adapt)
+    return Suggestion(tkey, skey, 0.5, f"the only unmatched position tables in {where}, {shapes}: select_rows "
+                      f"from row {k} (OPT and RoBERTa start positions at 2; use pad if the new rows are positions "
+                      "at the end)", "auto", {"op": "select_rows", "rows": rows}, accepted=run.adapt)
 
 
 def _pair_leaves(run: _Run, t_free: list[str], s_free: list[str]) -> list[tuple[str, str, str]]:
