@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .cli import add_quiet, check_inputs, printable
+from .cli_core import add_source_key, with_source_key
 from .core.export import FORMATS, export_mapping
 from .core.mapping import Mapping
 
@@ -14,14 +15,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_inputs(("mapping", args.mapping), ("--source", args.source))
     mapping = Mapping.load(args.mapping)
     source_keys = None
-    if args.source or mapping.source_spec:
+    source = with_source_key(args.source or mapping.source_spec, args.source_key)
+    if source:
         from .core.errors import SppError
         from .core.strategies import source_side
 
         try:  # all source keys let the regex forms keep unused ones off target names
-            source_keys = list(source_side(args.source or mapping.source_spec).table)
+            source_keys = list(source_side(source).table)
         except SppError as exc:
-            if args.source:
+            if args.source or args.source_key:
                 raise
             if not args.quiet:
                 print(f"note: source not read ({printable(exc)}); unused source keys are not diverted", file=sys.stderr)
@@ -58,5 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "4.x and 5.x, or one each, checked against each version's rules); "
                         "mmengine-revise-keys: revise_keys list")
     p.add_argument("--source", help="read source keys from here instead of the mapping's source")
+    add_source_key(p)
     add_quiet(p)
     p.set_defaults(func=cmd_export)

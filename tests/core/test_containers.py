@@ -168,3 +168,13 @@ def test_cli_source_key_on_inspect_map_apply_verify(capsys, tmp_path, timm_ckpt,
     code, out, _ = run(capsys, "verify", str(mapping), "--source-model", target, "--input-shape", "1,3,32,32",
                        "--source-key", "state_dict_ema", "-q")
     assert code == 0 and "0 disagree" in out
+
+
+def test_cli_export_reads_the_container_asked_for(capsys, tmp_path, timm_ckpt):
+    target = "timm:test_resnet?num_classes=10"
+    mapping = tmp_path / "m.json"
+    assert run(capsys, "map", str(timm_ckpt), target, "-o", str(mapping), "-q")[0] == 0
+    code, out, _ = run(capsys, "export", str(mapping), "--as", "hf-key-mapping", "--source-key", "state_dict")
+    assert code == 0 and "key_mapping" in out
+    code, _, err = run(capsys, "export", str(mapping), "--as", "hf-key-mapping", "--source-key", "nope")
+    assert code != 0 and "'state_dict_ema', 'state_dict'" in err  # an unknown container is an error, not a note
