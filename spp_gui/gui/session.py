@@ -93,6 +93,16 @@ class MappingSession(QObject):
         return self.doc.target
 
     @property
+    def loaded_source(self) -> Loaded:
+        """The source, where one must be open (RuntimeError otherwise: a bug, not a user error)."""
+        return self.doc.loaded_source
+
+    @property
+    def loaded_target(self) -> Loaded:
+        """The target, where one must be open (RuntimeError otherwise: a bug, not a user error)."""
+        return self.doc.loaded_target
+
+    @property
     def mapping(self) -> Mapping:
         return self.doc.mapping
 
