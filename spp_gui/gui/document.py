@@ -29,6 +29,12 @@ class Loaded:
     trust_pickle: bool = False
     sha256: str | None = None  # of the file, recorded in the mapping
 
+    @property
+    def pickle_trust(self) -> str | None:
+        """The digest of the bytes the user trusted to unpickle in full, or None: later jobs (export,
+        verify) reopen the file and unpickle it in full only while it still has these bytes."""
+        return self.sha256 if self.trust_pickle else None
+
 
 class MappingDocument(QObject):
     """Holds the session; emits ``changed`` after every edit and ``sidesChanged`` on a new side."""

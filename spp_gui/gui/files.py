@@ -479,7 +479,7 @@ class FileController(QObject):
         self.services.progress.track(job)
         # the worker gets its own copy, taken here: the user may go on editing while it writes
         start_job(self.services.pool, job, export_weights, session.mapping.copy(), path, source, session.target.spec,
-                  src.trust_pickle, bridge, worker_ref)
+                  src.pickle_trust, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
 

@@ -8,16 +8,17 @@ receives a signal across threads.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from ..core.apply import LoadReport, apply_to_file, format_bytes
 from ..core.atomic import atomic_write_text
-from ..core.errors import Cancelled
+from ..core.errors import Cancelled, UnsafePickleError
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
-from ..core.sources import Source, file_sha256_steps, load_source
+from ..core.sources import Source, file_sha256_steps, load_source, split_source_key
 from ..core.strategies import Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, verify_mapping
@@ -66,6 +67,36 @@ def _hash(path) -> Generator[Progress, None, str]:
         steps.close()
 
 
+def still_trusted(source: str, trusted_sha256: str | None, progress: Callable[[str], None] | None = None) -> bool:
+    """Whether a job may unpickle ``source`` in full: only if the user trusted it (``trusted_sha256``
+    is the digest of the bytes they trusted, see Loaded.pickle_trust) and the file still has them.
+
+    A file replaced since, under the same name, raises UnsafePickleError instead of being run.
+    An unchanged file costs nothing: its digest is remembered by stamp (see sources.cached_sha256).
+    """
+    if trusted_sha256 is None:
+        return False
+    path = Path(split_source_key(source)[0])
+    if progress is not None:
+        progress(f"Checking that {path.name} is the file you trusted")
+    steps = file_sha256_steps([path])
+    try:
+        while True:
+            next(steps)
+    except StopIteration as stop:
+        digest = stop.value
+    except OSError as exc:
+        raise UnsafePickleError(f"{path}: cannot check it is the file you trusted ({exc.strerror or exc}); "
+                                f"it is not unpickled in full") from None
+    finally:
+        steps.close()
+    if digest != trusted_sha256:
+        raise UnsafePickleError(f"{path} changed since you trusted it (sha256 {digest[:12]}..., trusted "
+                                f"{trusted_sha256[:12]}...); it is not unpickled in full. Open it again and "
+                                f"trust it once more if you still do")
+    return True
+
+
 def load_mapping(path: str) -> Generator[Progress, None, Mapping]:
     """Read a mapping file off the GUI thread (a slow or odd file must never freeze the window)."""
     yield 0, 0, f"Reading {path}"
@@ -92,7 +123,7 @@ class ProgressBridge(QObject):
     progressed = Signal(object)
 
 
-def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, trust_pickle: bool,
+def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, pickle_trust: str | None,
                    bridge: ProgressBridge, worker_ref: list[Worker]) -> LoadReport:
     """Apply the mapping to a freshly built target and write it; cancellable between tensors.
 
@@ -105,6 +136,7 @@ def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, tr
     def cancelled() -> bool:
         return bool(worker_ref) and worker_ref[0].abort_requested
 
+    trust_pickle = still_trusted(source, pickle_trust, lambda text: bridge.progressed.emit((0, 0, text)))
     return apply_to_file(mapping, out, source=source, target_spec=target_spec, progress=progress,
                          cancelled=cancelled, trust_pickle=trust_pickle)
 
@@ -112,7 +144,7 @@ def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, tr
 VERIFY_STEPS = 4  # the core reports: build source, build target, run source, run target
 
 
-def verify_session(mapping: Mapping, source: str, target_spec: str, trust_pickle: bool,
+def verify_session(mapping: Mapping, source: str, target_spec: str, pickle_trust: str | None,
                    input_shape: tuple[int, ...], bridge: ProgressBridge, worker_ref: list[Worker]) -> VerifyReport:
     """Build both models from their specs, fill the target by the mapping, compare layer by layer.
 
@@ -128,6 +160,7 @@ def verify_session(mapping: Mapping, source: str, target_spec: str, trust_pickle
         bridge.progressed.emit((min(step[0], VERIFY_STEPS - 1), VERIFY_STEPS, text[:1].upper() + text[1:]))
         step[0] += 1
 
+    trust_pickle = still_trusted(source, pickle_trust, lambda text: bridge.progressed.emit((0, VERIFY_STEPS, text)))
     src = load_source(source, trust_pickle=trust_pickle, download=False)
     try:
         return verify_mapping(mapping, source=src, target_spec=target_spec, input_shape=input_shape,

@@ -329,7 +329,7 @@ class VerifyController(QObject):
         self.services.progress.track(job)
         source, target = doc.loaded_source, doc.loaded_target  # blocked() said both are open
         start_job(self.services.pool, job, verify_session, doc.mapping.copy(), source.spec, target.spec,
-                  source.trust_pickle, shape, bridge, worker_ref)
+                  source.pickle_trust, shape, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
 

@@ -96,6 +96,41 @@ def test_an_unsafe_pickle_offers_to_trust_the_file(open_window, qtbot, tmp_path)
     assert window.doc.source.trust_pickle
 
 
+def test_trust_holds_for_the_bytes_trusted_not_for_a_file_put_in_their_place(open_window, qtbot, tmp_path):
+    """Export reopens the source: a pickle swapped in under the trusted name is refused, never run."""
+    from faultgen import malicious
+
+    window = open_window()
+    path = tmp_path / "whole_model.pth"
+    torch.save(Custom(), path)
+    window.files.open_file("source", str(path))
+    qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=30000)
+    [trust] = [b for b in message_boxes(window)[0].buttons() if b.text() == "Trust this file"]
+    trust.click()
+    qtbot.waitUntil(lambda: any(b.objectName() == "replaceSideBox" for b in message_boxes(window)), timeout=30000)
+    [clear] = [b for b in message_boxes(window)[0].buttons() if b.objectName() == "clearButton"]
+    clear.click()
+    qtbot.waitUntil(lambda: window.doc.source.spec == str(path), timeout=30000)
+    first = tmp_path / "first.safetensors"
+    job = window.files.export(str(first))
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    assert first.exists() and not message_boxes(window)  # the trusted bytes: exported as before
+
+    marker = tmp_path / "ran.txt"
+    _name, evil = next(malicious(tmp_path / "evil", marker))
+    path.write_bytes(evil.read_bytes())  # same name, other bytes
+    second = tmp_path / "second.safetensors"
+    job = window.files.export(str(second))
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: bool(message_boxes(window)), timeout=30000)
+    box = message_boxes(window)[0]
+    assert "changed since you trusted it" in box.text() and "whole_model.pth" in box.text()
+    box.accept()
+    assert not marker.exists() and not second.exists()
+
+
 def test_closing_with_unsaved_changes_asks_to_save(qtbot, tmp_path, wait_idle):
     window = build_window(EMPTY)
     window.show()
