@@ -208,9 +208,15 @@ class AutoStrategy:
     description = ("structure, shapes, order and names together, with a confidence per key; "
                    "proposes transforms where shapes differ recognisably")
 
-    def suggest(self, source: Side, target: Side, adapt: bool = False, **options: Any) -> list[Suggestion]:
+    def suggest(self, source: Side, target: Side, adapt: bool = False, head_dim: int | None = None,
+                **options: Any) -> list[Suggestion]:
+        """``head_dim``: the attention head size, for the RoPE row order between HF and Meta Llama naming
+        (otherwise read from an hf: spec's config or a Meta params.json; see :mod:`.auto_rope`)."""
         with _gc_paused():
-            return self._suggest(source, target, adapt)
+            items = self._suggest(source, target, adapt)
+        from .auto_rope import rope_permutations
+
+        return rope_permutations(items, source, target, head_dim)
 
     def _suggest(self, source: Side, target: Side, adapt: bool) -> list[Suggestion]:
         tview = target_view(target.table)

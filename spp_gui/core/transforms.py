@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .errors import MappingError
+from .tensors import format_shape
 
 Transform = dict[str, Any]
 
@@ -332,6 +333,35 @@ def _carried_spp_grid(params: Transform, src: tuple[int, ...], tgt: tuple[int, .
     return math.prod(src)
 
 
+ROPE_LAYOUTS = ("hf", "meta")
+
+
+def _params_rope(params: Transform) -> None:
+    heads = params.get("heads")
+    if not _is_int(heads) or heads < 1:
+        raise ValueError(f"needs 'heads': the attention heads the rows hold (n_heads for wq/q_proj, n_kv_heads for "
+                         f"wk/k_proj), a whole number >= 1, got {brief(heads)}")
+    if params.get("to") not in ROPE_LAYOUTS:
+        raise ValueError(f"needs 'to': 'hf' (Meta's interleaved rotary pairs -> HF's two halves, as "
+                         f"convert_llama_weights_to_hf.py's permute) or 'meta' (the inverse), got {brief(params.get('to'))}")
+
+
+def _check_rope(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if src != tgt:
+        raise ValueError(f"reorders rows only: the source {format_shape(src)} and target {format_shape(tgt)} must agree")
+    heads = params["heads"]
+    if not src or src[0] % (2 * heads):
+        raise ValueError(f"{src[0] if src else 0} rows do not split into {heads} heads of an even size")
+
+
+def _apply_rope(params: Transform, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    # per head, Meta keeps rotary pairs interleaved (rows 2i, 2i+1); HF's rotate_half keeps them i and i + d/2
+    heads = params["heads"]
+    half = src.shape[0] // heads // 2
+    w = src.reshape(heads, half, 2, -1) if params["to"] == "hf" else src.reshape(heads, 2, half, -1)
+    return w.transpose(1, 2).reshape(src.shape).contiguous()
+
+
 for _t in (
     TransformOp("slice", "copy the leading block of a bigger source; the rest of the source is dropped",
                 _check_block, _apply_block, _carried_block),
@@ -349,5 +379,8 @@ for _t in (
                 _check_spp_grid, _apply_spp_grid, _carried_spp_grid, ("levels", "bins"), _params_spp_grid),
     TransformOp("chunk", "part index of chunks equal parts along dim (one of a fused qkv); transpose: then .t()",
                 _check_chunk, _apply_chunk, None, ("dim", "chunks", "index", "transpose"), _params_chunk),
+    TransformOp("rope_permute", "each head's rows between Meta's interleaved rotary pairs and HF's two halves "
+                "(to 'hf' or 'meta'; heads: n_heads for q, n_kv_heads for k)",
+                _check_rope, _apply_rope, None, ("heads", "to"), _params_rope),
 ):
     register_transform(_t)

@@ -59,8 +59,9 @@ class ZooPair:
         return self._built
 
     def sides(self) -> tuple[Side, Side]:
-        src, tgt = self.build()
-        return Side(table_of(src.state_dict())), Side(table_of(tgt.state_dict()), module_classes(tgt))
+        src, tgt = self.build()  # an HF side carries its spec, as the user would give it
+        return (Side(table_of(src.state_dict()), spec=getattr(self.source, "spec", "")),
+                Side(table_of(tgt.state_dict()), module_classes(tgt), getattr(self.target, "spec", "")))
 
     def truth(self) -> dict[str, TruthEntry]:
         src, tgt = self.build()
@@ -183,6 +184,7 @@ def _hf(cls: str, config: str, **kw: Any) -> Callable[[], nn.Module]:
 
         return getattr(transformers, cls)(getattr(transformers, config)(**kw))
 
+    make.spec = f"hf:{cls}?" + "&".join(f"{k}={v}" for k, v in kw.items())  # type: ignore[attr-defined]
     return make
 
 
@@ -458,6 +460,122 @@ def _stem(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 RESNET_STEM: list[Rule] = [(r"(conv1\.weight|bn1\.\w+)", r"\1", None)]
 
 
+# HF Llama <-> Meta's reference llama (model.py): the same model under other names, and per head the rotary
+# pairs of wq/wk are interleaved rows (2i, 2i+1) in Meta's layout, rows i and i + d/2 in HF's (rotate_half):
+# the permutation convert_llama_weights_to_hf.py applies. GQA: 4 query heads, 2 key/value heads.
+LLAMA = {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab": 50, "hidden": 64, "max_seq": 16}
+hf_llama = _hf("LlamaForCausalLM", "LlamaConfig", hidden_size=LLAMA["dim"], num_hidden_layers=LLAMA["n_layers"],
+               num_attention_heads=LLAMA["n_heads"], num_key_value_heads=LLAMA["n_kv_heads"],
+               intermediate_size=LLAMA["hidden"], vocab_size=LLAMA["vocab"], max_position_embeddings=LLAMA["max_seq"],
+               rms_norm_eps=1e-5)
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def _rotary(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Meta's apply_rotary_emb: consecutive pairs of a head's features are one complex number."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs_cis[None, :, None, :]).flatten(3).type_as(x)
+
+
+class _MetaAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = _rotary(self.wq(x).view(b, n, self.n_heads, self.head_dim), freqs_cis)
+        k = _rotary(self.wk(x).view(b, n, self.n_kv_heads, self.head_dim), freqs_cis)
+        v = self.wv(x).view(b, n, self.n_kv_heads, self.head_dim)
+        rep = self.n_heads // self.n_kv_heads  # repeat_kv: each key/value head serves rep query heads in a row
+        q, k, v = q.transpose(1, 2), k.repeat_interleave(rep, 2).transpose(1, 2), v.repeat_interleave(rep, 2).transpose(1, 2)
+        scores = (q @ k.transpose(2, 3)) / math.sqrt(self.head_dim) + mask
+        out = scores.float().softmax(-1).type_as(q) @ v
+        return self.wo(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class _MetaFeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w1, self.w2, self.w3 = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=False), \
+            nn.Linear(dim, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+class _MetaBlock(nn.Module):
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden: int) -> None:
+        super().__init__()
+        self.attention = _MetaAttention(dim, n_heads, n_kv_heads)
+        self.feed_forward = _MetaFeedForward(dim, hidden)
+        self.attention_norm, self.ffn_norm = _RMSNorm(dim), _RMSNorm(dim)
+
+
+class MetaLlama(nn.Module):
+    """Meta's reference llama ``model.py`` (Transformer) at toy size: its names, complex rotary on interleaved pairs."""
+
+    def __init__(self, dim: int, n_layers: int, n_heads: int, n_kv_heads: int, vocab: int, hidden: int, max_seq: int,
+                 theta: float = 10000.0) -> None:
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(_MetaBlock(dim, n_heads, n_kv_heads, hidden) for _ in range(n_layers))
+        self.norm = _RMSNorm(dim)
+        self.output = nn.Linear(dim, vocab, bias=False)
+        hd = dim // n_heads
+        freqs = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd)
+        angles = torch.outer(torch.arange(max_seq).float(), freqs)
+        self.freqs_cis = torch.polar(torch.ones_like(angles), angles)  # a plain attribute, as in Meta's code
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = tokens.shape[1]
+        h = self.tok_embeddings(tokens)
+        mask = torch.full((n, n), float("-inf")).triu(1)
+        for layer in self.layers:
+            h = h + layer.attention(layer.attention_norm(h), self.freqs_cis[:n], mask)
+            h = h + layer.feed_forward(layer.ffn_norm(h))
+        return self.output(self.norm(h)).float()
+
+
+def meta_llama() -> nn.Module:
+    return MetaLlama(**LLAMA)
+
+
+_META_HF = [("tok_embeddings", "model.embed_tokens"), ("norm", "model.norm"), ("output", "lm_head")]
+_META_HF_LAYER = [("attention.wq", "self_attn.q_proj"), ("attention.wk", "self_attn.k_proj"),
+                  ("attention.wv", "self_attn.v_proj"), ("attention.wo", "self_attn.o_proj"),
+                  ("feed_forward.w1", "mlp.gate_proj"), ("feed_forward.w3", "mlp.up_proj"),
+                  ("feed_forward.w2", "mlp.down_proj"), ("attention_norm", "input_layernorm"),
+                  ("ffn_norm", "post_attention_layernorm")]
+
+
+def _llama_rules(to_meta: bool) -> list[Rule]:
+    rules: list[Rule] = []
+    for meta, hf in _META_HF:
+        rules.append((re.escape(meta) + r"\.weight", hf + ".weight", None) if to_meta else
+                     (re.escape(hf) + r"\.weight", meta + ".weight", None))
+    for meta, hf in _META_HF_LAYER:
+        heads = {"wq": LLAMA["n_heads"], "wk": LLAMA["n_kv_heads"]}.get(meta.rpartition(".")[2])
+        tr = None if heads is None else {"op": "rope_permute", "heads": heads, "to": "meta" if to_meta else "hf"}
+        if to_meta:
+            rules.append((r"layers\.(\d+)\." + re.escape(meta) + r"\.weight", r"model.layers.\1." + hf + ".weight", tr))
+        else:
+            rules.append((r"model\.layers\.(\d+)\." + re.escape(hf) + r"\.weight", r"layers.\1." + meta + ".weight", tr))
+    return rules
+
+
 def zoo_pairs() -> list[ZooPair]:
     import timm  # noqa: F401  (the zoo extra: a clear ImportError before anything is built)
     import transformers  # noqa: F401
@@ -497,6 +615,10 @@ def zoo_pairs() -> list[ZooPair]:
                 why="query/key/value/dense = q_lin/k_lin/v_lin/out_lin, token types zeroed"),
         ZooPair("HF DistilBERT -> HF BERT", distilbert, bert, _bert_rules(False), _tokens, prepare=_zero_token_types,
                 why="the same, reversed; BERT's token types zeroed, pooler keeps its init"),
+        ZooPair("HF Llama -> Meta llama", hf_llama, meta_llama, _llama_rules(True), _tokens,
+                why="wq/wk rows per head from HF's halves to Meta's interleaved pairs (rope_permute), q_proj = wq ..."),
+        ZooPair("Meta llama -> HF Llama", meta_llama, hf_llama, _llama_rules(False), _tokens,
+                why="the conversion script's permute (rope_permute to hf), w1/w3/w2 = gate/up/down_proj"),
         ZooPair("unrelated torchvision resnet18 -> HF BERT", lambda: torchvision.models.resnet18(num_classes=10), bert,
                 [], _tokens, unrelated=True),
         ZooPair("unrelated HF GPT-2 -> timm convnext", gpt2, timm_convnext, [], _image224, unrelated=True),
