@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -150,7 +150,7 @@ def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | N
 
 def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Tensor:
     buf = torch.empty(nbytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy()).cast("B")
+    view = buf.numpy().data.cast("B")
     done = 0
     while done < nbytes:  # one read returns at most ~2 GiB on Linux
         rest = view[done:]
@@ -231,8 +231,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _JSONProblem(f"has the key {twice[:80]!r} twice")
+        for k, _ in pairs:
+            if k in seen:
+                raise _JSONProblem(f"has the key {k[:80]!r} twice")
+            seen.add(k)
     return obj
 
 
@@ -253,7 +255,7 @@ def _check_nesting(value: Any, raw: bytes) -> None:
     while level:
         if depth > MAX_JSON_DEPTH:
             raise _JSONProblem(f"is nested more than {MAX_JSON_DEPTH} levels deep")
-        deeper = []
+        deeper: list[Any] = []
         for item in level:
             children = item.values() if type(item) is dict else item
             deeper.extend(child for child in children if type(child) in containers)
@@ -365,6 +367,7 @@ def _unwrap(obj: Any, notes: list[str], key: str | None = None) -> tuple[dict[st
             break
         if "pytorch-lightning_version" in obj or "lightning_version" in obj:
             notes.append("Lightning checkpoint")
+        pick: str | None
         if level == 0 and key is not None:
             pick = key
         else:
@@ -425,6 +428,7 @@ def _flatten(obj: dict, prefix: str, out: dict[str, torch.Tensor]) -> None:
 class FileSource(Source):
     """A source backed by one file, opened when first read; ``close`` lets go of it until the next read."""
 
+    path: Path  # every file source has one (Source.path is None for the in-memory ones)
     _fh = None
     _identity: tuple[int, ...] | None = None  # the file as it was listed
 
@@ -501,14 +505,14 @@ def _read_record(fh, record: ZipRecord, what: str, path: Path) -> torch.Tensor:
         raw = _inflate(fh, record, what, path)
     else:
         raw = _pread_into(fh, record.start, record.size, what, path)
-    if zlib.crc32(raw.numpy()) != record.crc:
+    if zlib.crc32(raw.numpy().data) != record.crc:
         raise SourceError(f"{path}: data of {what} is corrupt (CRC mismatch); the file is damaged")
     return raw
 
 
 def _inflate(fh, record: ZipRecord, what: str, path: Path) -> torch.Tensor:
     buf = torch.empty(record.size, dtype=torch.uint8)
-    out = memoryview(buf.numpy()).cast("B")
+    out = buf.numpy().data.cast("B")
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     done, offset, left = 0, record.start, record.compressed
     try:
@@ -615,7 +619,9 @@ def _jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _every_tensor(obj: Any, limit: int = 10_000_000) -> list[torch.Tensor]:
     """Every tensor a loaded checkpoint holds, in dicts, lists, tuples and namespaces (no recursion; cycles safe)."""
-    found, stack, seen = [], [obj], set()
+    found: list[torch.Tensor] = []
+    stack: list[Any] = [obj]
+    seen: set[int] = set()
     while stack and len(seen) < limit:
         item = stack.pop()
         if isinstance(item, torch.Tensor):
@@ -794,7 +800,8 @@ class TorchFileSource(FileSource):
         else:
             record_at = {r.start: r for r in self._records.values()}
         for name, meta in self._meta.items():
-            record = record_at.get(offsets[name])
+            offset = offsets[name]
+            record = record_at.get(offset) if offset is not None else None
             if record is None:
                 raise SourceError(f"cannot locate the data of {name!r}")
             storage_bytes = meta.untyped_storage().nbytes()
@@ -833,7 +840,7 @@ class TorchFileSource(FileSource):
         if record.deflated or not meta.is_contiguous():
             return None
         size = meta.element_size()
-        return ByteSpan(self, record.start + meta.storage_offset() * size, meta.numel() * size, record)
+        return ByteSpan(self, record.start + int(meta.storage_offset()) * size, meta.numel() * size, record)
 
     def read(self, name: str) -> torch.Tensor:
         self._check_name(name)
@@ -923,7 +930,7 @@ def _st_metadata(meta: Any, path: Path) -> dict[str, str]:
     return meta
 
 
-def _is_size(value: Any) -> bool:
+def _is_size(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= MAX_NUMEL
 
 
@@ -937,8 +944,9 @@ def _st_entry(name: str, entry: Any, data_len: int, path: Path) -> tuple[TensorI
         raise SourceError(f"{path}: {name[:200]!r} has dtype {shown}, which is not a safetensors dtype "
                           f"({', '.join(_ST_DTYPES)}); {ST_FIX}")
     shape = entry.get("shape")
+    dims: list[Any] = shape if type(shape) is list else [None]
     numel = 1
-    for dim in shape if type(shape) is list else [None]:  # checked as it goes, like the reference library:
+    for dim in dims:  # checked as it goes, like the reference library:
         if type(dim) is not int or not 0 <= dim <= MAX_NUMEL:  # [2**40, 2**40, 0] overflows before the 0
             raise SourceError(f"{path}: {name[:200]!r} has shape {_brief(shape)}; a shape is a list of integers "
                               f"from 0 to 2**63 - 1; {ST_FIX}")
@@ -951,7 +959,7 @@ def _st_entry(name: str, entry: Any, data_len: int, path: Path) -> tuple[TensorI
         raise SourceError(f"{path}: {name[:200]!r} has data_offsets {_brief(offsets)}; they must be two integers, "
                           f"begin <= end; {ST_FIX}")
     begin, end = offsets
-    info = TensorInfo(name, tuple(shape), _ST_DTYPES[dtype])
+    info = TensorInfo(name, tuple(dims), _ST_DTYPES[dtype])
     if end > data_len:
         raise SourceError(f"{path}: {name[:200]!r} points outside the file (offsets {begin}..{end}, "
                           f"data {data_len} bytes)")
@@ -1056,13 +1064,14 @@ class ShardedSource(Source):
     """
 
     kind = "sharded"
+    path: Path  # the index
 
     def __init__(self, index: Path, spec: str | None = None, trust_pickle: bool = False) -> None:
         super().__init__(spec or str(index))
         self.path = index
         weight_map = _read_weight_map(index)
         shard_names = list(dict.fromkeys(weight_map.values()))
-        self.shards: dict[str, Source] = {}
+        self.shards: dict[str, FileSource] = {}
         self._where: dict[str, str] = {}  # tensor name -> shard name
         self._open: OrderedDict[str, None] = OrderedDict()  # shards with an open file, least recently read first
         try:
@@ -1099,8 +1108,7 @@ class ShardedSource(Source):
         return self.shards[self._where[name]].locate(name)
 
     def files(self) -> list[tuple[Path, FileSource | None]]:
-        shards = [(s.path, s if isinstance(s, FileSource) else None) for s in self.shards.values()]
-        return [(self.path, None), *shards]
+        return [(self.path, None), *((s.path, s) for s in self.shards.values())]
 
     def sha256(self, progress=None) -> str:
         return _file_sha256([path for path, _ in self.files()], progress)
@@ -1348,6 +1356,7 @@ class DCPSource(Source):
     """A ``torch.distributed.checkpoint`` folder: listed from its metadata, each tensor read from its chunks."""
 
     kind = "dcp"
+    path: Path  # the folder
 
     def __init__(self, folder: Path, spec: str | None = None, source_key: str | None = None) -> None:
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
@@ -1393,7 +1402,7 @@ class DCPSource(Source):
         if not isinstance(dtype, torch.dtype) or not isinstance(size, torch.Size) or any(d < 0 for d in size) \
                 or math.prod(size) > MAX_NUMEL:
             raise SourceError(f"{bad} has no valid dtype and size (damaged or crafted); {DCP_HELP}")
-        chunks = []
+        chunks: list[tuple[tuple[int, ...], tuple[int, ...], str, int, int]] = []
         for chunk in entry.chunks:
             offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
             if len(offsets) != len(size) or len(sizes) != len(size) or any(
@@ -1405,8 +1414,8 @@ class DCPSource(Source):
             if not (isinstance(relative, str) and relative and os.path.basename(relative) == relative
                     and relative not in (".", "..") and _is_size(offset) and _is_size(length)):
                 raise SourceError(f"{bad}: its data is not a file of the folder (damaged or crafted); {DCP_HELP}")
-            if getattr(info, "transform_descriptors", None):
-                raise SourceError(f"{bad} is stored transformed ({info.transform_descriptors}); {DCP_HELP}")
+            if transforms := getattr(info, "transform_descriptors", None):
+                raise SourceError(f"{bad} is stored transformed ({transforms}); {DCP_HELP}")
             chunks.append((offsets, sizes, relative, offset, length))
         if math.prod(size) and sum(math.prod(c[1]) for c in chunks) < math.prod(size):
             raise SourceError(f"{bad}: its chunks do not cover the tensor (a partial save?); {DCP_HELP}")
@@ -1511,7 +1520,7 @@ def open_file(path: Path, trust_pickle: bool = False, source_key: str | None = N
     return _open_checkpoint_file(path, trust_pickle, source_key)
 
 
-def _open_checkpoint_file(path: Path, trust_pickle: bool = False, source_key: str | None = None) -> Source:
+def _open_checkpoint_file(path: Path, trust_pickle: bool = False, source_key: str | None = None) -> FileSource:
     """One checkpoint file, never a folder or an index, by what it holds."""
     with _open_regular(path) as fh:
         if os.fstat(fh.fileno()).st_size == 0:
@@ -1532,7 +1541,7 @@ def _open_checkpoint_file(path: Path, trust_pickle: bool = False, source_key: st
     if names and "config.json" in names and any(n.endswith(".weights.h5") for n in names):
         raise SourceError(f"{path}: {KERAS_HELP}")
     if names and all(n.endswith((".npy", "/")) for n in names) and any(n.endswith(".npy") for n in names):
-        src: Source = NpzSource(path)
+        src: FileSource = NpzSource(path)
     elif path.suffix == SAFETENSORS_SUFFIX or (not is_zip_or_pickle and len(head) > 8 and head[8:9] == b"{"):
         src = SafetensorsSource(path)
     else:
@@ -1544,8 +1553,10 @@ def _open_checkpoint_file(path: Path, trust_pickle: bool = False, source_key: st
 
 def _hf_folder_source(spec: ModelSpec, trust_pickle: bool, source_key: str | None) -> Source | None:
     """``hf:path/to/folder`` as a source: the weights saved in the folder, or None when it holds none."""
+    if spec.path is None or spec.kwargs:
+        return None
     folder = Path(spec.path).expanduser()
-    if spec.kwargs or not folder.is_dir():
+    if not folder.is_dir():
         return None
     names = ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors", "pytorch_model.bin")
     if not any((folder / n).is_file() for n in names):
@@ -1598,9 +1609,9 @@ def load_source(
     if looks_like_model_spec(text):
         spec = parse_spec(text)
         if spec.kind == "hf" and spec.path is not None:
-            src = _hf_folder_source(spec, trust_pickle, source_key)
-            if src is not None:
-                return src
+            saved = _hf_folder_source(spec, trust_pickle, source_key)
+            if saved is not None:
+                return saved
         if source_key is not None:
             raise SourceError(f"{text}: a model spec has no weight containers; --source-key is for checkpoints")
         if spec.kind == "torchvision" and spec.weights:
@@ -1893,6 +1904,7 @@ class CopyPass:
                     if plan.regions is None:
                         steps = self._copy_runs(fh, plan)
                     else:
+                        assert ring is not None  # made above whenever a plan has regions
                         if crc_feed is not None:
                             ring.tell(crc_feed, (plan.crcs, plan.path))
                         steps = self._read_through(fh, plan, ring)
@@ -1953,7 +1965,7 @@ class CopyPass:
                 for run in active:
                     lo, hi = max(a, run.src), min(b, run.src + run.nbytes)
                     if lo < hi:
-                        _write_exact(self.out_fd, view[lo - a:hi - a], run.dst + lo - run.src)
+                        _write_exact(self._output(), view[lo - a:hi - a], run.dst + lo - run.src)
                         name = run.name
                 active = [run for run in active if run.src + run.nbytes > b]
                 ring.submit(index, a, n)
@@ -1964,7 +1976,7 @@ class CopyPass:
     def _copy(self, fh, src: int, n: int, dst: int, path: Path) -> None:
         if self._kernel_copy:
             try:
-                _kernel_copy(fh.fileno(), self.out_fd, src, n, dst, path)
+                _kernel_copy(fh.fileno(), self._output(), src, n, dst, path)
                 return
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
@@ -1975,7 +1987,13 @@ class CopyPass:
         for at in range(0, n, COPY_CHUNK):
             piece = self._scratch[:min(COPY_CHUNK, n - at)]
             _read_exact(fh, piece, src + at, path)
-            _write_exact(self.out_fd, piece, dst + at)
+            _write_exact(self._output(), piece, dst + at)
+
+    def _output(self) -> int:
+        """The output file; a pass copies only with one (``__init__`` refuses copy jobs without it)."""
+        if self.out_fd is None:
+            raise AssertionError("a copy pass copied with no output file")
+        return self.out_fd
 
 
 def _kernel_copy(src_fd: int, dst_fd: int, src: int, n: int, dst: int, path: Path) -> None:
