@@ -198,10 +198,19 @@ def verify_models(
             seen[(side, name)] = (t_in.clone() if t_in is not None else None, t_out.clone() if t_out is not None else None)
         return record
 
+    hooked: set[str] = set()
     for tmod, smod in pairs.items():
         if tmod in t_modules and smod in s_modules:
             handles.append(t_modules[tmod].register_forward_hook(hook("t", tmod)))
-            handles.append(s_modules[smod].register_forward_hook(hook("s", smod)))
+            if smod not in hooked:
+                handles.append(s_modules[smod].register_forward_hook(hook("s", smod)))
+                hooked.add(smod)
+    # the source's other weighted modules too: a target module filled from the wrong one is then compared with
+    # the module that saw its input (its counterpart), not left "not compared" because nobody maps from that one
+    for name, module in s_modules.items():
+        if name not in hooked and any(True for _ in module.parameters(recurse=False)):
+            handles.append(module.register_forward_hook(hook("s", name)))
+            hooked.add(name)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(input_shape, generator=generator)
     try:
