@@ -59,12 +59,15 @@ class LoadPlan:
     failed: bool = False
     recovered: bool = False  # a session restored from the autosave: unsaved until saved
 
-    def again(self, **changes) -> LoadPlan:
-        """The same request, started afresh (after the user allowed a pickle or code)."""
-        fields = dict(specs=self.specs, whole=self.whole, mapping=self.mapping, mapping_path=self.mapping_path,
-                      strategy=self.strategy, trust=dict(self.trust), recovered=self.recovered)
-        fields.update(changes)
-        return LoadPlan(**fields)
+    def again(self, trust: dict[str, bool] | None = None) -> LoadPlan:
+        """The same request, started afresh (after the user allowed code, or a pickle: then ``trust`` says whose)."""
+        return LoadPlan(self.specs, self.whole, self.mapping, self.mapping_path, self.strategy,
+                        dict(self.trust) if trust is None else trust, recovered=self.recovered)
+
+
+def _one_side(role: str, spec: str) -> tuple[str | None, str | None]:
+    """(source, target) for opening ``spec`` as one side, ``role``, of the session."""
+    return (spec, None) if role == "source" else (None, spec)
 
 
 def problems_text(problems: dict[str, str]) -> str:
@@ -147,8 +150,8 @@ class FileController(QObject):
             self._start_side(plan, role, spec)
 
     def _start_side(self, plan: LoadPlan, role: str, spec: str) -> None:
-        job = Job(f"Loading {role} {spec}", lambda result, r=role: self._side_loaded(plan, r, result),
-                  lambda exc, r=role, s=spec: self._side_failed(plan, r, s, exc),
+        job = Job(f"Loading {role} {spec}", lambda result: self._side_loaded(plan, role, result),
+                  lambda exc: self._side_failed(plan, role, spec, exc),
                   lambda: self._plan_cancelled(plan), self)
         plan.jobs.append(job)
         self.services.progress.track(job)
@@ -246,8 +249,12 @@ class FileController(QObject):
         box.setObjectName("errorBox")
         trust = box.addButton("Trust this file", QMessageBox.ButtonRole.AcceptRole)
         trust.setObjectName("trustButton")
-        self._ask(box, lambda clicked: clicked is trust and self._run_plan(
-            plan.again(trust={**plan.trust, role: True})))
+
+        def answered(clicked: object) -> None:
+            if clicked is trust:
+                self._run_plan(plan.again(trust={**plan.trust, role: True}))
+
+        self._ask(box, answered)
 
     def _offer_code_trust(self, plan: LoadPlan, exc: UntrustedCodeError) -> None:
         """A spec read from a file names Python code: run it only after a yes that names the file."""
@@ -313,7 +320,9 @@ class FileController(QObject):
     def _replace_side(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
         session = self.session
         role = "source" if source is not None else "target"
-        name = (source or target).spec
+        opened = source or target
+        assert opened is not None  # a side replaced: the plan loaded it
+        name = opened.spec
         new_source, new_target = source or session.source, target or session.target
         mapping = session.mapping
         if not len(mapping) or new_source is None or new_target is None:
@@ -364,7 +373,7 @@ class FileController(QObject):
         dialog = SpecDialog(role, side.spec if side else "", self.services.parent)
         if dialog.exec() == SpecDialog.DialogCode.Accepted and dialog.spec():
             trust_named_specs([dialog.spec()])  # typed or browsed by the user: theirs to run
-            self.open_session(**{role: dialog.spec(), "source" if role == "target" else "target": None})
+            self.open_session(*_one_side(role, dialog.spec()))
 
     def open_side_file(self, role: str) -> None:
         path, _ = QFileDialog.getOpenFileName(self.services.parent, f"Open {role} checkpoint", "", CHECKPOINT_FILTER)
@@ -378,7 +387,7 @@ class FileController(QObject):
                 return False
             self.open_session(None, None, mapping_path=path)
             return True
-        self.open_session(**{role: path, "source" if role == "target" else "target": None})
+        self.open_session(*_one_side(role, path))
         return True
 
     def open_mapping_dialog(self) -> None:
@@ -467,7 +476,7 @@ class FileController(QObject):
         if not self._exportable():
             return None
         session = self.session
-        src = session.source
+        src = session.loaded_source
         source = str(src.source.path) if src.source is not None and src.source.path is not None else src.spec
         if src.source is not None and src.source.container is not None and src.source.path is not None:
             source = join_source_key(source, src.source.container)  # the container the session shows
@@ -478,8 +487,8 @@ class FileController(QObject):
         worker_ref: list = []
         self.services.progress.track(job)
         # the worker gets its own copy, taken here: the user may go on editing while it writes
-        start_job(self.services.pool, job, export_weights, session.mapping.copy(), path, source, session.target.spec,
-                  src.pickle_trust, bridge, worker_ref)
+        start_job(self.services.pool, job, export_weights, session.mapping.copy(), path, source,
+                  session.loaded_target.spec, src.pickle_trust, bridge, worker_ref)
         worker_ref.append(job.worker)
         return job
 
@@ -515,7 +524,7 @@ class FileController(QObject):
                   lambda: self.services.message("Export cancelled"), self)
         self.services.progress.track(job)
         start_job(self.services.pool, job, write_mapping_export, session.mapping.copy(), fmt,
-                  list(session.source.side.table), list(session.target.side.table), path)
+                  list(session.loaded_source.side.table), list(session.loaded_target.side.table), path)
         return job
 
     def _mapping_exported(self, fmt: str, path: str, result) -> None:
