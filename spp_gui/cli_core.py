@@ -143,10 +143,10 @@ def rule_matches(rules: list[str], source_keys) -> list[int]:
 
 def _nothing_fits(mapping: Mapping, args: argparse.Namespace, strategy: str, source_table, target_table) -> str:
     """The summary line of a mapping with no pairs, with what to try next."""
-    first = renamed = next(iter(source_table), None)
+    first = renamed = next(iter(source_table), None)  # None: the source is empty
     if args.rename and strategy == "rename" and first is not None:
         renamed, _ = rename_key(first, parse_rules(args.rename))
-    if renamed != first and renamed not in target_table:
+    if first is not None and renamed is not None and renamed != first and renamed not in target_table:
         hint = (f"the rules turn source key '{shorten(first)}' into '{shorten(renamed)}', which the target lacks; "
                 f"compare with the target's names (spp-gui inspect '{printable(args.target)}')")
     elif mapping.candidates:

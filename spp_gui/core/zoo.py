@@ -64,7 +64,7 @@ def timm_constructor(name: str, spec_text: str) -> Callable[..., Any]:
     return build
 
 
-def _transformers_model_class(name: str, spec_text: str) -> type:
+def _transformers_model_class(name: str, spec_text: str) -> type[Any]:  # transformers is imported on demand
     transformers = _library("transformers", spec_text)
     cls = getattr(transformers, name, None) if name.isidentifier() else None
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
