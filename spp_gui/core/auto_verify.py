@@ -193,18 +193,7 @@ def verify_suggestions(items: list[Suggestion], source: nn.Module, target: nn.Mo
     """Check ``auto``'s accepted pairs by function: demote the ones that disagree, fix swapped equal-shaped
     siblings; returns what changed (the suggestions are changed in place). Raises Cancelled when
     ``cancelled()`` turns true between model runs."""
-    steps = verify_steps(items, source, target, input_shape, seed)
-    try:
-        while True:
-            text = next(steps)
-            if cancelled is not None and cancelled():
-                raise Cancelled("verify cancelled")
-            if progress is not None:
-                progress(text)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+    return _drive(verify_steps(items, source, target, input_shape, seed), progress, cancelled)
 
 
 def runnable_models(source: Side, target: Side, source_model_spec: str | None = None, seed: int = 0
@@ -219,20 +208,40 @@ def runnable_models(source: Side, target: Side, source_model_spec: str | None = 
     return s_model, t_model
 
 
+def verify_auto_steps(items: list[Suggestion], source: Side, target: Side, input_shape: tuple[int, ...],
+                      source_model_spec: str | None = None, seed: int = 0) -> Generator[str, None, VerifyOutcome]:
+    """:func:`verify_auto` as a generator of what it does (a GUI worker shows it and cancels between)."""
+    why = why_not_runnable(source, target, source_model_spec)
+    if why is not None:
+        return VerifyOutcome(items, skipped=why)
+    yield "building both models"
+    s_model, t_model = runnable_models(source, target, source_model_spec, seed)
+    try:
+        return (yield from verify_steps(items, s_model, t_model, input_shape, seed))
+    except Cancelled:
+        raise
+    except SppError as exc:  # e.g. the models cannot take this input: say so, change nothing
+        return VerifyOutcome(items, skipped=str(exc))
+
+
 def verify_auto(items: list[Suggestion], source: Side, target: Side, input_shape: tuple[int, ...],
                 source_model_spec: str | None = None, seed: int = 0, progress: Callable[[str], None] | None = None,
                 cancelled: Callable[[], bool] | None = None) -> VerifyOutcome:
     """:func:`verify_suggestions` for two sides; an outcome with ``skipped`` set when they cannot both run
     or the models fail on ``input_shape`` (the suggestions then stay as auto made them)."""
-    why = why_not_runnable(source, target, source_model_spec)
-    if why is not None:
-        return VerifyOutcome(items, skipped=why)
-    if progress is not None:
-        progress("building both models")
-    s_model, t_model = runnable_models(source, target, source_model_spec, seed)
+    return _drive(verify_auto_steps(items, source, target, input_shape, source_model_spec, seed), progress, cancelled)
+
+
+def _drive(steps: Generator[str, None, VerifyOutcome], progress: Callable[[str], None] | None,
+           cancelled: Callable[[], bool] | None) -> VerifyOutcome:
     try:
-        return verify_suggestions(items, s_model, t_model, input_shape, seed, progress, cancelled)
-    except Cancelled:
-        raise
-    except SppError as exc:  # e.g. the models cannot take this input: say so, change nothing
-        return VerifyOutcome(items, skipped=str(exc))
+        while True:
+            text = next(steps)
+            if cancelled is not None and cancelled():
+                raise Cancelled("verify cancelled")
+            if progress is not None:
+                progress(text)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from PySide6.QtCore import QObject
 
-from ..core.strategies import Suggestion, Suggestions
+from ..core.auto_verify import verify_auto_steps, why_not_runnable
+from ..core.strategies import Side, Suggestion, Suggestions, suggest
 from .editing import EditController
 from .jobs import Job, run_suggest, start_job
 from .session import MappingSession, Services
 from .suggest_panel import SuggestPanel
+from .verify_view import DEFAULT_INPUT_SHAPE
 
 CLEAN, UNDOABLE = "clean", "undoable"  # how suggestions applied by the strategy itself enter the mapping
+
+
+def suggest_and_verify(source: Side, target: Side, strategy: str, options: dict[str, Any],
+                       input_shape: tuple[int, ...]) -> Generator[tuple[int, int, str], None, Suggestions]:
+    """Suggest, then check the accepted pairs by running both models (core/auto_verify.py); the worker
+    cancels between the steps. The sides are copies without their open files: the models are built
+    afresh from the specs here, so the worker never reads what the GUI thread holds."""
+    yield 0, 0, f"Suggesting ({strategy})"
+    result = suggest(source, target, strategy, **options)
+    steps = verify_auto_steps(result.items, Side(source.table, source.classes, source.spec),
+                              Side(target.table, target.classes, target.spec), input_shape)
+    try:
+        while True:
+            yield 0, 0, "Verify: " + next(steps)
+    except StopIteration as stop:
+        runs = stop.value
+    finally:
+        steps.close()
+    return Suggestions(result.strategy, result.items, [*result.notes, runs.summary()])
 
 
 class SuggestController(QObject):
@@ -21,6 +45,8 @@ class SuggestController(QObject):
         super().__init__(parent)
         self.session, self.services, self.panel, self.edits = session, services, panel, edits
         self.job: Job | None = None
+        #: the batch verify runs on (the Verify view's default: an image model's)
+        self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
         panel.runRequested.connect(self.run)
         panel.cancelRequested.connect(self.cancel)
         panel.acceptRequested.connect(self.apply)
@@ -51,8 +77,18 @@ class SuggestController(QObject):
         self.panel.set_running(True)
         self.services.progress.track(job)
         job.ended.connect(lambda: self._ended(job))
-        start_job(self.services.pool, job, run_suggest, source.side, target.side, strategy, options)
+        if self.verifies(strategy, source.side, target.side, mode):
+            start_job(self.services.pool, job, suggest_and_verify, source.side, target.side, strategy, options,
+                      self.input_shape)
+        else:
+            start_job(self.services.pool, job, run_suggest, source.side, target.side, strategy, options)
         return job
+
+    def verifies(self, strategy: str, source: Side, target: Side, mode: str | None = None) -> bool:
+        """Whether this Suggest checks auto's pairs by running both models: asked for in the panel, both
+        sides can run, and not the suggest that is part of opening a session (opening stays quick)."""
+        return (strategy == "auto" and mode is None and self.panel.verify_box.isChecked()
+                and why_not_runnable(source, target) is None)
 
     def cancel(self) -> None:
         if self.job is not None:

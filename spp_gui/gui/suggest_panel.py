@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
@@ -163,6 +164,16 @@ class SuggestPanel(QWidget):
         self.alternatives = QListWidget()
         self.alternatives.setToolTip("Other plausible sources for the selected target; double-click to use one")
         self.counts = QLabel("")
+        self.verify_box = QCheckBox("Verify by running both models")
+        self.verify_box.setObjectName("suggestVerify")
+        self.verify_box.setChecked(True)
+        self.verify_box.setToolTip("auto only, where both sides are model specs: run one random batch through the "
+                                   "source and the mapped target, send pairs whose outputs disagree back to the "
+                                   "candidates and swap equal-shaped siblings that agree swapped")
+        self.verify_line = QLabel("")
+        self.verify_line.setObjectName("suggestVerifyLine")
+        self.verify_line.setWordWrap(True)
+        self.verify_line.setVisible(False)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Strategy:"))
@@ -181,6 +192,8 @@ class SuggestPanel(QWidget):
         layout.addWidget(self.description)
         layout.addWidget(self.rules_label)
         layout.addWidget(self.rules)
+        layout.addWidget(self.verify_box)
+        layout.addWidget(self.verify_line)
         # alternatives beside the table, not below it: the dock stays short in small windows
         side = QWidget()
         side_layout = QVBoxLayout(side)
@@ -224,6 +237,7 @@ class SuggestPanel(QWidget):
         strategy = STRATEGIES.get(name)
         self.description.setText(strategy.description if strategy else "")
         rename = name == "rename"
+        self.verify_box.setVisible(name == "auto")
         self.rules.setVisible(rename)
         self.rules_label.setVisible(rename)
 
@@ -242,6 +256,9 @@ class SuggestPanel(QWidget):
     def _session_suggestions(self) -> None:
         found = self.session.suggestions
         self.show_suggestions(found.strategy if found else self.strategy.currentText(), found.items if found else [])
+        line = next((n for n in (found.notes if found else []) if n.startswith("verify:")), "")
+        self.verify_line.setText(line[:1].upper() + line[1:])  # what verify changed, for these suggestions only
+        self.verify_line.setVisible(bool(line))
 
     def _mapping_changed(self) -> None:
         self.table_model.refresh_states()
