@@ -43,12 +43,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"not expressed: {printable(line)}", file=sys.stderr)
     for line in result.not_loaded if not args.quiet else ():
         print(f"not loaded: {printable(line)}", file=sys.stderr)
+    shortfalls = []  # one final line, -q or not
     if result.not_expressed:
-        print(f"{len(result.not_expressed)} entries could not be expressed as {args.format}; "
-              f"use --as python for those", file=sys.stderr)
+        shortfalls.append(f"{len(result.not_expressed)} entries could not be expressed as {args.format}")
     if result.not_loaded:
-        print(f"{len(result.not_loaded)} entries load wrong in one client version (see 'not loaded' in the "
-              f"snippet's header); use --as python for those", file=sys.stderr)
+        shortfalls.append(f"{len(result.not_loaded)} entries load wrong in one client version (see 'not loaded' "
+                          f"in the snippet's header)")
+    if shortfalls:
+        print("; ".join(shortfalls) + "; use --as python for those", file=sys.stderr)
     return 0
 
 
