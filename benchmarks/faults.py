@@ -49,8 +49,9 @@ sys.path.insert(0, str(HERE))
 from _report import bench_row  # noqa: E402
 
 COLUMNS = ("clean", "traceback", "hang", "crash", "wrong", "security")
-PRELOAD = ["torch", "torchvision", "safetensors.torch", "PIL.Image", "spp_gui.cli", "spp_gui.cli_core",
-           "spp_gui.cli_export", "spp_gui.cli_verify", "spp_gui.cli_train", "spp_gui.training.engine"]
+PRELOAD = ["torch", "torchvision", "safetensors.torch", "PIL.Image", "spp_gui.cli", "spp_gui.cli.dispatch",
+           "spp_gui.cli.map", "spp_gui.cli.apply", "spp_gui.cli.export", "spp_gui.cli.verify", "spp_gui.cli.train",
+           "spp_gui.training.engine"]
 ESCAPES = ("\x1b", "\x07", "\x9b")  # ESC, BEL, CSI: what a terminal acts on
 
 

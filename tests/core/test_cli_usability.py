@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from spp_gui import cli
-from spp_gui.cli import ProgressLine, main, mistyped_command
+from spp_gui.cli import common, dispatch, main
+from spp_gui.cli.common import ProgressLine
+from spp_gui.cli.dispatch import mistyped_command
 
 RESNET = "torchvision:resnet18"
 
@@ -29,7 +30,7 @@ class Terminal(io.StringIO):
 def editor(monkeypatch):
     """Record what would open the editor instead of opening it."""
     opened = []
-    monkeypatch.setattr(cli, "_gui", lambda argv: opened.append(list(argv)) or 0)
+    monkeypatch.setattr(dispatch, "_gui", lambda argv: opened.append(list(argv)) or 0)
     return opened
 
 
@@ -176,7 +177,7 @@ def test_progress_line_is_silent_off_a_terminal_and_when_quiet():
 
 def test_map_says_it_hashes_the_source_unless_the_digest_cache_has_it(tmp_path, monkeypatch, small_pth):
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(common, "PROGRESS_DELAY", 0.0)
     monkeypatch.setattr("sys.stdout", io.StringIO())
     argv = ["map", str(small_pth), "torchvision:squeezenet1_0", "-o", str(tmp_path / "m.json")]
     monkeypatch.setattr("sys.stderr", term := Terminal())
@@ -199,7 +200,7 @@ def test_apply_shows_bytes_and_eta_on_a_terminal(tmp_path, monkeypatch, small_pt
     monkeypatch.setattr("sys.stdout", io.StringIO())
     mapping = tmp_path / "m.json"
     assert main(["map", str(small_pth), "torchvision:squeezenet1_0?num_classes=3", "-o", str(mapping)]) == 0
-    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(common, "PROGRESS_DELAY", 0.0)
     monkeypatch.setattr("sys.stderr", term := Terminal())
     assert main(["apply", str(mapping), "-o", str(tmp_path / "w.safetensors")]) == 0
     shown = term.getvalue()

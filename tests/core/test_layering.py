@@ -9,7 +9,7 @@ import textwrap
 
 import spp_gui
 
-QT_FREE = ("spp_gui.core", "spp_gui.models", "spp_gui.training", "spp_gui.cli", "spp_gui.cli_")
+QT_FREE = ("spp_gui.core", "spp_gui.models", "spp_gui.training", "spp_gui.cli")
 
 
 def test_core_imports_without_qt():
@@ -27,8 +27,8 @@ def test_core_imports_without_qt():
         sys.meta_path.insert(0, Block())
         for name in {modules!r}:
             importlib.import_module(name)
-        import spp_gui.cli
-        spp_gui.cli.build_parser()
+        import spp_gui.cli.dispatch
+        spp_gui.cli.dispatch.build_parser()
         print('ok', len({modules!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

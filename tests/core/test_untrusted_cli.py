@@ -16,7 +16,8 @@ import torch
 from faultgen import CLEAR, OSC_TITLE  # tests/ is on sys.path (conftest)
 from faultgen import NET_PY as NET  # Src: modules named with terminal escapes; Dst: the same, plain
 
-from spp_gui.cli import main, os_error_message, printable
+from spp_gui.cli import main
+from spp_gui.cli.common import os_error_message, printable
 from spp_gui.core import atomic
 
 

@@ -107,7 +107,7 @@ def test_launch_and_cluster_lines(make_config, tmp_path, capsys, monkeypatch):
         def wait(self):
             return 3
 
-    monkeypatch.setattr("spp_gui.cli_train.subprocess.Popen", FakePopen)
+    monkeypatch.setattr("spp_gui.cli.train.subprocess.Popen", FakePopen)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["train", toml, "--nproc", "2", "--compare"]) == 3  # torchrun's exit status passes through
     assert started == [launch_command([toml], 2, ["--compare"])]

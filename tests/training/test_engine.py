@@ -246,7 +246,7 @@ def test_a_stopped_run_reports_the_epochs_it_evaluated(make_config):
 
 
 def test_cli_summary_of_a_run_without_an_evaluated_epoch():
-    from spp_gui.cli_train import summary_line
+    from spp_gui.cli.train import summary_line
     from spp_gui.training.engine import RunResult
 
     line = summary_line("tiny", RunResult("cancelled", "runs/tiny"))

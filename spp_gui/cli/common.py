@@ -1,15 +1,10 @@
-"""Command line: ``spp-gui SUBCOMMAND ...``; with no subcommand it opens the editor.
-
-Thin by design: parse, call the core or training package, print. Errors a user can cause end
-in one line on stderr and exit status 2; tracebacks are for bugs.
-"""
+"""What every subcommand shares: safe terminal output, input and output checks, OS error
+messages, JSON, the progress line, and the options several commands take (-q, --source-key)."""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
-import importlib
 import json
 import os
 import re
@@ -17,15 +12,11 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from .core.errors import SppError
-from .core.trust import trust_all_code, trust_file, trust_named_specs
-
-# Modules that add subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ["spp_gui.cli_core", "spp_gui.cli_export", "spp_gui.cli_train", "spp_gui.cli_verify"]
-GUI_MODULE = "spp_gui.gui.app"
+from ..core.errors import SppError
+from ..core.sources import join_source_key, split_source_key
 
 EXIT_USER_ERROR = 2
 #: the longest file or folder name the common filesystems allow, in bytes
@@ -55,7 +46,7 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _announce(text: str) -> None:
+def announce(text: str) -> None:
     print(f"spp-gui: {printable(text)}", file=sys.stderr)
 
 
@@ -183,7 +174,7 @@ class ProgressLine:
         if now - self.start < self.delay or (now - self.last < self.interval and done < total):
             return
         self.last = now
-        from .core.apply import format_progress
+        from ..core.apply import format_progress
 
         line = f"{printable(self.label)}  {format_progress(done, total, now - self.start)}"
         if key:
@@ -200,99 +191,26 @@ class ProgressLine:
             self.shown = False
 
 
-def _looks_like_operand(text: str) -> bool:
-    """A file, a spec or an option: what the editor's ``spp-gui [SOURCE TARGET] [--mapping M]`` takes."""
-    return (text.startswith("-") or any(c in text for c in "/\\.:?=~") or os.path.lexists(text))
-
-
-def mistyped_command(text: str, commands: Sequence[str]) -> str | None:
-    """The subcommand ``text`` was probably meant to be (``inpsect`` -> ``inspect``), if it is no file or spec."""
-    if text in commands or _looks_like_operand(text):
-        return None
-    near = difflib.get_close_matches(text.lower(), list(commands), n=1, cutoff=0.6)
-    return near[0] if near else None
-
-
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only errors, warnings and the final summary line")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
-        prog="spp-gui",
-        description="Map pretrained weights into a model that is not quite the same, then train it. "
-                    "With no subcommand, opens the mapping editor (spp-gui [SOURCE TARGET] [--mapping M]).",
-    )
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"spp-gui {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
-    for command in sub.choices.values():
-        command.add_argument("--trust-code", action="store_true",
-                             help="run model code (file.py:Class) that a mapping or run config names; "
-                                  "each file is named on stderr before it runs")
-        command.add_argument("--trust-code-file", action="append", default=[], metavar="PATH=SHA256",
-                             help="run this model file only while it has this sha256 (what the editor passes "
-                                  "to the processes it starts); repeatable")
-    return parser, sub.choices
+def with_source_key(spec: str | None, key: str | None) -> str | None:
+    """``spec`` reading container ``key`` (``PATH#KEY``), replacing one the spec names; unchanged without a key."""
+    if key is None or not spec:
+        return spec
+    return join_source_key(split_source_key(spec)[0], key)
 
 
-def _gui(argv: Sequence[str]) -> int:
-    try:
-        module = importlib.import_module(GUI_MODULE)
-    except ModuleNotFoundError as exc:
-        print(f"spp-gui: error: the editor is not available ({exc}); use a subcommand, see --help", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return module.main(list(argv))
+def add_source_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-key", metavar="KEY",
+                   help="the weight container of a checkpoint holding several (state_dict, state_dict_ema, model_ema, "
+                        "...); default: EMA weights first, as timm chooses. Same as the spec PATH#KEY")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser, commands = build_parser()
-    # model files the user names here are theirs to run; those read from a mapping or config are not
-    trust_named_specs(argv)
-    if argv and (meant := mistyped_command(argv[0], list(commands))):
-        print(f"spp-gui: error: unknown command '{printable(argv[0])}'; did you mean '{meant}'? "
-              "(spp-gui --help lists them)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
-        return _gui(argv)
-    args = parser.parse_args(argv)
-    if args.trust_code:
-        trust_all_code(True, announce=_announce)
-    for pinned in getattr(args, "trust_code_file", []):
-        path, _, digest = pinned.rpartition("=")
-        if not path or len(digest) != 64:
-            parser.error(f"--trust-code-file {pinned!r}: expected PATH=SHA256 (64 hex digits)")
-        trust_file(path, digest.lower())
-    try:
-        return int(args.func(args) or 0)
-    except SppError as exc:
-        print(f"spp-gui: error: {printable(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("spp-gui: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("spp-gui: error: out of memory", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:  # a full disk or a refused write is the machine's answer, not a bug
-        if (cause := os_error_in(exc)) is None:
-            raise
-        print(f"spp-gui: error: {os_error_message(cause, getattr(args, 'output', None))}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def human(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

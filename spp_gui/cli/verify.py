@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import add_quiet, check_inputs, colour_enabled, paint, print_json, printable
-from .cli_core import add_source_key, with_source_key
-from .core.errors import SpecError
-from .core.mapping import Mapping
-from .core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE, parse_input_shape, verify_mapping
+from ..core.errors import SpecError
+from ..core.mapping import Mapping
+from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE, parse_input_shape, verify_mapping
+from .common import (
+    add_quiet,
+    add_source_key,
+    check_inputs,
+    colour_enabled,
+    paint,
+    print_json,
+    printable,
+    with_source_key,
+)
 
 COLOURS = {AGREE: "32", DISAGREE: "31", NOT_INFORMATIVE: "33", NOT_COMPARED: "2"}
 WIDTH = max(map(len, COLOURS)) + 1

@@ -1,4 +1,6 @@
-"""Subcommands for training: train, demo, prepare-voc. Thin: parse, drive the engine, print."""
+"""``spp-gui train``: run configs through the engine (here, or under torchrun), progress printed, runs compared.
+
+The demo and prepare-voc subcommands print through :func:`say` and drive the engine with :func:`drive`."""
 
 from __future__ import annotations
 
@@ -13,10 +15,9 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TypeVar
 
-from .cli import printable
-from .training.config import ConfigError, RunConfig
-from .training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
-from .training.engine import (
+from ..training.config import ConfigError, RunConfig
+from ..training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
+from ..training.engine import (
     Cancelled,
     Epoch,
     Event,
@@ -29,8 +30,9 @@ from .training.engine import (
     runs_folder,
     train,
 )
-from .training.event_stream import JsonLinesEmitter
-from .training.plot import render_curves
+from ..training.event_stream import JsonLinesEmitter
+from ..training.plot import render_curves
+from .common import printable
 
 
 class ProgressPrinter:
@@ -45,7 +47,7 @@ class ProgressPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
             self.t0, self.total = time.perf_counter(), max(1, event.steps_per_epoch * event.epochs)
-            _say(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
+            say(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
                   f"val images, {event.loaded}; folder {event.run_dir}", file=self.stream)
         elif isinstance(event, Step) and self.tty:
             done = event.step / self.total
@@ -58,23 +60,23 @@ class ProgressPrinter:
         elif isinstance(event, Epoch):
             if self.tty:
                 self.stream.write("\r" + " " * 100 + "\r")
-            _say(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
+            say(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
                   f"{event.train_acc:.3f} | val loss {event.val_loss:.4f} acc {event.val_acc:.3f}"
                   f"{' (best)' if event.best else ''} | {event.seconds:.1f}s"
                   + (f" | {event.skipped} unreadable images skipped" if event.skipped else ""), file=self.stream)
         elif isinstance(event, (Failed, Cancelled)):
             if self.tty:
                 self.stream.write("\n")
-            _say(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
+            say(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
                                        f"cancelled at epoch {event.epoch}, step {event.step}"), file=self.stream)
         elif isinstance(event, Finished):
-            _say(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
+            say(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
                   f"{event.final_val_acc:.3f}; {event.run_dir}", file=self.stream)
         elif hasattr(event, "message"):
-            _say(f"[{event.run}] {event.message}", file=self.stream)
+            say(f"[{event.run}] {event.message}", file=self.stream)
 
 
-def _say(*parts: object, file=None, **kw) -> None:
+def say(*parts: object, file=None, **kw) -> None:
     """print, with control characters escaped line by line: folder names, class names and messages
     come from files and folders someone else made (an escape sequence in a name must not reach the
     terminal raw)."""
@@ -100,7 +102,7 @@ def launch(args: argparse.Namespace) -> int:
              *(["--events-jsonl"] if args.events_jsonl else []),
              *(["--trust-code"] if getattr(args, "trust_code", False) else [])]
     command = launch_command(args.configs, args.nproc, extra)
-    _say(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
+    say(f"launching {args.nproc} processes: torchrun --standalone --nproc_per_node {args.nproc} -m spp_gui train "
           + " ".join(args.configs), file=sys.stderr)
     previous = signal.getsignal(signal.SIGTERM)
     with subprocess.Popen(command) as proc:  # stdout/stderr inherited: each line appears as it is printed
@@ -197,7 +199,7 @@ def _train_configs(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from None
     if args.print_torchrun:
-        _say(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
+        say(cluster_command(args.configs, args.nproc or 1, args.nnodes, args.rdzv_endpoint))
         return 0
     for cfg in configs:  # every run's folder checked before the first run starts
         runs_folder(cfg)
@@ -233,11 +235,11 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
         result = drive(train(cfg, control), printer)
         # a retry on one rank alone would leave the others waiting, so not under torchrun
         while result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
-            _say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
+            say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
             cfg.run.batch_size = result.retry_batch_size
             result = drive(train(cfg, control), printer)
         if result.status == "failed" and result.retry_batch_size and not args.retry_half and main:
-            _say(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
+            say(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
         if result.status != "finished":
             status = 1
         results[cfg.run.name or Path(result.run_dir).name] = result
@@ -245,35 +247,12 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
         return status
     out = sys.stderr if args.events_jsonl else sys.stdout  # stdout carries only events then
     for name, result in results.items():
-        _say(summary_line(name, result), file=out)
+        say(summary_line(name, result), file=out)
     if args.compare:
         figure = Path(args.figure) if args.figure else Path(next(iter(results.values())).run_dir).parent / "compare.png"
         render_curves({name: r.epochs for name, r in results.items()}, figure)
-        _say(f"comparison figure: {figure}", file=out)
+        say(f"comparison figure: {figure}", file=out)
     return status
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .training.demo import run_demo
-
-    result = drive(run_demo(args.out, quick=args.quick, seed=args.seed), ProgressPrinter())
-    if result is None:
-        return 1
-    _say(result.table())
-    return 0
-
-
-def cmd_prepare_voc(args: argparse.Namespace) -> int:
-    from .training.voc import prepare_voc
-
-    counts = prepare_voc(args.voc, args.out, min_size=args.min_size)
-    names = sorted({c for split in counts.values() for c in split})
-    _say(f"{'class':<14}" + "".join(f"{s:>8}" for s in counts))
-    for name in names:
-        _say(f"{name:<14}" + "".join(f"{counts[s][name]:>8}" for s in counts))
-    _say(f"{'total':<14}" + "".join(f"{sum(counts[s].values()):>8}" for s in counts))
-    _say(f"written to {args.out}/train and {args.out}/val")
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -294,17 +273,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rdzv-endpoint", default="HOST:29500", metavar="HOST:PORT",
                    help="with --print-torchrun: address of the first machine (default HOST:29500)")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("demo", help="the seed's experiment offline, on drawn images: AlexNet -> AlexNet_SPP from "
-                                    "scratch, by the seed's recipe (order) and by spp_grid")
-    p.add_argument("--quick", action="store_true",
-                   help="a smaller version (about 25 s on 2 CPU cores; the full one about a minute)")
-    p.add_argument("--out", default="spp_demo", help="folder for data, runs and figure (default: spp_demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("prepare-voc", help="PASCAL VOC 2007 -> 20-class ImageFolder (object crops, VOC's splits)")
-    p.add_argument("voc", metavar="VOCdevkit/VOC2007")
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("--min-size", type=int, default=32, help="skip objects smaller than this many pixels (default 32)")
-    p.set_defaults(func=cmd_prepare_voc)

@@ -1,4 +1,4 @@
-"""Subcommands over the core: inspect, map, apply."""
+"""``spp-gui map``: suggest a mapping from a source to a target, write it, and show its status."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import (
+from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
+from ..core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
+from ..core.tensors import format_shape
+from .common import (
     ProgressLine,
     add_quiet,
+    add_source_key,
     check_inputs,
     check_output,
     colour_enabled,
@@ -16,71 +20,12 @@ from .cli import (
     print_json,
     printable,
     shorten,
+    with_source_key,
 )
-from .core.apply import apply_to_file
-from .core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
-from .core.sources import join_source_key, split_source_key
-from .core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
-from .core.tensors import format_shape
-from .core.tree import Node, ParamTree
 
 STATUS_COLOURS = {EXACT: "32", RENAMED: "36", ADAPTED: "33", INVALID: "31", UNMAPPED: "2"}
 #: ``map`` prints every row up to this many target keys; beyond it, the counts and the rows that need a look
 FULL_TABLE_ROWS = 60
-
-
-def with_source_key(spec: str | None, key: str | None) -> str | None:
-    """``spec`` reading container ``key`` (``PATH#KEY``), replacing one the spec names; unchanged without a key."""
-    if key is None or not spec:
-        return spec
-    return join_source_key(split_source_key(spec)[0], key)
-
-
-def add_source_key(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source-key", metavar="KEY",
-                   help="the weight container of a checkpoint holding several (state_dict, state_dict_ema, model_ema, "
-                        "...); default: EMA weights first, as timm chooses. Same as the spec PATH#KEY")
-
-
-def human(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    check_inputs(("spec", args.spec))
-    side = source_side(with_source_key(args.spec, args.source_key), trust_pickle=args.trust_pickle)
-    tree = ParamTree(side.table, side.classes)
-    if args.json:
-        out = tree.to_dict()
-        out["spec"] = side.spec
-        out["notes"] = side.source.notes if side.source else []
-        print_json(out)
-        return 0
-    if args.quiet:
-        print(f"total: {len(tree)} tensors, {tree.numel:,} parameters")
-        return 0
-    colour = colour_enabled()
-    if side.source is not None and side.source.notes:
-        print(paint(printable("# " + "; ".join(side.source.notes)), "2", colour))
-
-    def show(node: Node, depth: int) -> None:
-        for child in node.children:
-            pad, name = "  " * depth, printable(child.name)  # names come from the file: no escapes reach the terminal
-            if child.tensor is not None:
-                t = child.tensor
-                print(f"{pad}{name:<{max(1, 40 - len(pad))}} {format_shape(t.shape):<22} {printable(t.dtype):<9} "
-                      f"{t.numel:>12,}")
-            else:
-                cls = f" ({printable(child.module_class)})" if child.module_class else ""
-                print(paint(f"{pad}{name}{cls}  [{child.count} tensors, {human(child.numel)}]", "1", colour))
-                show(child, depth + 1)
-
-    show(tree.root, 0)
-    print(f"total: {len(tree)} tensors, {tree.numel:,} parameters")
-    return 0
 
 
 def _row(mapping: Mapping, status: MappingStatus, target_table, key: str) -> dict:
@@ -214,38 +159,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
-    check_inputs(("mapping", args.mapping), ("--source", args.source), ("--target", args.target))
-    check_output(args.output, "weights.safetensors")
-    mapping = Mapping.load(args.mapping)
-    progress = ProgressLine("apply", enabled=not args.quiet)
-    try:
-        source = with_source_key(args.source or mapping.source_spec, args.source_key)
-        report = apply_to_file(mapping, args.output, source=source or None, target_spec=args.target,
-                               progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
-    finally:
-        progress.close()
-    for warning in report.warnings:
-        print(f"warning: {printable(warning)}", file=sys.stderr)
-    if args.json:
-        print_json(report.to_dict())
-    elif args.quiet:
-        print(printable(report.summary()))
-    else:
-        print(printable(report.summary()))
-        print(f"wrote {printable(args.output)}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="show the parameter tree of a checkpoint or model spec")
-    p.add_argument("spec", help="checkpoint path or spec (torchvision:resnet50, spp_gui:alexnet_spp, net.py:Net)")
-    p.add_argument("--json", action="store_true", help="print the tree as JSON")
-    p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
-    add_source_key(p)
-    add_quiet(p)
-    p.set_defaults(func=cmd_inspect)
-
     p = sub.add_parser("map", help="suggest a mapping from SOURCE to TARGET and write it as JSON")
     p.add_argument("source", help="checkpoint path, torchvision:NAME:WEIGHTS, or model spec")
     p.add_argument("target", help="target model spec, e.g. spp_gui:alexnet_spp?num_classes=20")
@@ -261,15 +175,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"print every target key (by default, over {FULL_TABLE_ROWS} keys only the invalid and unmapped)")
     add_quiet(p)
     p.set_defaults(func=cmd_map)
-
-    p = sub.add_parser("apply", help="fill the mapping's target from its source and write the weights")
-    p.add_argument("mapping", help="mapping JSON file")
-    p.add_argument("-o", "--output", required=True, help="weights to write: .safetensors or .pth")
-    p.add_argument("--source", help="use this source instead of the one the mapping names")
-    p.add_argument("--target", help="use this target spec instead of the one the mapping names")
-    p.add_argument("--seed", type=int, default=0, help="seed for the target's initialisation of unmapped keys")
-    p.add_argument("--json", action="store_true", help="print the load report as JSON")
-    p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
-    add_source_key(p)
-    add_quiet(p)
-    p.set_defaults(func=cmd_apply)

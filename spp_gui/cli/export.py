@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import add_quiet, check_inputs, printable
-from .cli_core import add_source_key, with_source_key
-from .core.export import FORMATS, export_mapping
-from .core.mapping import Mapping
+from ..core.export import FORMATS, export_mapping
+from ..core.mapping import Mapping
+from .common import add_quiet, add_source_key, check_inputs, printable, with_source_key
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -17,8 +16,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     source_keys = None
     source = with_source_key(args.source or mapping.source_spec, args.source_key)
     if source:
-        from .core.errors import SppError
-        from .core.strategies import source_side
+        from ..core.errors import SppError
+        from ..core.strategies import source_side
 
         try:  # all source keys let the regex forms keep unused ones off target names
             source_keys = list(source_side(source).table)
@@ -29,8 +28,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 print(f"note: source not read ({printable(exc)}); unused source keys are not diverted", file=sys.stderr)
     target_keys = None
     if mapping.target_spec:
-        from .core.errors import SppError
-        from .core.strategies import target_side
+        from ..core.errors import SppError
+        from ..core.strategies import target_side
 
         try:
             target_keys = list(target_side(mapping.target_spec).table)
