@@ -716,8 +716,15 @@ _HELPERS["chunk"] = '''def _chunk(src, dim, chunks, index, transpose):
     part = src.chunk(chunks, dim=dim)[index]
     return (part.t() if transpose else part).contiguous()
 '''
+_HELPERS["rope_permute"] = '''def _rope_permute(src, heads, to):
+    # HF <-> Meta Llama: per head, rotary pairs as two halves (HF, rotate_half) or interleaved rows (Meta)
+    half = src.shape[0] // heads // 2
+    w = src.reshape(heads, half, 2, -1) if to == "hf" else src.reshape(heads, 2, half, -1)
+    return w.transpose(1, 2).reshape(src.shape).contiguous()
+'''
 _CALLS = {
     "chunk": "_chunk(x, {dim!r}, {chunks!r}, {index!r}, {transpose!r})",
+    "rope_permute": "_rope_permute(x, {heads!r}, {to!r})",
     "slice": "_block(x, t)",
     "pad": "_block(x, t)",
     "select_rows": "_select_rows(x, t, {rows!r})",

@@ -128,3 +128,25 @@ def test_a_llama_to_llama_pair_gets_no_permutation():
     pair = ZooPair("HF Llama -> HF Llama", hf_llama, hf_llama, [(r".*", r"\g<0>", None)], _tokens)
     got = suggest(*pair.sides(), "auto").items
     assert all(s.transform is None and s.accepted for s in got)
+
+
+@pytest.mark.parametrize("to", ["hf", "meta"])
+def test_python_export_permutes_like_apply(to):
+    """`export --as python` carries rope_permute: a training script without spp_gui gets the same rows."""
+    from spp_gui.core.apply import apply_mapping
+    from spp_gui.core.export import export_mapping
+    from spp_gui.core.mapping import Entry, Mapping
+
+    torch.manual_seed(0)
+    source = {"wq": torch.randn(4 * 8, 32), "wk": torch.randn(2 * 8, 32), "bq": torch.randn(4 * 8)}
+    target = {"q_proj.weight": torch.zeros(32, 32), "k_proj.weight": torch.zeros(16, 32), "q_proj.bias": torch.zeros(32)}
+    mapping = Mapping()
+    for t, s, heads in (("q_proj.weight", "wq", 4), ("k_proj.weight", "wk", 2), ("q_proj.bias", "bq", 4)):
+        mapping.set(Entry(t, s, {"op": "rope_permute", "heads": heads, "to": to}))
+    namespace: dict = {}
+    exec(compile(export_mapping(mapping, "python").text, "<export>", "exec"), namespace)  # noqa: S102 - the point
+    got = namespace["remap"](source, {k: v.clone() for k, v in target.items()})
+    apply_mapping(target, source, mapping)
+    for key, value in target.items():
+        assert torch.equal(got[key], value), key
+    assert not torch.equal(target["q_proj.weight"], source["wq"])  # rows did move
