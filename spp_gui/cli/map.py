@@ -6,9 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.auto_verify import verify_auto
+from ..core.errors import SpecError
 from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
 from ..core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
 from ..core.tensors import format_shape
+from ..core.verify import parse_input_shape
 from .common import (
     ProgressLine,
     add_quiet,
@@ -126,9 +129,23 @@ def cmd_map(args: argparse.Namespace) -> int:
     strategy = strategy or "exact"
     if args.adapt:
         options["adapt"] = True
+    if args.head_dim is not None:
+        if strategy != "auto":
+            raise SpecError("--head-dim is an option of --strategy auto (HF <-> Meta Llama q/k rows)")
+        options["head_dim"] = args.head_dim
+    if args.verify and strategy != "auto":
+        raise SpecError("--verify checks what --strategy auto suggests; add --strategy auto")
+    input_shape = parse_input_shape(args.input_shape) if args.verify else None
     for warning in warnings:
         print(f"warning: {printable(warning)}", file=sys.stderr)
     result = suggest(src, tgt, strategy, **options)
+    verify_line = ""
+    if input_shape is not None:
+        outcome = verify_auto(result.items, src, tgt, input_shape, source_model_spec=args.source_model)
+        verify_line = outcome.summary()
+        if outcome.skipped:
+            warnings.append(verify_line)
+            print(f"warning: {printable(verify_line)}", file=sys.stderr)
     mapping = result.to_mapping(src.spec, tgt.spec, threshold=args.threshold)
     if src.source is not None and src.source.path is not None and src.source.kind != "model":
         hashing = ProgressLine(f"sha256 of {shorten(Path(src.source.path).name, 40)}", enabled=not args.quiet)
@@ -141,7 +158,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     line = (summary_line(mapping, src.table, tgt.table, status) if len(mapping)
             else _nothing_fits(mapping, args, strategy, src.table, tgt.table))
     if args.json:
-        print_json({"output": str(args.output), "summary": line, "warnings": warnings,
+        print_json({"output": str(args.output), "summary": line, "warnings": warnings, "verify": verify_line,
                     "counts": {s: status.count(s) for s in STATUS_COLOURS},
                     "share": mapping.share(src.table, tgt.table, status),
                     "unused_sources": status.unused_sources, "candidates": len(mapping.candidates),
@@ -152,6 +169,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         print(printable(line))
         return 0
     print_status_table(mapping, src.table, tgt.table, status, every_row=args.all)
+    if verify_line and verify_line not in warnings:
+        print(printable(verify_line))
     print(printable(line))
     if mapping.candidates:
         print(f"{len(mapping.candidates)} candidates not accepted (review them in the editor)")
@@ -168,6 +187,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rename", action="append", metavar="REGEX=REPL", help="rename rule, in order (repeatable)")
     p.add_argument("--threshold", type=float, default=None, help="accept every suggestion at or above this confidence")
     p.add_argument("--adapt", action="store_true", help="accept proposed shape-adapting transforms (auto)")
+    p.add_argument("--head-dim", type=int, default=None, metavar="N",
+                   help="auto: attention head size, for HF <-> Meta Llama wq/wk rows (otherwise read from an hf: "
+                        "spec's config or a params.json beside the checkpoint)")
+    p.add_argument("--verify", action="store_true",
+                   help="with --strategy auto: run both models on one random batch; pairs whose outputs disagree "
+                        "become candidates, equal-shaped siblings that agree when swapped are swapped")
+    p.add_argument("--source-model", metavar="SPEC", help="with --verify: the architecture of a checkpoint source")
+    p.add_argument("--input-shape", default="2,3,224,224", metavar="N,C,H,W",
+                   help="with --verify: shape of the random input batch (default 2,3,224,224)")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
     add_source_key(p)
     p.add_argument("--json", action="store_true", help="print the mapping and its status per target key as JSON")

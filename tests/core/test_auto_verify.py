@@ -83,3 +83,29 @@ def test_sides_that_cannot_run_are_said_and_left_alone(tmp_path):
     assert not checked.skipped and checked.report.ok
     wrong_input = verify_auto(items, source, target, (1, 5, 64, 64), source_model_spec=SPEC)
     assert wrong_input.skipped and "input" in wrong_input.skipped
+
+
+def test_cli_map_verify_reports_what_it_checked(tmp_path, capsys):
+    import json
+
+    from spp_gui.cli import main
+
+    out = tmp_path / "m.json"
+    args = ["map", SPEC, SPEC, "--strategy", "auto", "--verify", "--input-shape", "1,3,64,64", "-o", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("verify: "))
+    assert "modules agree" in line and "nothing changed" in line
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verify"] == line
+    # a checkpoint alone cannot run: said, and the mapping is still written from auto's suggestions
+    ckpt = tmp_path / "r18.pth"
+    torch.save(build_model(SPEC, seed=1).state_dict(), ckpt)
+    out.unlink()
+    assert main(["map", str(ckpt), SPEC, "--strategy", "auto", "--verify", "-q", "-o", str(out)]) == 0
+    assert "warning: verify: not run" in capsys.readouterr().err and out.exists()
+    assert main(["map", str(ckpt), SPEC, "--strategy", "auto", "--verify", "--source-model", SPEC,
+                 "--input-shape", "1,3,64,64", "-o", str(out)]) == 0
+    assert "modules agree" in capsys.readouterr().out
+    assert main(["map", SPEC, SPEC, "--verify", "-o", str(out)]) == 2  # exact has nothing to verify
+    assert "add --strategy auto" in capsys.readouterr().err
