@@ -2,7 +2,8 @@
 
 Events only append to per-run lists (``add_*``); the panel's timer calls :meth:`RunPlots.push`,
 which hands changed lists to plot items created once per run, one plot per call, so a repaint
-never re-lays-out all four plots at once while training shares the cores.
+never re-lays-out all four plots at once while training shares the cores; and no sooner than a
+budget of the GUI thread's CPU time allows (``DRAW_SHARE``), measured on the draws themselves.
 
 One legend for all four plots sits below them (never over a curve); a run can be hidden from
 every plot at once, by the panel's run list or a click on its legend entry.
@@ -30,9 +31,15 @@ LIGHT_THEME = {"background": "w", "foreground": "#333333", "grid": 0.2}
 DARK_THEME = {"background": "#1e1f22", "foreground": "#d4d4d4", "grid": 0.3}
 SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
 PLOT_ORDER = ("iter", "loss", "acc", "lr")
-# A plot push re-lays-out and repaints a plot (Python code, sharing the GIL and the cores with
-# training): at most one every PLOT_MIN_GAP_S keeps the GUI's share of the machine small.
+# A plot push re-lays-out and repaints a plot: Python and Qt code on the GUI thread, which holds the
+# GIL all the while (PySide keeps it through Qt's own painting) and takes a core from training. So
+# drawing gets a budget: after a draw that took c seconds of the GUI thread's CPU (its setData calls and
+# the repaint they caused), the next one waits c / DRAW_SHARE, between PLOT_MIN_GAP_S and PLOT_MAX_GAP_S.
+# Measured on 2 cores (benchmarks/gui_responsiveness.py): a draw costs about 5 ms, so curves move about
+# 4 times a second and drawing takes about 1% of the machine.
+DRAW_SHARE = 0.02
 PLOT_MIN_GAP_S = 0.1
+PLOT_MAX_GAP_S = 1.0
 EXPORT_SCALE = 2  # PNGs at twice the on-screen size: sharp in documents and on high-DPI screens
 
 
@@ -136,7 +143,9 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.runs: dict[str, RunCurves] = {}
         self.dirty: set[str] = set()  # plots whose data changed since they were last pushed
         self._next_plot = 0
-        self._last_push = 0.0
+        self._next_push = 0.0  # perf_counter time before which a push waits (unless asked for everything)
+        self.draw_cpu_s = 0.0  # GUI-thread CPU spent drawing since the last push (pushing, then painting)
+        self.draws = 0  # pushes that handed data to a plot (for tests and benchmarks)
         self.loss_plot = self._plot(0, 0, "loss (dashed: train)", "epoch", EpochAxis())
         self.acc_plot = self._plot(0, 1, "accuracy (dashed: train)", "epoch", EpochAxis())
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
@@ -244,11 +253,14 @@ class RunPlots(pg.GraphicsLayoutWidget):
                 return
 
     # -- drawing ------------------------------------------------------------------------------
-    def push(self, everything: bool = False) -> None:
-        """Hand changed data to one plot (to every changed plot when asked), at most every PLOT_MIN_GAP_S."""
+    def push(self, everything: bool = False) -> bool:
+        """Hand changed data to one plot (to every changed plot when asked) once the drawing budget allows;
+        True if a plot got new data."""
         now = time.perf_counter()
-        if not everything and now - self._last_push < PLOT_MIN_GAP_S:
-            return
+        if not everything and now < self._next_push:
+            return False
+        cpu = time.thread_time()
+        pushed = False
         for _ in range(len(PLOT_ORDER)):
             key = PLOT_ORDER[self._next_plot]
             self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
@@ -256,9 +268,24 @@ class RunPlots(pg.GraphicsLayoutWidget):
                 self.dirty.discard(key)
                 for curves in self.runs.values():
                     self._push(curves, key)
-                self._last_push = now
+                pushed = True
                 if not everything:
                     break
+        if pushed:
+            # the previous draw's cost is complete now (its repaint has happened): it sets the next gap
+            spent, self.draw_cpu_s = self.draw_cpu_s, time.thread_time() - cpu
+            self._next_push = now + min(max(spent / DRAW_SHARE, PLOT_MIN_GAP_S), PLOT_MAX_GAP_S)
+            self.draws += 1
+        return pushed
+
+    def due_in(self) -> float:
+        """Seconds until the budget allows the next push (0 when it does now)."""
+        return max(0.0, self._next_push - time.perf_counter())
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        cpu = time.thread_time()
+        super().paintEvent(event)
+        self.draw_cpu_s += time.thread_time() - cpu
 
     @staticmethod
     def _push(curves: RunCurves, plot: str) -> None:

@@ -2,7 +2,8 @@
 
 The engine (``spp_gui.training``) yields events in a worker thread; they arrive here through
 signals received by ``@Slot`` methods of this GUI-thread object. Events only append to per-run
-arrays; a timer (<= 30 Hz) pushes changed arrays into plot items that were created once per run.
+arrays; a timer (<= 30 Hz, and no sooner than the plots' drawing budget allows: ``RunPlots.push``)
+pushes changed arrays into plot items that were created once per run, together with the progress text.
 A run can instead go to torchrun as processes of its own (``ProcessRun``): its rank 0 prints the
 same events as JSON lines, which arrive in the same slot and the same curves.
 
@@ -791,7 +792,7 @@ class TrainPanel(QWidget):
     @Slot(object)
     def _on_event(self, event) -> None:
         if not self._timer.isActive():
-            self._timer.start()
+            self._arm_timer()
         if isinstance(event, Started):
             self.plots.curves(event.run).reset()
             self.status_label.setText(f"{event.run}: {event.device}, {len(event.classes)} classes, {event.n_train} "
@@ -926,13 +927,21 @@ class TrainPanel(QWidget):
         self.status_label.setText(self._progress_text)
         self.eta_label.setText(f"ETA {_duration(eta)}")
 
+    def _arm_timer(self) -> None:
+        """The next refresh: when the plots' drawing budget allows one (never sooner than PLOT_INTERVAL_MS).
+
+        Events only append data; whatever arrived meanwhile is drawn together, so the GUI thread wakes
+        for a draw a few times a second rather than polling at 30 Hz.
+        """
+        self._timer.start(max(PLOT_INTERVAL_MS, math.ceil(1000 * self.plots.due_in())))
+
     @Slot()
     def _refresh_plots(self, everything: bool = False) -> None:
         """Progress text, then changed data into one plot (all of them when asked); re-armed while data waits."""
         self._show_progress()
         self.plots.push(everything)
         if self.plots.dirty and self._running:
-            self._timer.start()
+            self._arm_timer()
 
     @property
     def run_names(self) -> list[str]:
