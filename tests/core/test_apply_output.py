@@ -7,6 +7,7 @@ torchvision MobileNetV3 (BatchNorm, so integer buffers too) for dtypes, files wr
 from __future__ import annotations
 
 import hashlib
+import json
 import textwrap
 
 import pytest
@@ -103,17 +104,22 @@ def test_streamed_safetensors_says_format_pt_and_all_its_provenance(tmp_path):
     assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
 
 
-def test_a_source_digest_is_written_only_when_known(tmp_path):
+def test_a_source_digest_is_written_only_where_the_apply_checks_one(tmp_path):
     model = build_model(MOBILENET, seed=2)
     source = tmp_path / "src.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, source)
     unhashed = exact_mapping(source, MOBILENET, model.state_dict())
     apply_to_file(unhashed, tmp_path / "a.safetensors")
-    assert "spp_gui.source_sha256" not in metadata_of(tmp_path / "a.safetensors")  # nobody hashed it
+    assert "spp_gui.source_sha256" not in metadata_of(tmp_path / "a.safetensors")  # the mapping records none
     with load_source(source) as src:
-        digest = src.sha256()  # hashing remembers it (the cache) ...
-    apply_to_file(unhashed, tmp_path / "b.safetensors")
+        digest = src.sha256()  # hashing remembers it (the cache): the next apply reads no byte to know it
+    checked = exact_mapping(source, MOBILENET, model.state_dict(), sha=digest)
+    apply_to_file(checked, tmp_path / "b.safetensors")
     assert metadata_of(tmp_path / "b.safetensors")["spp_gui.source_sha256"] == digest == sha256_of(source)
+    stale = exact_mapping(source, MOBILENET, model.state_dict(), sha="0" * 64)
+    report = apply_to_file(stale, tmp_path / "c.safetensors")
+    assert "differs from the file the mapping was made from" in report.warnings[0]
+    assert metadata_of(tmp_path / "c.safetensors")["spp_gui.source_sha256"] == digest  # the file's, not the claim
 
 
 def test_in_memory_output_has_the_same_provenance(tmp_path, gpt2_source):
@@ -407,3 +413,14 @@ def test_apply_mapping_on_a_live_model_reports_ties_and_casts(tmp_path, gpt2_sou
     assert report.casts == {"float16 -> float32": len(half)}
     assert torch.equal(target.transformer.wte.weight, half["lm_head.weight"].float())
     assert {p.dtype for p in target.parameters()} == {torch.float32}  # a live model keeps its dtypes
+
+
+def test_mapping_digest_is_over_what_to_dict_says():
+    """The digest's fast serialisation is Mapping.to_dict() (less source.spec), field for field."""
+    mapping = Mapping(source_spec="a.pth", target_spec=MOBILENET, source_sha256="ab" * 32)
+    mapping.set(Entry("x", "y"))
+    mapping.set(Entry("z", "w", {"op": "slice"}, origin="auto", confidence=0.5, reason="same shape"))
+    data = mapping.to_dict()
+    del data["source"]["spec"]
+    want = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert mapping_sha256(mapping) == want
