@@ -99,6 +99,17 @@ class Source:
         self.container: str | None = None
         self.container_sizes: dict[str, int] = {}
 
+    @property
+    def file_backed(self) -> bool:
+        """Whether the tensors come from files on disk (a checkpoint, not a model's own init), so
+        there is a sha256 to record in a mapping."""
+        return self.path is not None and not isinstance(self, StateDictSource)
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the tensors are a model spec's fresh initialisation (no pretrained weights)."""
+        return isinstance(self, ModelSource)
+
     def read(self, name: str) -> torch.Tensor:
         """Return tensor ``name`` on the CPU, in memory of its own."""
         raise NotImplementedError

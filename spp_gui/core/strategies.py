@@ -227,21 +227,8 @@ for _s in (ExactStrategy(), OrderStrategy(), RenameStrategy(), HeadStrategy()):
     register_strategy(_s)
 
 
-def _ensure_plugins() -> None:
-    # Strategies that live in their own modules register themselves on import.
-    import importlib
-
-    for module in ("spp_gui.core.auto",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 def suggest(source: Any, target: Any, strategy: str = "exact", **options: Any) -> Suggestions:
     """Run a strategy over a source and a target (specs, paths, modules, state dicts or Sides)."""
-    _ensure_plugins()
     if strategy not in STRATEGIES:
         raise MappingError(f"unknown strategy {strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
     src, tgt = source_side(source), target_side(target)
@@ -259,15 +246,19 @@ def suggest_mapping(source: Any, target: Any, strategy: str = "exact", **options
     src, tgt = source_side(source), target_side(target)
     result = suggest(src, tgt, strategy, **options)
     mapping = result.to_mapping(src.spec, tgt.spec)
-    if src.source is not None and src.source.path is not None and src.source.kind != "model":
+    if src.source is not None and src.source.file_backed:
         mapping.source_sha256 = src.source.sha256()
     return mapping
 
 
 def strategy_names() -> list[str]:
-    _ensure_plugins()
     return list(STRATEGIES)
 
 
 __all__ = ["Side", "Suggestion", "Suggestions", "STRATEGIES", "register_strategy", "suggest", "suggest_mapping",
            "source_side", "target_side", "parse_rules", "rename_key"]
+
+
+# auto lives in its own module (it is large) and registers itself when imported: import it here, last,
+# so that every user of this registry sees it
+from . import auto as _auto  # noqa: E402, F401

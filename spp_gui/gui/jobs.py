@@ -44,7 +44,7 @@ def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool =
         sha = None
         if src is not None and src.path is not None and src.kind in ("torch", "safetensors"):
             sha = yield from _hash(src.path)
-        elif src is not None and src.path is not None and src.kind != "model":
+        elif src is not None and src.file_backed:
             sha = src.sha256()
     except GeneratorExit:  # cancelled: release the file we opened
         if src is not None:

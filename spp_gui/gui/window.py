@@ -277,7 +277,7 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _note(side: Loaded) -> str:
-        if side.source is not None and side.source.kind == "model":
+        if side.source is not None and side.source.random_init:
             return "random init: no pretrained weights"
         notes = [n for n in side.notes if not n.startswith("torchvision weights from")]
         return "; ".join(notes)

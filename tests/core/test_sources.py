@@ -434,3 +434,14 @@ def test_copy_pass_checks_crcs_it_copies_through(tmp_path, monkeypatch):
         assert data == state["a"].numpy().tobytes() + state["b"].numpy().tobytes()
     finally:
         os.close(out)
+
+
+def test_a_source_says_whether_it_is_a_file_or_a_models_fresh_init(tmp_path):
+    path = tmp_path / "w.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(path))
+    with load_source(path) as src:
+        assert src.file_backed and not src.random_init
+    model = load_source("torchvision:alexnet")
+    assert model.random_init and not model.file_backed
