@@ -375,13 +375,13 @@ class _Run:
                 pairs.append((s, t, why))
                 del free_s[id(s)]
         if rest_t and len(rest_t) == len(free_s):
-            k = len(rest_t)
+            alike = len(rest_t)
             rest_s = sorted(free_s.values(), key=lambda n: n.order)
             if any(_stage_conflict(s.path, t.path) for s, t in zip(rest_s, rest_t, strict=True)):
                 rest_t, rest_s = [], []  # order would cross stages (layer2 -> layer4): no evidence
             for i, (s, t) in enumerate(zip(rest_s, rest_t, strict=True)):
-                if k > 1:
-                    why = f"#{i + 1} of {k} alike, by order"
+                if alike > 1:
+                    why = f"#{i + 1} of {alike} alike, by order"
                 elif t.mods == 1:
                     why = "the only module of these shapes on each side"
                 else:
@@ -482,8 +482,8 @@ class _Run:
                 groups_s.setdefault(c.h, []).append(c)
             for c in t.children.values():
                 groups_t.setdefault(c.h, []).append(c)
-            for h, ct in groups_t.items():
-                stack.extend(_pair_by_names(groups_s.get(h, []), ct))
+            for h, group_t in groups_t.items():
+                stack.extend(_pair_by_names(groups_s.get(h, []), group_t))
 
     # -- phase 3: modules that no longer fit whole --------------------------------------------
     def partial_modules(self) -> list[Suggestion]:

@@ -84,10 +84,10 @@ def unique_leftovers(run: _Run, items: list[Suggestion]) -> list[Suggestion]:
     # target parts with unclaimed tensors, deepest first
     scopes: dict[int, _Node] = {}  # every qualifying ancestor: what a part leaves, its parent may pair
     for key in free_t_all:
-        node = tkey_node.get(key)
-        if node is None:
+        leaf = tkey_node.get(key)
+        if leaf is None:
             continue
-        for a in _ancestors(node):
+        for a in _ancestors(leaf):
             if id(a) not in scopes and t_acc[id(a)] >= 2 and t_acc[id(a)] >= MATCHED_SHARE * a.size:
                 scopes[id(a)] = a
     if not scopes:
@@ -135,7 +135,7 @@ def unique_leftovers(run: _Run, items: list[Suggestion]) -> list[Suggestion]:
 
 
 def _ancestors(node: _Node):
-    n = node
+    n: _Node | None = node
     while n is not None:
         yield n
         n = n.parent
@@ -157,12 +157,19 @@ def _lca(a: _Node, b: _Node, memo: dict[int, int]) -> _Node:
         return a
     da, db = _depth(a, memo), _depth(b, memo)
     while da > db:
-        a, da = a.parent, da - 1
+        a, da = _parent(a), da - 1
     while db > da:
-        b, db = b.parent, db - 1
+        b, db = _parent(b), db - 1
     while a is not b:
-        a, b = a.parent, b.parent
+        a, b = _parent(a), _parent(b)
     return a
+
+
+def _parent(n: _Node) -> _Node:
+    """The parent of a node below the root (two nodes of one tree meet at the root at the latest)."""
+    if n.parent is None:
+        raise ValueError(f"{n.path!r} is a root: nodes of different trees have no common ancestor")
+    return n.parent
 
 
 def _inside(node: _Node, scope: _Node) -> bool:
@@ -303,10 +310,11 @@ def _pair_leaves(run: _Run, t_free: list[str], s_free: list[str]) -> list[tuple[
             shape = run.tgt.table[t].shape
             if len(shape) == 0 or sum(d > 1 for d in shape) == 0:
                 continue  # a scalar or a single element says nothing
-            k = key_of(shape)
-            ss = sc.get(k, [])
-            if tc[k] == 1 and len(ss) == 1:
-                what = format_shape(shape) if key_of is not _elements else f"{len(k)}-d {format_shape(k)}-element"
+            shape_key = key_of(shape)
+            ss = sc.get(shape_key, [])
+            if tc[shape_key] == 1 and len(ss) == 1:
+                what = (format_shape(shape) if key_of is not _elements
+                        else f"{len(shape_key)}-d {format_shape(shape_key)}-element")
                 out.append((t, ss[0], f"the only unmatched {what} tensor on each side"))
                 taken.add(t)
         t_free = [t for t in t_free if t not in taken]

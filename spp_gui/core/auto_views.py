@@ -131,7 +131,7 @@ def source_view(source: KeyTable, target: View) -> View:
     transforms: dict[str, Transform] = {}
     notes: dict[str, str] = {}
     view = View({})
-    if transpose:
+    if transpose and src_layout is not None and tgt_layout is not None:
         view.notes.append(f"block matrices are stored {src_layout.replace('_', ', ')} in the source and "
                           f"{tgt_layout.replace('_', ', ')} in the target: transposed, square ones too")
     real: dict[str, str] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -163,7 +163,7 @@ def _carried_block(params: Transform, src: tuple[int, ...], tgt: tuple[int, ...]
     return math.prod(min(a, b) for a, b in zip(src, tgt, strict=True))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     """A whole number a tensor index can hold (JSON true is not a 1)."""
     return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
 

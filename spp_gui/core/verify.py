@@ -237,7 +237,8 @@ def verify_models(
     def counterpart(t_in: torch.Tensor, prefer: str) -> str | None:
         names = by_input.get(tuple(t_in.shape), [])
         for name in sorted(names, key=lambda n: n != prefer):
-            if _compare(seen[("s", name)][0], t_in)[1] <= rel_max:
+            s_in = seen[("s", name)][0]  # by_input holds only names whose input was recorded
+            if s_in is not None and _compare(s_in, t_in)[1] <= rel_max:
                 return name
         return None
 

@@ -69,7 +69,7 @@ class SuggestController(QObject):
             self.services.message("Open a source and a target first")
             return None
         self.cancel()
-        source, target = session.source, session.target
+        source, target = session.loaded_source, session.loaded_target  # ready: both are open
         mode = CLEAN if initial is True else (initial or None)
         job = Job(f"Suggesting ({strategy})", lambda result: self._suggested(job, result, source, target, mode),
                   lambda exc: self._failed(job, exc), lambda: self._ended(job), self)
