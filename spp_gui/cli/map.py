@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..core.auto_verify import verify_auto
 from ..core.errors import SpecError
@@ -147,8 +146,8 @@ def cmd_map(args: argparse.Namespace) -> int:
             warnings.append(verify_line)
             print(f"warning: {printable(verify_line)}", file=sys.stderr)
     mapping = result.to_mapping(src.spec, tgt.spec, threshold=args.threshold)
-    if src.source is not None and src.source.file_backed:
-        hashing = ProgressLine(f"sha256 of {shorten(Path(src.source.path).name, 40)}", enabled=not args.quiet)
+    if src.source is not None and src.source.file_backed and src.source.path is not None:
+        hashing = ProgressLine(f"sha256 of {shorten(src.source.path.name, 40)}", enabled=not args.quiet)
         try:  # a file hashed before and unchanged since comes from the digest cache: no line at all
             mapping.source_sha256 = src.source.sha256(hashing)
         finally:
