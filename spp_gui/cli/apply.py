@@ -27,7 +27,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         source = with_source_key(args.source or mapping.source_spec, args.source_key)
         report = apply_to_file(mapping, args.output, source=source or None, target_spec=args.target,
-                               progress=progress, trust_pickle=args.trust_pickle, seed=args.seed)
+                               progress=progress, trust_pickle=args.trust_pickle, seed=args.seed,
+                               dtype=args.dtype)
     finally:
         progress.close()
     for warning in report.warnings:
@@ -38,6 +39,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(printable(report.summary()))
     else:
         print(printable(report.summary()))
+        for line in report.tied_lines():
+            print(f"  {printable(line)}")
         print(f"wrote {printable(args.output)}")
     return 0
 
@@ -49,6 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="use this source instead of the one the mapping names")
     p.add_argument("--target", help="use this target spec instead of the one the mapping names")
     p.add_argument("--seed", type=int, default=0, help="seed for the target's initialisation of unmapped keys")
+    p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"],
+                   help="dtype of the written tensors: keep = each mapped tensor in its source's dtype (unmapped "
+                        "keys in the target's); float32/bfloat16/float16 = every floating tensor; default: the "
+                        "target's dtypes")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling (runs code from the file)")
     add_source_key(p)

@@ -424,3 +424,28 @@ def test_mapping_digest_is_over_what_to_dict_says():
     del data["source"]["spec"]
     want = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert mapping_sha256(mapping) == want
+
+
+def test_cli_apply_dtype_and_tie_lines(tmp_path, capsys, gpt2_source):
+    from spp_gui.cli import main
+
+    source, state = mobilenet_source(tmp_path, torch.bfloat16, ".safetensors")
+    exact_mapping(source, MOBILENET, list(state)).save(tmp_path / "m.json")
+    assert main(["apply", str(tmp_path / "m.json"), "-o", str(tmp_path / "kept.safetensors"), "--dtype", "keep"]) == 0
+    out = capsys.readouterr().out
+    assert "cast" not in out.splitlines()[0]  # kept: nothing cast
+    assert all(v.dtype == state[k].dtype for k, v in load_file(tmp_path / "kept.safetensors").items())
+    assert main(["apply", str(tmp_path / "m.json"), "-o", str(tmp_path / "f32.safetensors")]) == 0
+    floats = sum(1 for v in state.values() if v.is_floating_point())
+    assert f"cast {floats} tensors bfloat16 -> float32" in capsys.readouterr().out  # the default, said
+    with pytest.raises(SystemExit) as refused:  # argparse names the choices
+        main(["apply", str(tmp_path / "m.json"), "-o", str(tmp_path / "x.safetensors"), "--dtype", "int8"])
+    assert refused.value.code == 2 and "choose from 'keep'" in capsys.readouterr().err
+
+    path, _model = gpt2_source  # save_model kept one name of the tied pair: map what the file holds
+    with load_source(path) as src:
+        keys = list(src.tensors)
+    exact_mapping(path, GPT2, keys).save(tmp_path / "g.json")
+    assert main(["apply", str(tmp_path / "g.json"), "-o", str(tmp_path / "g.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "1 tied" in out and ": tied to " in out
