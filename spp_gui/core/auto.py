@@ -279,6 +279,102 @@ def _translate(items: list[Suggestion], sview: View, tview: View) -> list[Sugges
     return out
 
 
+_Pair = tuple[_Node, _Node, str]  # source module, target module, the reason
+
+
+def _pair_same_path(free_s: dict[int, _Node], rest_t: list[_Node], pairs: list[_Pair]) -> list[_Node]:
+    """The same path; an index as own name is a position, and positions shift. Returns the targets left."""
+    by_path = {s.path: s for s in free_s.values()}
+    left = []
+    for t in rest_t:
+        s = by_path.get(t.path)
+        if s is not None and not _NUM.match(t.name) and _other_kind(s.parent, t.parent) is None:
+            pairs.append((s, t, "same path"))
+            del free_s[id(s)]
+        else:
+            left.append(t)
+    return left
+
+
+def _pair_by_suffix(free_s: dict[int, _Node], rest_t: list[_Node], pairs: list[_Pair]) -> list[_Node]:
+    """The longest shared dotted suffix, best both ways (skipped on buckets too big to compare all pairs)."""
+    if len(rest_t) * len(free_s) > 4096:
+        return rest_t
+    left = []
+    for t in rest_t:
+        cands = [s for s in free_s.values() if _contradiction(s, t) is None]
+        lens = [_suffix_len(s.path, t.path) for s in cands]
+        n = max(lens, default=0)
+        if n and lens.count(n) == 1 and not _NUM.match(t.name):
+            s = cands[lens.index(n)]
+            if len(rest_t) == 1 or _mutual(s, t, rest_t, n):
+                tail = _tail(t.path, n)
+                if s.name != t.name and n == 1:
+                    why = f"name tokens {s.name}~{t.name}"
+                else:
+                    why = f"suffix '{tail}'" if tail == _tail(s.path, n) else f"suffix '{tail}'~'{_tail(s.path, n)}'"
+                pairs.append((s, t, why))
+                del free_s[id(s)]
+                continue
+        left.append(t)
+    return left
+
+
+def _pair_by_name_key(free_s: dict[int, _Node], rest_t: list[_Node], pairs: list[_Pair]) -> list[_Node]:
+    """Names that speak: the same indices inside, the same canonical name, unique on both sides."""
+    keys_s: dict[tuple, list[_Node]] = {}
+    for s in free_s.values():
+        keys_s.setdefault(_name_key(s), []).append(s)
+    keys_t: dict[tuple, int] = {}
+    for t in rest_t:
+        key = _name_key(t)
+        keys_t[key] = keys_t.get(key, 0) + 1
+    left = []
+    for t in rest_t:
+        key = _name_key(t)
+        cand = keys_s.get(key)
+        if key[1] and cand is not None and len(cand) == 1 and keys_t[key] == 1 and _contradiction(cand[0], t) is None:
+            s = cand[0]
+            pairs.append((s, t, f"name tokens {s.name}~{t.name}" if s.name != t.name else "same name"))
+            del free_s[id(s)]
+        else:
+            left.append(t)
+    return left
+
+
+def _pair_by_branch(free_s: dict[int, _Node], rest_t: list[_Node], pairs: list[_Pair]) -> list[_Node]:
+    """A block's shortcut and main branch: by meaning, not by definition order."""
+    left, branch_pairs = _pair_branches(sorted(free_s.values(), key=lambda n: n.order), rest_t)
+    for s, t, why in branch_pairs:
+        pairs.append((s, t, why))
+        del free_s[id(s)]
+    return left
+
+
+def _pair_by_order(free_s: dict[int, _Node], rest_t: list[_Node], pairs: list[_Pair]) -> list[_Node]:
+    """As many alike on each side: by order, unless order would cross stages (layer2 -> layer4)."""
+    if len(rest_t) != len(free_s):
+        return rest_t
+    alike = len(rest_t)
+    rest_s = sorted(free_s.values(), key=lambda n: n.order)
+    if any(_stage_conflict(s.path, t.path) for s, t in zip(rest_s, rest_t, strict=True)):
+        return rest_t  # no evidence
+    for i, (s, t) in enumerate(zip(rest_s, rest_t, strict=True)):
+        if alike > 1:
+            why = f"#{i + 1} of {alike} alike, by order"
+        elif t.mods == 1:
+            why = "the only module of these shapes on each side"
+        else:
+            why = "same structure"
+        pairs.append((s, t, why))
+        del free_s[id(s)]
+    return []
+
+
+#: how a bucket's modules are paired, strongest evidence first; each takes what it can
+_PHASES = (_pair_same_path, _pair_by_suffix, _pair_by_name_key, _pair_by_branch, _pair_by_order)
+
+
 class _Run:
     def __init__(self, source: KeyTable, target: KeyTable, adapt: bool) -> None:
         self.src, self.tgt = _Tree(source), _Tree(target)
@@ -319,74 +415,15 @@ class _Run:
                 self._resolve_bucket(ss, ts)
 
     def _resolve_bucket(self, ss: list[_Node], ts: list[_Node]) -> None:
+        """Pair the structurally equal modules of one bucket, strongest evidence first (see _PHASES)."""
         unique = len(ss) == 1 and len(ts) == 1
-        pairs: list[tuple[_Node, _Node, str]] = []
+        pairs: list[_Pair] = []
         free_s = {id(s): s for s in ss}
-        rest_t = []
-        by_path = {s.path: s for s in ss}
-        for t in ts:  # the same path; an index as own name is a position, and positions shift
-            s = by_path.get(t.path)
-            if s is not None and not _NUM.match(t.name) and _other_kind(s.parent, t.parent) is None:
-                pairs.append((s, t, "same path"))
-                del free_s[id(s)]
-            else:
-                rest_t.append(t)
-        if rest_t and len(rest_t) * len(free_s) <= 4096:  # the longest shared dotted suffix, both ways best
-            left = []
-            for t in rest_t:
-                cands = [s for s in free_s.values() if _contradiction(s, t) is None]
-                lens = [_suffix_len(s.path, t.path) for s in cands]
-                n = max(lens, default=0)
-                if n and lens.count(n) == 1 and not _NUM.match(t.name):
-                    s = cands[lens.index(n)]
-                    if len(rest_t) == 1 or _mutual(s, t, rest_t, n):
-                        tail = _tail(t.path, n)
-                        if s.name != t.name and n == 1:
-                            why = f"name tokens {s.name}~{t.name}"
-                        else:
-                            why = f"suffix '{tail}'" if tail == _tail(s.path, n) else f"suffix '{tail}'~'{_tail(s.path, n)}'"
-                        pairs.append((s, t, why))
-                        del free_s[id(s)]
-                        continue
-                left.append(t)
-            rest_t = left
-        if rest_t and free_s:  # names that speak: same indices inside, same canonical name
-            keys_s: dict[tuple, list[_Node]] = {}
-            for s in free_s.values():
-                keys_s.setdefault(_name_key(s), []).append(s)
-            keys_t: dict[tuple, int] = {}
-            for t in rest_t:
-                k = _name_key(t)
-                keys_t[k] = keys_t.get(k, 0) + 1
-            left = []
-            for t in rest_t:
-                k = _name_key(t)
-                cand = keys_s.get(k)
-                if k[1] and cand is not None and len(cand) == 1 and keys_t[k] == 1 and _contradiction(cand[0], t) is None:
-                    s = cand[0]
-                    pairs.append((s, t, f"name tokens {s.name}~{t.name}" if s.name != t.name else "same name"))
-                    del free_s[id(s)]
-                else:
-                    left.append(t)
-            rest_t = left
-        if rest_t and free_s:  # a block's shortcut and main branch: by meaning, not by definition order
-            rest_t, branch_pairs = _pair_branches(sorted(free_s.values(), key=lambda n: n.order), rest_t)
-            for s, t, why in branch_pairs:
-                pairs.append((s, t, why))
-                del free_s[id(s)]
-        if rest_t and len(rest_t) == len(free_s):
-            alike = len(rest_t)
-            rest_s = sorted(free_s.values(), key=lambda n: n.order)
-            if any(_stage_conflict(s.path, t.path) for s, t in zip(rest_s, rest_t, strict=True)):
-                rest_t, rest_s = [], []  # order would cross stages (layer2 -> layer4): no evidence
-            for i, (s, t) in enumerate(zip(rest_s, rest_t, strict=True)):
-                if alike > 1:
-                    why = f"#{i + 1} of {alike} alike, by order"
-                elif t.mods == 1:
-                    why = "the only module of these shapes on each side"
-                else:
-                    why = "same structure"
-                pairs.append((s, t, why))
+        rest_t = list(ts)
+        for phase in _PHASES:
+            if not rest_t or not free_s:
+                break
+            rest_t = phase(free_s, rest_t, pairs)
         pos = {id(s): i for i, s in enumerate(ss)}
         for s, t, why in pairs:
             conf = self._structure_conf(s, t, unique or len(ss) == len(ts), why)
@@ -667,7 +704,8 @@ def _other_kind(s: _Node | None, t: _Node | None) -> str | None:
     names_t = {n for n, c in t.children.items() if c.size}
     if names_s == names_t:
         return None
-    clash = [n for n in names_s & names_t if s.children[n].h != t.children[n].h]
+    # in the target's child order, not a set's (whose order changes with the process's string hashing)
+    clash = [n for n in t.children if n in names_s and n in names_t and s.children[n].h != t.children[n].h]
     if not clash:
         return None
     return f"'{t.path}' is another kind of block in each model ({clash[0]} differs)"

@@ -268,3 +268,16 @@ def test_no_evidence_across_stage_numbers_or_other_kinds_of_block():
 @pytest.mark.parametrize("name", ["unrelated torchvision resnet18 -> HF BERT", "unrelated HF GPT-2 -> timm convnext"])
 def test_unrelated_zoo_pairs_accept_nothing(name):
     assert not any(s.accepted for s in _auto(_zoo(name)).values())
+
+
+def test_reasons_do_not_depend_on_the_processs_string_hashing():
+    """The same pair gives byte-identical suggestions in every process (a mapping file diffs cleanly)."""
+    import subprocess
+    import sys
+
+    script = ("import torchvision, timm; from spp_gui.core.strategies import suggest; "
+              "s = suggest(timm.create_model('resnet50', pretrained=False), torchvision.models.resnet18(), 'auto'); "
+              "print([(x.target, x.source, x.reason) for x in s.items])")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outs) == 1 and "another kind of block" in outs.pop()
