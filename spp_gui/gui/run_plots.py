@@ -142,6 +142,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.setBackground(self.theme["background"])
         self.runs: dict[str, RunCurves] = {}
         self.dirty: set[str] = set()  # plots whose data changed since they were last pushed
+        self._stale: dict[str, set[str]] = {key: set() for key in PLOT_ORDER}  # and the runs that changed in each
         self._next_plot = 0
         self._next_push = 0.0  # perf_counter time before which a push waits (unless asked for everything)
         self.draw_cpu_s = 0.0  # GUI-thread CPU spent drawing since the last push (pushing, then painting)
@@ -212,19 +213,24 @@ class RunPlots(pg.GraphicsLayoutWidget):
             prev = curves.smooth[-1] if curves.smooth else loss
             curves.smooth.append(SMOOTHING * prev + (1 - SMOOTHING) * loss)
             curves.lrs.append(event.lr)
-        self.dirty.add("iter")
+        self._mark(event.run, ("iter",))
 
     def add_epoch(self, event: Epoch) -> None:
         self.curves(event.run).epochs.append(event.row())
-        self.dirty.update(("loss", "acc", "lr"))
+        self._mark(event.run, ("loss", "acc", "lr"))
 
     def add_finished_run(self, name: str, epochs: list[dict[str, float]]) -> RunCurves:
         """A run read back from its folder: its epoch curves (its per-iteration losses are not in the CSV)."""
         curves = self.curves(name)
         curves.reset()
         curves.epochs.extend(epochs)
-        self.dirty.update(("loss", "acc"))
+        self._mark(name, ("loss", "acc"))
         return curves
+
+    def _mark(self, run: str, keys: tuple[str, ...]) -> None:
+        self.dirty.update(keys)
+        for key in keys:
+            self._stale[key].add(run)
 
     # -- showing and hiding --------------------------------------------------------------------
     def set_visible(self, name: str, visible: bool) -> None:
@@ -266,8 +272,10 @@ class RunPlots(pg.GraphicsLayoutWidget):
             self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
             if key in self.dirty:
                 self.dirty.discard(key)
-                for curves in self.runs.values():
-                    self._push(curves, key)
+                for run in self._stale[key]:  # only runs whose data changed: earlier runs stay as drawn
+                    if run in self.runs:
+                        self._push(self.runs[run], key)
+                self._stale[key].clear()
                 pushed = True
                 if not everything:
                     break
@@ -305,6 +313,8 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.legend.clear()
         self.runs.clear()
         self.dirty.clear()
+        for runs in self._stale.values():
+            runs.clear()
         self.runs_changed.emit()
 
     # -- export -------------------------------------------------------------------------------

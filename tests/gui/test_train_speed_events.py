@@ -86,3 +86,15 @@ def test_drawing_waits_for_its_budget(plots, qtbot):
     qtbot.wait(int(1000 * plots.due_in()) + 20)
     assert plots.push()  # ... and is drawn once the gap is over
     assert len(plots.runs["run"].items["raw"].xData) == 30 and not plots.dirty
+
+
+def test_only_the_run_that_changed_is_handed_to_the_plots(plots):
+    add_steps(plots, 1, 10)
+    assert plots.push(everything=True)
+    earlier = plots.runs["run"].items["raw"]
+    drawn = earlier.xData
+    for step in range(1, 6):
+        plots.add_step(Step("next", 1, step, 1000, [1.0 / step], 0.01, 100.0, step / 1000))
+    assert plots.push(everything=True)
+    assert earlier.xData is drawn  # the earlier run's curve kept its arrays: no setData for it
+    assert len(plots.runs["next"].items["raw"].xData) == 5
