@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write
+from .combine import apply_combine, carried_combine
 from .errors import Cancelled, MappingError, SourceError
 from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping
 from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, load_source
@@ -55,7 +56,7 @@ class LoadReport:
     """What an apply did, per target key, with the totals a person asks for first."""
 
     status: dict[str, str]  # target key -> exact | renamed | adapted | tied | unmapped
-    sources: dict[str, str]  # target key -> source key it came from
+    sources: dict[str, str]  # target key -> source key it came from (the first, when several)
     numel: dict[str, int]  # target key -> element count
     unused_source: list[str]
     #: target key -> elements that came from the source (less than numel when a transform fills part)
@@ -72,6 +73,8 @@ class LoadReport:
     init_casts: dict[str, int] = field(default_factory=dict)
     #: the ``dtype=`` asked for (None: the target's dtypes)
     dtype: str | None = None
+    #: target key -> every source key, in order, for targets made from several (a combining op)
+    combined: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def loaded(self) -> list[str]:
@@ -103,6 +106,8 @@ class LoadReport:
         keys: dict[str, Any] = {}
         for k, s in self.status.items():
             keys[k] = {"status": s, "source": self.sources.get(k)}
+            if k in self.combined:
+                keys[k]["sources"] = self.combined[k]
             if k in self.tied:
                 keys[k]["tied_to"] = self.tied[k]
         return {
@@ -125,8 +130,10 @@ class LoadReport:
     def summary(self) -> str:
         c = self.counts()
         tied = f", {c[TIED]} tied" if c[TIED] else ""
+        many = sum(1 for k in self.combined if self.status.get(k) != INVALID)
+        combined = f" ({many} of them from several sources)" if many else ""
         return (f"{len(self.loaded)} of {len(self.status)} target tensors loaded "
-                f"({c[EXACT]} exact, {c['renamed']} renamed, {c['adapted']} adapted{tied}), "
+                f"({c[EXACT]} exact, {c['renamed']} renamed, {c['adapted']} adapted{combined}{tied}), "
                 f"{self.share:.1%} of target parameters from the source; "
                 f"{len(self.unused_source)} source tensors unused{self.cast_summary()}")
 
@@ -182,8 +189,7 @@ def apply_mapping(
     if any(t.is_meta for t in state.values()):
         raise MappingError("the target model is on the meta device; build it for real (device='cpu') to apply")
     for entry in mapping:  # every entry checked before the first tensor is written
-        _refuse_lossy_cast(entry.source, src.tensors[entry.source].dtype, entry.target,
-                           dtype_name(state[entry.target].dtype))
+        _refuse_lossy_entry(entry, src.tensors, dtype_name(state[entry.target].dtype))
     groups = tie_groups(state)
     _check_ties(mapping, groups)
     warnings = []
@@ -197,16 +203,38 @@ def apply_mapping(
             if progress is not None:
                 progress(i, total, entry.target)
             dest = state[entry.target]
-            tensor = src.read(entry.source)
-            # the listing said otherwise (a source whose header lies): still never a lossy cast
-            _refuse_lossy_cast(entry.source, dtype_name(tensor.dtype), entry.target, dtype_name(dest.dtype))
-            tensor = apply_transform(entry.transform, tensor, dest.detach())
+            tensor = _entry_tensor(entry, src, dtype_name(dest.dtype), dest.detach())
             dest.copy_(tensor)
             del tensor
     if progress is not None:
         progress(total, total, "")
     out_dtypes = {k: info.dtype for k, info in target_table.items()}
     return _report(mapping, src.tensors, target_table, warnings, groups=groups, out_dtypes=out_dtypes)
+
+
+def _refuse_lossy_entry(entry: Entry, table: KeyTable, target_dtype: str) -> None:
+    for name in entry.sources:
+        _refuse_lossy_cast(name, table[name].dtype, entry.target, target_dtype)
+
+
+def _entry_tensor(entry: Entry, src: Source, target_dtype: str, base: torch.Tensor) -> torch.Tensor:
+    """What ``entry`` makes for its target (``base``: the target's current tensor): each source read,
+    then transformed, or combined when there are several. One entry's sources are in memory at once."""
+    tensors = []
+    for name in entry.sources:
+        tensor = src.read(name)
+        # the listing said otherwise (a source whose header lies): still never a lossy cast
+        _refuse_lossy_cast(name, dtype_name(tensor.dtype), entry.target, target_dtype)
+        tensors.append(tensor)
+    if entry.more_sources:
+        return apply_combine(entry.transform, tensors, base)
+    return apply_transform(entry.transform, tensors[0], base)
+
+
+def _carried(entry: Entry, source_table: KeyTable, target: TensorInfo) -> int:
+    if entry.more_sources:
+        return carried_combine(entry.transform, [source_table[s].shape for s in entry.sources], target.shape)
+    return carried_numel(entry.transform, source_table[entry.source].shape, target.shape)
 
 
 def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, warnings: list[str], *,
@@ -220,10 +248,10 @@ def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, wa
         numel={k: v.numel for k, v in target_table.items()},
         unused_source=status.unused_sources,
         warnings=warnings,
-        carried={e.target: carried_numel(e.transform, source_table[e.source].shape, target_table[e.target].shape)
-                 for e in mapping},
+        carried={e.target: _carried(e, source_table, target_table[e.target]) for e in mapping},
         dropped=list(dropped),
         dtype=dtype,
+        combined={e.target: list(e.sources) for e in mapping if e.more_sources},
     )
     for group in groups:
         mapped = [k for k in group if k in mapping]
@@ -245,8 +273,9 @@ def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, wa
             if key in report.tied:
                 continue  # one tensor with its representative: counted there
             if entry is not None:
-                if source_table[entry.source].dtype != written:
-                    casts[f"{source_table[entry.source].dtype} -> {written}"] += 1
+                for name in entry.sources:  # a combined target counts each source it casts
+                    if source_table[name].dtype != written:
+                        casts[f"{source_table[name].dtype} -> {written}"] += 1
             elif info.dtype != written:
                 init_casts[f"{info.dtype} -> {written}"] += 1
         report.casts, report.init_casts = dict(sorted(casts.items())), dict(sorted(init_casts.items()))
@@ -326,7 +355,7 @@ def _check_ties(mapping: Mapping, groups: list[list[str]]) -> None:
     """MappingError when two names of one tied tensor are mapped differently (the model holds one tensor)."""
     for group in groups:
         entries = [mapping.get(k) for k in group if k in mapping]
-        ways = {(e.source, json.dumps(e.transform, sort_keys=True)) for e in entries}
+        ways = {(e.sources, json.dumps(e.transform, sort_keys=True)) for e in entries}
         if len(ways) > 1:
             said = ", ".join(f"{e.target!r} from {e.source!r}" for e in entries)
             raise MappingError(f"{' and '.join(repr(k) for k in group)} are one tensor in the target (tied weights) "
@@ -407,6 +436,9 @@ def mapping_sha256(mapping: Mapping) -> str:
     for i, e in enumerate(mapping):
         entry = {"target": e.target, "source": e.source, "transform": e.transform, "origin": e.origin,
                  "confidence": e.confidence}
+        if e.more_sources:  # as Entry.to_dict writes it
+            del entry["source"]
+            entry["sources"] = list(e.sources)
         if e.reason:
             entry["reason"] = e.reason
         digest.update(b"," + dumps(entry) if i else dumps(entry))
@@ -777,13 +809,25 @@ def output_dtypes(mapping: Mapping, source: KeyTable, target: KeyTable, dtype: s
         floating = _is_floating(info.dtype)
         if dtype == "keep":
             entry = mapping.get(key)
-            from_source = source.get(entry.source) if entry is not None else None
-            if floating and from_source is not None and _is_floating(from_source.dtype):
-                written = from_source.dtype
+            kept = _kept_dtype(entry, source) if entry is not None else None
+            if floating and kept is not None:
+                written = kept
         elif dtype is not None and floating:
             written = dtype
         out[key] = written
     return out
+
+
+def _kept_dtype(entry: Entry, source: KeyTable) -> str | None:
+    """The floating dtype ``dtype="keep"`` writes ``entry``'s target in: its source's; for several
+    sources the one that holds them all (bf16 and float32 sources: float32); None: the target's."""
+    infos = [source.get(name) for name in entry.sources]
+    if any(info is None or not _is_floating(info.dtype) for info in infos):
+        return None
+    kept = torch_dtype(infos[0].dtype)
+    for info in infos[1:]:
+        kept = torch.promote_types(kept, torch_dtype(info.dtype))
+    return dtype_name(kept)
 
 
 def _is_floating(name: str) -> bool:
@@ -863,7 +907,7 @@ def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: P
     warnings = [w] if (w := _sha256_warning(src, mapping, digest)) else []
     by_tensor = progress
     if progress is not None:
-        sizes = [src.tensors[e.source].nbytes if e.source in src.tensors else 0 for e in mapping]
+        sizes = [sum(src.tensors[s].nbytes for s in e.sources if s in src.tensors) for e in mapping]
         upto = [0, *itertools.accumulate(sizes)]
 
         def by_tensor(i: int, total: int, key: str) -> None:
@@ -951,7 +995,7 @@ def stream_apply(
     target_table = table_of(target)
     mapping.validate(src.tensors, target_table)
     for entry in mapping:  # every entry checked before the first byte is written
-        _refuse_lossy_cast(entry.source, src.tensors[entry.source].dtype, entry.target, target_table[entry.target].dtype)
+        _refuse_lossy_entry(entry, src.tensors, target_table[entry.target].dtype)
     dtypes = output_dtypes(mapping, src.tensors, target_table, dtype)
     out_table = target_table if dtype is None else {k: TensorInfo(k, info.shape, dtypes[k])
                                                     for k, info in target_table.items()}
@@ -970,12 +1014,13 @@ def stream_apply(
             keep_init.append(key)
             continue
         source_info = src.tensors[entry.source]
-        span = src.locate(entry.source) if entry.transform is None and source_info.dtype == info.dtype else None
+        verbatim = entry.transform is None and not entry.more_sources and source_info.dtype == info.dtype
+        span = src.locate(entry.source) if verbatim else None
         if span is not None and span.nbytes == info.nbytes and info.nbytes:
             jobs[key] = CopyJob(entry.source, span, layout.offset[key], want_crc=layout.wants_crc)
             continue
-        made.append((key, entry))
-        if entry.transform is not None and _needs_init(entry, source_info, info):
+        made.append((key, entry))  # a combined target is made in memory from its sources, like a transform's
+        if entry.transform is not None and not entry.more_sources and _needs_init(entry, source_info, info):
             keep_init.append(key)
     warnings: list[str] = []
     init = _initial_tensors(spec, seed, keep_init) if keep_init else {}
@@ -1023,12 +1068,19 @@ def _made_tensor(key: str, entry: Entry | None, src: Source, info: TensorInfo,
     if entry is None:
         return init[key].to(written)
     with torch.no_grad():
-        tensor = src.read(entry.source)
-        # the listing said otherwise (a source whose header lies): still never a lossy cast
-        _refuse_lossy_cast(entry.source, dtype_name(tensor.dtype), key, info.dtype)
-        if entry.transform is not None:
-            base = init[key] if key in init else torch.zeros(info.shape, dtype=dtype)
-            tensor = apply_transform(entry.transform, tensor, base)
+        if key in init:
+            base = init[key]
+        elif entry.transform is not None and not entry.more_sources:
+            base = torch.zeros(info.shape, dtype=dtype)
+        else:  # no transform, or a combining op: only the shape is read
+            base = torch.empty(info.shape, dtype=dtype, device="meta")
+        try:
+            tensor = _entry_tensor(entry, src, info.dtype, base)
+        except RuntimeError as exc:  # torch.cat of sources that read as other shapes than listed
+            if not entry.more_sources:
+                raise
+            raise MappingError(f"{' + '.join(repr(s) for s in entry.sources)} read as other shapes than listed "
+                               f"and cannot make {key!r} {info.shape} (the source changed or lies): {exc}") from None
         if tuple(tensor.shape) != info.shape:
             raise MappingError(f"{entry.source!r} reads as shape {tuple(tensor.shape)}, not the listed "
                                f"{info.shape} that {key!r} needs (the source changed or lies)")

@@ -1,7 +1,9 @@
-"""The mapping: for each target key, the source key that fills it and through which transform.
+"""The mapping: for each target key, the source key (or keys) that fill it and through which transform.
 
 Saved as versioned, diffable JSON (``format: spp-gui-mapping``). Target keys not listed keep the
-target's own initialisation.
+target's own initialisation. Version 1 has one source per entry; version 2 adds entries with
+several sources (``"sources": [...]``, joined by a combining transform such as ``concat``) and
+is written only when a mapping has one, so every other mapping stays a version 1 file.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .combine import MAX_SOURCES, carried_combine, check_combine, check_combine_params, is_combining
 from .errors import MappingError
 from .tensors import KeyTable, format_shape
 from .transforms import Transform, brief, carried_numel, check_params, check_transform
 from .untrusted import read_untrusted_text
 
 FORMAT = "spp-gui-mapping"
-VERSION = 1
+#: The newest version read and written; a mapping without a many-to-one entry is written as 1.
+VERSION = 2
+#: What each version holds, for messages about a file's version.
+VERSIONS = {1: "one source per entry", 2: "entries with several sources ('sources' and a combining transform)"}
 
 #: A mapping of 47,000 entries is about 10 MiB; a file past this is not a mapping.
 MAX_FILE_BYTES = 256 * 2**20  # a mapping file; see read_untrusted_text
@@ -37,7 +43,11 @@ USED, UNUSED = "used", "unused"
 
 @dataclass
 class Entry:
-    """One target key filled from one source key."""
+    """One target key filled from one source key, or from several (``sources``) through a combining op.
+
+    ``source`` is always the first source, so code that reads one source keeps working;
+    ``more_sources`` holds the rest, in order. Read every source through ``sources``.
+    """
 
     target: str
     source: str
@@ -45,39 +55,90 @@ class Entry:
     origin: str = "manual"
     confidence: float | None = None
     reason: str = ""
+    more_sources: tuple[str, ...] = ()
+
+    @classmethod
+    def combined(cls, target: str, sources: Iterable[str], transform: Transform | None = None,
+                 origin: str = "manual", confidence: float | None = None, reason: str = "") -> Entry:
+        """An entry filled from ``sources`` in order (several: ``transform`` is the combining op)."""
+        first, *rest = sources
+        return cls(target, first, transform, origin, confidence, reason, tuple(rest))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every source key, in the order the combining op takes them (one for a plain entry)."""
+        return (self.source, *self.more_sources)
+
+    @sources.setter
+    def sources(self, keys: Iterable[str]) -> None:
+        self.source, *rest = keys
+        self.more_sources = tuple(rest)
+
+    @property
+    def many(self) -> bool:
+        """Whether several sources fill this target (a version 2 entry)."""
+        return bool(self.more_sources)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if not out["reason"]:
-            del out["reason"]
+        out: dict[str, Any] = {"target": self.target}
+        if self.more_sources:
+            out["sources"] = list(self.sources)
+        else:
+            out["source"] = self.source
+        out.update(transform=copy.deepcopy(self.transform), origin=self.origin, confidence=self.confidence)
+        if self.reason:
+            out["reason"] = self.reason
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "mapping", number: int | None = None) -> Entry:
         """An entry read from a file: every field type-checked, transform parameters included."""
-        if not isinstance(data, dict) or not isinstance(data.get("target"), str) or not isinstance(data.get("source"), str):
+        several = isinstance(data, dict) and "sources" in data and "source" not in data
+        if not isinstance(data, dict) or not isinstance(data.get("target"), str) or not (
+                several or isinstance(data.get("source"), str)):
             which = f"entry #{number}" if number is not None else "a mapping entry"
             got = brief(data) if not isinstance(data, dict) else "an object without them"
-            raise MappingError(f"{where}: {which} needs string 'target' and 'source' fields, got {got}")
+            raise MappingError(f"{where}: {which} needs string 'target' and 'source' fields "
+                               f"(or a 'sources' list), got {got}")
         target = data["target"]
         name = f"{where}: entry {brief(target, 120)}"
         _text(target, f"{name}: 'target'")
-        _text(data["source"], f"{name}: 'source'")
+        if "sources" in data and not several:
+            raise MappingError(f"{name}: has both 'source' and 'sources'; keep one ('sources' for several)")
+        sources = _sources(data["sources"], name) if several else (_text(data["source"], f"{name}: 'source'"),)
         conf = data.get("confidence")
         # (NaN fails the comparison; an int too big for a float does not reach one)
         if conf is not None and not (isinstance(conf, (int, float)) and not isinstance(conf, bool) and 0 <= conf <= 1):
             raise MappingError(f"{name}: confidence must be a number in [0, 1], got {brief(conf)}; "
                                f"set it to null if unknown")
         transform = data.get("transform")
-        if transform is not None:
-            if not isinstance(transform, dict):
-                raise MappingError(f"{name}: transform must be an object or null, got {brief(transform)}")
-            why = check_params(transform)
-            if why is not None:
-                raise MappingError(f"{name}: {why}")
+        if transform is not None and not isinstance(transform, dict):
+            raise MappingError(f"{name}: transform must be an object or null, got {brief(transform)}")
+        if len(sources) > 1:
+            why = check_combine_params(transform)
+        elif is_combining(transform):
+            why = f"{transform['op']} combines several sources; list them in 'sources' (this entry has one)"
+        else:
+            why = check_params(transform) if transform is not None else None
+        if why is not None:
+            raise MappingError(f"{name}: {why}")
         origin = _text(data.get("origin", "manual"), f"{name}: 'origin'")
         reason = _text(data.get("reason", ""), f"{name}: 'reason'")
-        return cls(target, data["source"], transform, origin, conf, reason)
+        return cls(target, sources[0], transform, origin, conf, reason, tuple(sources[1:]))
+
+
+def _sources(value: Any, name: str) -> tuple[str, ...]:
+    """A 'sources' list from a file: 2 to MAX_SOURCES distinct strings, else MappingError."""
+    if not isinstance(value, list):
+        raise MappingError(f"{name}: 'sources' must be a list of source keys, got {brief(value)}")
+    if not 2 <= len(value) <= MAX_SOURCES:
+        raise MappingError(f"{name}: 'sources' lists {len(value)} keys; it takes 2 to {MAX_SOURCES} "
+                           f"(one source goes in 'source')")
+    keys = tuple(_text(v, f"{name}: 'sources' #{i}") for i, v in enumerate(value, 1))
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise MappingError(f"{name}: 'sources' lists {brief(twice, 120)} twice; each source is listed once")
+    return keys
 
 
 def _text(value: Any, what: str, one_line: bool = False) -> str:
@@ -155,6 +216,20 @@ def _resolve_source(spec: str, absolute: Any, mapping_path: Path) -> str:
     return spec
 
 
+def _combined_problem(entry: Entry, source: KeyTable, target: KeyTable) -> str | None:
+    """Why a many-to-one entry does not fit (a source missing, shapes the combining op can't join), or None."""
+    missing = [s for s in entry.sources if s not in source]
+    if missing:
+        return f"source has no key {missing[0]!r} (one of {len(entry.sources)} sources mapped to {entry.target!r})"
+    shapes = [source[s].shape for s in entry.sources]
+    t = target[entry.target].shape
+    why = check_combine(entry.transform, shapes, t)
+    if why is not None:
+        said = " + ".join(f"{s!r} {format_shape(shape)}" for s, shape in zip(entry.sources, shapes, strict=True))
+        return f"{said} -> {entry.target!r} {format_shape(t)}: {why}"
+    return None
+
+
 @dataclass
 class MappingStatus:
     """What a mapping does, key by key, against a given source and target."""
@@ -201,7 +276,7 @@ class Mapping:
         """An independent copy; entry by entry, since deepcopy of 47,000 entries takes seconds."""
         def dup(e: Entry) -> Entry:
             return Entry(e.target, e.source, copy.deepcopy(e.transform) if e.transform else None, e.origin,
-                         e.confidence, e.reason)
+                         e.confidence, e.reason, e.more_sources)
 
         return Mapping(self.source_spec, self.target_spec, self.source_sha256,
                        {k: dup(e) for k, e in self.entries.items()}, [dup(e) for e in self.candidates])
@@ -219,6 +294,10 @@ class Mapping:
     def entry_problem(self, entry: Entry, source: KeyTable, target: KeyTable) -> str | None:
         if entry.target not in target:
             return f"target has no key {entry.target!r}"
+        if entry.more_sources:
+            return _combined_problem(entry, source, target)
+        if is_combining(entry.transform):
+            return f"{entry.source!r} -> {entry.target!r}: {entry.transform['op']} combines several sources; add another"
         if entry.source not in source:
             return f"source has no key {entry.source!r} (mapped to {entry.target!r})"
         s, t = source[entry.source].shape, target[entry.target].shape
@@ -243,8 +322,9 @@ class Mapping:
                 statuses[key] = ADAPTED
             else:
                 statuses[key] = EXACT if entry.source == key else RENAMED
-            if entry.source in used:
-                used[entry.source].append(key)
+            for name in entry.sources:
+                if name in used:
+                    used[name].append(key)
         for key in self.entries:
             if key not in target:
                 problems[key] = f"target has no key {key!r}"
@@ -261,7 +341,11 @@ class Mapping:
                 carried += target[key].numel
             elif st == ADAPTED:
                 entry = self.entries[key]
-                carried += carried_numel(entry.transform, source[entry.source].shape, target[key].shape)
+                if entry.more_sources:
+                    carried += carried_combine(entry.transform, [source[s].shape for s in entry.sources],
+                                               target[key].shape)
+                else:
+                    carried += carried_numel(entry.transform, source[entry.source].shape, target[key].shape)
         return carried / total if total else 0.0
 
     def validate(self, source: KeyTable, target: KeyTable) -> None:
@@ -278,11 +362,16 @@ class Mapping:
             source["sha256"] = self.source_sha256
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "source": source,
             "target": {"spec": self.target_spec},
             "entries": [e.to_dict() for e in self.entries.values()],
         }
+
+    @property
+    def version(self) -> int:
+        """The file version this mapping needs: 2 with an entry of several sources, else 1."""
+        return 2 if any(e.more_sources for e in self.entries.values()) else 1
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -296,7 +385,8 @@ class Mapping:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise MappingError(f"{where}: bad version {brief(version)}; a mapping file has \"version\": {VERSION}")
         if version > VERSION:
-            raise MappingError(f"{where} has format version {brief(version)}, newer than this spp_gui reads ({VERSION}); upgrade spp_gui")
+            raise MappingError(f"{where} has format version {brief(version)}, newer than this spp_gui reads "
+                               f"(up to {VERSION}: {VERSIONS[VERSION]}); upgrade spp_gui")
         entries_raw = data.get("entries", [])
         if not isinstance(entries_raw, list):
             raise MappingError(f"{where}: 'entries' must be a list")
@@ -312,6 +402,9 @@ class Mapping:
         )
         for number, raw in enumerate(entries_raw, 1):
             entry = Entry.from_dict(raw, where, number)
+            if entry.more_sources and version < 2:
+                raise MappingError(f"{where}: entry {brief(entry.target, 120)} lists several sources, which needs "
+                                   f"\"version\": 2 ({VERSIONS[2]}); this file says version {version}")
             if entry.target in mapping.entries:
                 raise MappingError(f"{where}: target key {brief(entry.target, 120)} is listed twice")
             mapping.entries[entry.target] = entry
