@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .combine import check_combine_params
 from .errors import MappingError, SppError
 from .mapping import Mapping
 from .transforms import check_params
@@ -60,9 +61,11 @@ def export_mapping(mapping: Mapping, fmt: str, source_keys: Iterable[str] | None
         raise MappingError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _check_transforms(mapping)
     plain = {e.source: e.target for e in mapping if e.transform is None}
-    skipped = [_one_line(f"{e.target} <- {e.source}: transform {e.transform['op']} has no regex form")
+    skipped = [_one_line(f"{e.target} <- {' + '.join(e.sources)}: {e.transform['op']} joins several sources; "
+                         "a rename rule cannot combine tensors") if e.many else
+               _one_line(f"{e.target} <- {e.source}: transform {e.transform['op']} has no regex form")
                for e in mapping if e.transform is not None]
-    keys = list(dict.fromkeys([*(source_keys or ()), *plain, *(e.source for e in mapping)]))
+    keys = list(dict.fromkeys([*(source_keys or ()), *plain, *(s for e in mapping for s in e.sources)]))
     sources_of = Counter(plain.values())
     for key, n in sources_of.items():
         if n > 1:
@@ -175,7 +178,8 @@ def _raw(text: str) -> str:
 def _check_transforms(mapping: Mapping) -> None:
     """Refuse a transform whose op or parameters are not the plain data the snippets embed."""
     for e in mapping:
-        if e.transform is not None and (why := check_params(e.transform)) is not None:
+        why = check_combine_params(e.transform) if e.many else check_params(e.transform) if e.transform else None
+        if why is not None:
             raise MappingError(f"entry {e.target!r}: {why}; fix or remove its transform before exporting")
 
 
@@ -722,6 +726,14 @@ _HELPERS["rope_permute"] = '''def _rope_permute(src, heads, to):
     w = src.reshape(heads, half, 2, -1) if to == "hf" else src.reshape(heads, 2, half, -1)
     return w.transpose(1, 2).reshape(src.shape).contiguous()
 '''
+_HELPERS["concat"] = '''def _concat(parts, dim):
+    import torch  # several sources joined in order (a many-to-one entry), in the dtype that holds them all
+
+    dtype = parts[0].dtype
+    for part in parts[1:]:
+        dtype = torch.promote_types(dtype, part.dtype)
+    return torch.cat([part.to(dtype) for part in parts], dim=dim)
+'''
 _CALLS = {
     "chunk": "_chunk(x, {dim!r}, {chunks!r}, {index!r}, {transpose!r})",
     "rope_permute": "_rope_permute(x, {heads!r}, {to!r})",
@@ -739,28 +751,35 @@ def python_function(mapping: Mapping) -> str:
     """A self-contained ``remap(source, target)`` returning the target's tensors from the mapping."""
     _check_transforms(mapping)
     for e in mapping:
-        if e.transform is not None and e.transform.get("op") not in _CALLS:
+        if e.transform is not None and not e.many and e.transform.get("op") not in _CALLS:
             raise MappingError(f"entry {e.target!r}: transform {e.transform.get('op')!r} has no Python form")
-    ops = {e.transform["op"] for e in mapping if e.transform is not None}
-    needed = sorted({"slice" if op == "pad" else op for op in ops} & set(_HELPERS))
+    ops = {e.transform["op"] for e in mapping if e.transform is not None and not e.many}
+    many = [e for e in mapping if e.many]
+    needed = sorted({"slice" if op == "pad" else op for op in ops} & set(_HELPERS)) + (["concat"] if many else [])
     helpers = [_HELPERS[op] for op in needed]
     lines = [_title(mapping),
              "# usage: model.load_state_dict(remap(source_state_dict, model.state_dict()), strict=False)",
              "", *dict.fromkeys(helpers),
-             "MAPPING = {  # target key: source key"]
-    lines += [f"    {e.target!r}: {e.source!r}," for e in mapping]
+             "MAPPING = {  # target key: source key" + (" (a tuple: several, joined in order)" if many else "")]
+    lines += [f"    {e.target!r}: {e.sources if e.many else e.source!r}," for e in mapping]
     lines.append("}")
     lines.append("")
     lines.append("")
     lines.append("def remap(source, target=None):")
     lines.append('    """Tensors for the target keys, from ``source`` (a state dict); ``target`` is the')
     lines.append('    target model\'s state dict, needed only where a transform keeps part of its init."""')
-    lines.append("    out = {t: source[s] for t, s in MAPPING.items()}")
+    if many:
+        lines.append("    out = {t: source[s] for t, s in MAPPING.items() if isinstance(s, str)}")
+    else:
+        lines.append("    out = {t: source[s] for t, s in MAPPING.items()}")
     if ops:
         lines.append("    if target is None:")
         lines.append("        raise ValueError('remap: pass the target state dict; transforms keep part of its init')")
+    for e in many:
+        lines.append(f"    out[{e.target!r}] = _concat([source[s] for s in MAPPING[{e.target!r}]], "
+                     f"{e.transform.get('dim', 0)!r})")
     for e in mapping:
-        if e.transform is None:
+        if e.transform is None or e.many:
             continue
         params = {k: v for k, v in e.transform.items() if k != "op"}
         params.setdefault("dims", [1, 0])

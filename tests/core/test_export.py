@@ -199,3 +199,40 @@ def test_python_export_carries_a_chunk_of_a_fused_qkv():
     out = namespace["remap"]({"qkv.weight": fused}, target)
     for key, entry in mapping.entries.items():
         assert torch.equal(out[key], apply_transform(entry.transform, fused, target[key]))
+
+
+def _joined() -> tuple[Mapping, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    source = {"q.weight": torch.randn(4, 4), "k.weight": torch.randn(4, 4), "v.weight": torch.randn(2, 4),
+              "o.weight": torch.randn(4, 10), "conv.weight": torch.randn(4, 3, 3, 3)}
+    source["k.weight"] = source["k.weight"].to(torch.bfloat16)  # sources of several dtypes join in the widest
+    target = {"qkv.weight": torch.zeros(10, 4), "proj.weight": torch.zeros(4, 10), "stem.weight": torch.zeros(4, 1, 3, 3)}
+    mapping = Mapping("src", "tgt")
+    mapping.set(Entry.combined("qkv.weight", ["q.weight", "k.weight", "v.weight"], {"op": "concat", "dim": 0}))
+    mapping.set(Entry("proj.weight", "o.weight"))
+    mapping.set(Entry("stem.weight", "conv.weight", {"op": "in_channels"}))
+    return mapping, source, target
+
+
+def test_python_form_joins_several_sources_as_apply_does():
+    mapping, source, target = _joined()
+    text = export_mapping(mapping, "python").text
+    assert "'qkv.weight': ('q.weight', 'k.weight', 'v.weight')," in text and "torch.cat" in text
+    got = run_snippet(text, "remap")(source, {k: v.clone() for k, v in target.items()})
+    apply_mapping(target, source, mapping)
+    assert got.keys() == target.keys()
+    for k in target:
+        assert torch.equal(got[k].to(target[k].dtype), target[k]), k
+    assert got["qkv.weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("fmt", ["hf-key-mapping", "mmengine-revise-keys"])
+def test_regex_forms_say_they_cannot_join_sources(fmt):
+    mapping, source, target = _joined()
+    result = export_mapping(mapping, fmt, list(source), list(target))
+    assert result.not_expressed[0] == ("qkv.weight <- q.weight + k.weight + v.weight: concat joins several sources; "
+                                       "a rename rule cannot combine tensors")
+    assert "# not expressed: qkv.weight <- q.weight + k.weight + v.weight" in result.text
+    for rules, rename in rule_sets(fmt, result.text):
+        assert rename(rules, "o.weight") == "proj.weight"
+        assert all(rename(rules, s) not in target for s in ("q.weight", "k.weight", "v.weight"))
