@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .train import ProgressPrinter, drive, say
+from ..training.events import drive
+from .train import ProgressPrinter, say
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

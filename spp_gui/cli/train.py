@@ -1,6 +1,6 @@
 """``spp-gui train``: run configs through the engine (here, or under torchrun), progress printed, runs compared.
 
-The demo and prepare-voc subcommands print through :func:`say` and drive the engine with :func:`drive`."""
+The demo and prepare-voc subcommands print through :func:`say`; runs are driven by ``training.events.drive``."""
 
 from __future__ import annotations
 
@@ -11,26 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TypeVar
 
 from ..training.config import ConfigError, RunConfig
 from ..training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
-from ..training.engine import (
-    Cancelled,
-    Epoch,
-    Event,
-    Failed,
-    Finished,
-    RunControl,
-    RunResult,
-    Started,
-    Step,
-    runs_folder,
-    train,
-)
+from ..training.engine import RunControl, RunResult, runs_folder, train
 from ..training.event_stream import JsonLinesEmitter
+from ..training.events import Epoch, Event, Failed, Started, Step, Stopped, describe, drive
 from ..training.plot import render_curves
 from .common import printable
 
@@ -47,8 +34,6 @@ class ProgressPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
             self.t0, self.total = time.perf_counter(), max(1, event.steps_per_epoch * event.epochs)
-            say(f"[{event.run}] {event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
-                  f"val images, {event.loaded}; folder {event.run_dir}", file=self.stream)
         elif isinstance(event, Step) and self.tty:
             done = event.step / self.total
             elapsed = time.perf_counter() - self.t0
@@ -57,23 +42,14 @@ class ProgressPrinter:
             self.stream.write(f"\r[{bar:<30}] {done:5.1%} epoch {event.epoch} loss {event.losses[-1]:.4f} "
                               f"{event.images_per_s:6.0f} img/s ETA {eta:5.0f}s")
             self.stream.flush()
-        elif isinstance(event, Epoch):
-            if self.tty:
-                self.stream.write("\r" + " " * 100 + "\r")
-            say(f"[{event.run}] epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f} acc "
-                  f"{event.train_acc:.3f} | val loss {event.val_loss:.4f} acc {event.val_acc:.3f}"
-                  f"{' (best)' if event.best else ''} | {event.seconds:.1f}s"
-                  + (f" | {event.skipped} unreadable images skipped" if event.skipped else ""), file=self.stream)
-        elif isinstance(event, (Failed, Cancelled)):
-            if self.tty:
-                self.stream.write("\n")
-            say(f"[{event.run}] " + (event.message if isinstance(event, Failed) else
-                                       f"cancelled at epoch {event.epoch}, step {event.step}"), file=self.stream)
-        elif isinstance(event, Finished):
-            say(f"[{event.run}] done: best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch}), final "
-                  f"{event.final_val_acc:.3f}; {event.run_dir}", file=self.stream)
-        elif hasattr(event, "message"):
-            say(f"[{event.run}] {event.message}", file=self.stream)
+            return
+        if self.tty and isinstance(event, Epoch):
+            self.stream.write("\r" + " " * 100 + "\r")
+        elif self.tty and isinstance(event, (Failed, Stopped)):
+            self.stream.write("\n")
+        text = describe(event)
+        if text is not None:
+            say(text, file=self.stream)
 
 
 def say(*parts: object, file=None, **kw) -> None:
@@ -82,18 +58,6 @@ def say(*parts: object, file=None, **kw) -> None:
     terminal raw)."""
     text = " ".join(str(p) for p in parts)
     print("\n".join(printable(line) for line in text.split("\n")), file=file if file is not None else sys.stdout, **kw)
-
-
-R = TypeVar("R")
-
-
-def drive(gen: Generator[Event, None, R], on_event: Callable[[Event], None]) -> R:
-    """Hand each event of ``gen`` to ``on_event``; return what the generator returns."""
-    while True:
-        try:
-            on_event(next(gen))
-        except StopIteration as stop:
-            return stop.value
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -121,7 +85,7 @@ def pass_on_sigterm_once(proc: subprocess.Popen) -> None:
     Only the first is passed on. torchrun waits up to 30 s for its ranks after one SIGTERM, but
     another one arriving during that wait aborts its shutdown: it exits at once and the ranks,
     which die with it (``die_with_parent``), are killed before they end their step. A script
-    or user that repeats the signal would lose rank 0's ``Cancelled`` and its last metrics.
+    or user that repeats the signal would lose rank 0's ``Stopped`` and its last metrics.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     proc.send_signal(signal.SIGTERM)

@@ -67,7 +67,8 @@ from ..core.trust import UntrustedCodeError, code_files, file_sha256, is_trusted
 from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
-from ..training.engine import Cancelled, Epoch, Failed, Finished, RunControl, Started, Step, train
+from ..training.engine import RunControl, train
+from ..training.events import ENDINGS, Epoch, Failed, Message, Started, Step, describe
 from ..training.metrics import read_epochs
 from . import train_form
 from .dialogs import ask_to_run_code
@@ -795,29 +796,26 @@ class TrainPanel(QWidget):
             self._arm_timer()
         if isinstance(event, Started):
             self.plots.curves(event.run).reset()
-            self.status_label.setText(f"{event.run}: {event.device}, {len(event.classes)} classes, {event.n_train} "
-                                      f"train / {event.n_val} val images, {event.loaded}")
         elif isinstance(event, Step):
             self.plots.add_step(event)
             self._latest_step = event  # progress text is drawn by the timer, not per event
+            return
         elif isinstance(event, Epoch):
             self.plots.add_epoch(event)
-        elif isinstance(event, (Finished, Cancelled, Failed)):
+            return
+        elif isinstance(event, ENDINGS):
             self._show_progress()  # the last step's numbers first, then the outcome over them
-        if isinstance(event, Finished):
-            self.status_label.setText(f"{event.run}: done, best val acc {event.best_val_acc:.3f} "
-                                      f"(epoch {event.best_epoch}), final {event.final_val_acc:.3f}")
-        elif isinstance(event, Cancelled):
-            self.status_label.setText(f"{event.run}: stopped at epoch {event.epoch}, step {event.step}")
-        elif isinstance(event, Failed):
+        elif not isinstance(event, Message):
+            return
+        text = describe(event)
+        if text is not None:
+            self.status_label.setText(text)
+        if isinstance(event, Failed):
             self.last_error = event.message
-            self.status_label.setText(f"{event.run}: failed: {event.message}")
             if event.kind == "oom" and event.retry_batch_size and self._last_config is not None:
                 self._offer_retry(event)
             else:
                 self._error("Training stopped", event.message)
-        elif hasattr(event, "message"):
-            self.status_label.setText(event.message)
 
     @Slot(object)
     def _on_returned(self, result) -> None:

@@ -31,15 +31,9 @@ from ..core.errors import SppError
 from ..core.strategies import suggest_mapping
 from .config import RunConfig
 from .demo_data import SOURCE_CLASSES, TARGET_CLASSES, write_demo_datasets
-from .engine import Event, RunControl, RunResult, train
+from .engine import RunControl, RunResult, train
+from .events import Event, Message
 from .plot import render_curves
-
-
-@dataclass
-class Note(Event):
-    """A demo phase starting, for progress text."""
-
-    message: str
 
 
 @dataclass(frozen=True)
@@ -181,7 +175,7 @@ def _loaded(run_dir: str) -> Loaded | None:
 
 def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0, control: RunControl | None = None,
              size: DemoSize | None = None) -> Generator[Event, None, DemoResult | None]:
-    """Every event of the four runs, plus ``Note``s between phases; returns None when cancelled."""
+    """Every event of the four runs, plus ``Message``s between phases; returns None when cancelled."""
     out = Path(out)
     size = size or (QUICK if quick else FULL)
     if (out / "runs").exists() and any((out / "runs").iterdir()):
@@ -198,14 +192,14 @@ def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0, control
 
 def _run_demo(out: Path, size: DemoSize, seed: int, control: RunControl) -> Generator[Event, None, DemoResult | None]:
     t0 = time.perf_counter()
-    yield Note("demo", f"drawing the datasets under {out / 'data'}")
+    yield Message("demo", f"drawing the datasets under {out / 'data'}")
     write_demo_datasets(out / "data", source_per_class=size.source_per_class,
                         target_train=size.target_train, target_val=size.target_val, size=size.image_size, seed=seed)
     configs = demo_configs(out, size, seed)
     for name, cfg in configs.items():
         cfg.save(out / f"{name}.toml")
 
-    yield Note("demo", "pretraining AlexNet on the source task (it stands in for ImageNet weights)")
+    yield Message("demo", "pretraining AlexNet on the source task (it stands in for ImageNet weights)")
     source = yield from train(configs["source"], control)
     if source.status != "finished":
         return None
@@ -214,13 +208,13 @@ def _run_demo(out: Path, size: DemoSize, seed: int, control: RunControl) -> Gene
         if r.strategy:
             mapping = suggest_mapping(checkpoint, configs[r.name].model.spec, strategy=r.strategy, **dict(r.options))
             mapping.save(configs[r.name].model.mapping)
-            yield Note("demo", f"{r.name}: {len(mapping)} tensors mapped from {checkpoint} by "
+            yield Message("demo", f"{r.name}: {len(mapping)} tensors mapped from {checkpoint} by "
                                f"suggest_mapping(strategy={r.strategy!r}{''.join(f', {k}={v}' for k, v in r.options)})")
 
     runs: dict[str, RunResult] = {}
     loaded: dict[str, Loaded] = {}
     for r in RUNS:
-        yield Note("demo", f"training AlexNet_SPP: {r.label}, lr {r.lr:g}")
+        yield Message("demo", f"training AlexNet_SPP: {r.label}, lr {r.lr:g}")
         result = yield from train(configs[r.name], control)
         if result.status != "finished":
             return None

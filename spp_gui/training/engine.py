@@ -1,12 +1,12 @@
 """The training loop, as a generator of events that the CLI, the GUI worker and tests consume alike.
 
 ``train(config, control)`` yields ``Started``, ``Step`` (every ``log_every`` steps), ``Epoch``,
-``CheckpointSaved`` and ends with one of ``Finished``, ``Cancelled`` or ``Failed``; its return value
+``CheckpointSaved`` and ends with one of ``Finished``, ``Stopped`` or ``Failed``; its return value
 is a ``RunResult``. Losses and accuracy counts stay on the device between log points, so a step
 costs no host sync. Errors a user causes before the run starts (bad config value or run folder,
 bad dataset, bad spec, mapping that does not fit) raise SppError; failures during the run (NaN loss,
 out of memory, too many unreadable images, a class folder gone) end it with a ``Failed`` event and
-keep the last good checkpoint. A stop request ends it with ``Cancelled``, also when the same SIGTERM
+keep the last good checkpoint. A stop request ends it with ``Stopped``, also when the same SIGTERM
 killed the DataLoader's worker processes.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs once per process with
@@ -38,88 +38,15 @@ from ..core.specs import build_model
 from .config import ConfigError, RunConfig, check_run_name
 from .data import IMAGE_SUFFIXES, Batch, BatchSource, DatasetError, SplitInfo, is_worker_loss, scan_dataset
 from .distributed import DistContext, per_rank_batch, setup
+from .events import CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step, Stopped, drive
 from .metrics import MetricsLog
 from .plot import render_curves
 
 # ---------------------------------------------------------------------------------------------
-# events
+# events (in events.py; named here too, where callers have always found them)
 
-
-@dataclass
-class Event:
-    run: str
-
-
-@dataclass
-class Started(Event):
-    run_dir: str
-    device: str
-    classes: list[str]
-    n_train: int
-    n_val: int
-    steps_per_epoch: int
-    epochs: int
-    loaded: str  # the load report's summary, or "scratch"
-
-
-@dataclass
-class Step(Event):
-    epoch: int  # 1-based
-    step: int  # global step of the last loss in ``losses`` (1-based)
-    total_steps: int
-    losses: list[float]  # one per iteration since the previous Step event
-    lr: float
-    images_per_s: float
-    epoch_fraction: float
-
-
-@dataclass
-class Epoch(Event):
-    epoch: int
-    epochs: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
-    images_per_s: float
-    skipped: int  # unreadable images skipped so far (train + val)
-    best: bool
-
-    def row(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                                              "seconds", "images_per_s", "skipped")}
-
-
-@dataclass
-class CheckpointSaved(Event):
-    path: str
-    kind: str  # best | last
-    epoch: int
-
-
-@dataclass
-class Finished(Event):
-    run_dir: str
-    best_val_acc: float
-    best_epoch: int
-    final_val_acc: float
-
-
-@dataclass
-class Cancelled(Event):
-    run_dir: str
-    epoch: int
-    step: int
-
-
-@dataclass
-class Failed(Event):
-    run_dir: str
-    message: str
-    kind: str  # nan | oom | data
-    retry_batch_size: int | None = None
+#: the old name of ``Stopped``, kept only for spp_gui/training/__init__.py until it imports ``Stopped``
+Cancelled = Stopped
 
 
 @dataclass
@@ -438,7 +365,7 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
         val_data.close()
         if ctx.main:  # the steps of an unfinished epoch are kept too
             log.flush()
-        yield Cancelled(name, str(run_dir), epoch, step)
+        yield Stopped(name, str(run_dir), epoch, step)
         result.status = "cancelled"
         return result
 
@@ -645,11 +572,4 @@ def evaluate_sums(model: nn.Module, data: Iterable[Batch], prepare: Callable, au
 def run(cfg: RunConfig, on_event: Callable[[Event], None] | None = None,
         control: RunControl | None = None) -> RunResult:
     """Drive ``train`` to its end, handing each event to ``on_event``; for scripts and the CLI."""
-    gen = train(cfg, control)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_event is not None:
-            on_event(event)
+    return drive(train(cfg, control), on_event)

@@ -16,19 +16,21 @@ from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import IO
 
-from .engine import Cancelled, CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step
+from .events import ENDINGS, CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step, Stopped
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in
-                                       (Started, Step, Epoch, CheckpointSaved, Finished, Cancelled, Failed)}
-ENDINGS = (Finished, Cancelled, Failed)
+#: the name each event has on the wire: ``Stopped`` keeps the name it had before its rename
+#: (``Cancelled``), so scripts that read ``--events-jsonl`` keep working
+WIRE_NAMES: dict[type[Event], str] = {cls: cls.__name__ for cls in
+                                      (Started, Step, Epoch, CheckpointSaved, Finished, Failed)} | {Stopped: "Cancelled"}
+EVENT_TYPES: dict[str, type[Event]] = {name: cls for cls, name in WIRE_NAMES.items()}
 _RANK_PREFIX = re.compile(r"^\[[A-Za-z_-]*?(\d+)\]:(.*)$")
 _SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
 _SUMMARY_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
 def event_to_json(event: Event) -> str:
-    """One line: ``{"event": "<class name>", ...its fields}`` (NaN stays NaN, as Python's json writes it)."""
-    return json.dumps({"event": type(event).__name__, **asdict(event)}, separators=(",", ":"))
+    """One line: ``{"event": "<wire name>", ...its fields}`` (NaN stays NaN, as Python's json writes it)."""
+    return json.dumps({"event": WIRE_NAMES.get(type(event), type(event).__name__), **asdict(event)}, separators=(",", ":"))
 
 
 def event_from_json(line: str) -> Event | None:

@@ -76,7 +76,7 @@ def test_stop_ends_every_rank_after_its_step(panel, qtbot):
                     timeout=90000)
     with qtbot.waitSignal(panel.run_finished, timeout=60000):
         panel.stop_button.click()
-    assert "stopped at epoch" in panel.status_label.text()  # the engine's own Cancelled event
+    assert "stopped at epoch" in panel.status_label.text()  # the engine's own Stopped event
     assert panel.last_error == ""
     qtbot.waitUntil(lambda: not any(alive(p) for p in ranks), timeout=10000)
 

@@ -14,7 +14,6 @@ from spp_gui.core.apply import save_weights
 from spp_gui.core.sources import load_source
 from spp_gui.core.trust import trust_file
 from spp_gui.training.engine import (
-    Cancelled,
     CheckpointSaved,
     Epoch,
     Failed,
@@ -22,6 +21,7 @@ from spp_gui.training.engine import (
     RunControl,
     Started,
     Step,
+    Stopped,
     run,
     train,
 )
@@ -81,7 +81,7 @@ def test_cancel_takes_effect_within_one_step(make_config):
         if isinstance(event, Step) and event.step == 2:
             control.stop()
     last = seen[-1]
-    assert isinstance(last, Cancelled) and last.step == 2
+    assert isinstance(last, Stopped) and last.step == 2
     assert max(e.step for e in seen if isinstance(e, Step)) == 2
 
 
@@ -240,7 +240,7 @@ def test_a_stopped_run_reports_the_epochs_it_evaluated(make_config):
         events.append(event)
         if isinstance(event, Step) and event.epoch == 2:
             control.stop()
-    assert result.status == "cancelled" and isinstance(events[-1], Cancelled)
+    assert result.status == "cancelled" and isinstance(events[-1], Stopped)
     epoch_1 = next(e for e in events if isinstance(e, Epoch))
     assert (result.best_epoch, result.best_val_acc, result.final_val_acc) == (1, epoch_1.val_acc, epoch_1.val_acc)
 

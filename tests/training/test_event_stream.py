@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 
-from spp_gui.training.engine import Cancelled, Epoch, Failed, Finished, Started, Step
+from spp_gui.training.engine import Epoch, Failed, Finished, Started, Step, Stopped
 from spp_gui.training.event_stream import ConsoleReader, event_from_json, event_to_json
+from spp_gui.training.events import Message, describe
 
 # torchrun's summary after rank 1 was killed, as it prints it (`--tee 3` prefixes the ranks' lines)
 TORCHRUN_FAILURE = """\
@@ -39,7 +40,7 @@ def test_every_event_round_trips():
     events = [Started("r", "/d", "cpu", ["a", "b"], 8, 4, 2, 3, "scratch"),
               Step("r", 1, 2, 6, [0.5, float("nan")], 1e-3, 120.0, 0.5),
               Epoch("r", 1, 3, 0.7, 0.5, 0.8, 0.25, 1e-3, 1.5, 16.0, 0, True),
-              Finished("r", "/d", 0.5, 1, 0.25), Cancelled("r", "/d", 1, 2),
+              Finished("r", "/d", 0.5, 1, 0.25), Stopped("r", "/d", 1, 2),
               Failed("r", "/d", "out of memory", "oom", 4)]
     for event in events:
         line = event_to_json(event)
@@ -81,7 +82,7 @@ def test_console_reader_without_any_rank_output():
 
 def test_cli_events_jsonl_and_sigterm(make_config, tmp_path):
     """stdout carries only events; SIGTERM to the whole process group (as torchrun and schedulers
-    send it) ends the run after its step with a Cancelled event."""
+    send it) ends the run after its step with a Stopped event."""
     cfg = make_config(run__epochs=500, run__name="long")
     cfg.save(tmp_path / "run.toml")
     proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(tmp_path / "run.toml"), "--events-jsonl"],
@@ -94,8 +95,8 @@ def test_cli_events_jsonl_and_sigterm(make_config, tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err  # not finished
-    assert isinstance(events[0], Started) and isinstance(events[-1], Cancelled)
-    assert "[long] cancelled" in err and "long: cancelled" in err
+    assert isinstance(events[0], Started) and isinstance(events[-1], Stopped)
+    assert "[long] cancelled: stopped at epoch" in err and "long: cancelled" in err
     assert (tmp_path / "runs" / "long" / "metrics.jsonl").is_file()
 
 
@@ -104,7 +105,7 @@ def test_sigterm_to_a_local_launch_stops_every_rank(make_config, tmp_path):
 
     The signal is sent again with every line after the third step, as an impatient script would:
     the launcher passes on only the first (a repeat aborted torchrun's wait for its ranks, and
-    rank 0 died before its Cancelled)."""
+    rank 0 died before its Stopped)."""
     cfg = make_config(run__epochs=500, run__name="long")
     cfg.save(tmp_path / "run.toml")
     proc = subprocess.Popen([sys.executable, "-m", "spp_gui", "train", str(tmp_path / "run.toml"), "--nproc", "2",
@@ -114,11 +115,28 @@ def test_sigterm_to_a_local_launch_stops_every_rank(make_config, tmp_path):
     for line in proc.stdout:  # torchrun without --tee: rank 0's lines arrive as they are
         event = event_from_json(line)
         seen.append(event)
-        if sum(isinstance(e, Step) for e in seen) >= 3 and not isinstance(event, Cancelled):
+        if sum(isinstance(e, Step) for e in seen) >= 3 and not isinstance(event, Stopped):
             proc.send_signal(signal.SIGTERM)  # the launcher only, as a terminal or a script would
             sent += 1
     _, err = proc.communicate(timeout=90)
     assert sent > 1  # step 3 ends epoch 1: its Epoch and CheckpointSaved lines follow before the stop
-    assert isinstance(seen[-1], Cancelled), err
+    assert isinstance(seen[-1], Stopped), err
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "run.toml")], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_stopped_keeps_its_old_wire_name():
+    """Scripts reading ``--events-jsonl`` saw "Cancelled" before the event was renamed apart from the exception."""
+    line = event_to_json(Stopped("r", "/d", 1, 2))
+    assert line.startswith('{"event":"Cancelled",') and event_from_json(line) == Stopped("r", "/d", 1, 2)
+
+
+def test_describe_is_one_line_per_event_the_cli_and_gui_show():
+    assert describe(Stopped("r", "/d", 1, 2)) == "[r] cancelled: stopped at epoch 1, step 2"
+    assert describe(Finished("r", "/d", 0.5, 1, 0.25)) == "[r] done, best val acc 0.500 (epoch 1), final 0.250; /d"
+    assert describe(Failed("r", "/d", "out of memory", "oom", 4)) == "[r] failed: out of memory"
+    assert describe(Message("demo", "drawing")) == "[demo] drawing"
+    assert describe(Epoch("r", 1, 3, 0.7, 0.5, 0.8, 0.25, 1e-3, 1.5, 16.0, 2, True)) == (
+        "[r] epoch 1/3: train loss 0.7000 acc 0.500 | val loss 0.8000 acc 0.250 (best) | 1.5s "
+        "| 2 unreadable images skipped")
+    assert describe(Step("r", 1, 2, 6, [0.5], 1e-3, 120.0, 0.5)) is None
