@@ -15,6 +15,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt, Signal, Slot
@@ -46,7 +47,7 @@ EXPORT_SCALE = 2  # PNGs at twice the on-screen size: sharp in documents and on 
 def palette_is_dark(palette: QPalette | None = None) -> bool:
     """The app's palette is a dark one (its window colour is darker than mid-grey)."""
     if palette is None:
-        app = QApplication.instance()
+        app = cast(QApplication | None, QApplication.instance())  # a QApplication: the plots are widgets
         palette = app.palette() if app is not None else QPalette()
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
 
@@ -254,8 +255,9 @@ class RunPlots(pg.GraphicsLayoutWidget):
     def _on_sample_clicked(self, item) -> None:
         """A click on a legend entry toggled its sample's visibility: the run follows."""
         for name, curves in self.runs.items():
-            if curves.sample is item:
-                self.set_visible(name, item.isVisible())
+            sample = curves.sample
+            if sample is not None and sample is item:
+                self.set_visible(name, sample.isVisible())
                 return
 
     # -- drawing ------------------------------------------------------------------------------

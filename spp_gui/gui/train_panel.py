@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PySide6.QtCore import (
@@ -191,8 +191,8 @@ class TrainPanel(QWidget):
         cells = [("optimizer", self.optimizer_box), ("lr", self.lr_spin), ("loaded lr", self.loaded_lr_spin),
                  ("scheduler", self.scheduler_box), ("epochs", self.epochs_spin), ("batch", self.batch_spin),
                  ("image size", self.size_spin), ("workers", self.workers_spin)]
-        for i, (label, widget) in enumerate(cells):
-            hyper.addWidget(QLabel(label), i // 2, (i % 2) * 2)
+        for i, (text, widget) in enumerate(cells):
+            hyper.addWidget(QLabel(text), i // 2, (i % 2) * 2)
             hyper.addWidget(widget, i // 2, (i % 2) * 2 + 1)
         hyper.addWidget(self.freeze_check, 4, 0, 1, 4)
         self.launch_box = QComboBox()
@@ -264,8 +264,8 @@ class TrainPanel(QWidget):
         self.setup_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setup_scroll.setWidget(setup)
         # it scrolls up and down only: never narrower than the form, whose fields would be cut off
-        bar = self.setup_scroll.style().pixelMetric(self.setup_scroll.style().PixelMetric.PM_ScrollBarExtent)
-        self.setup_scroll.setMinimumWidth(setup.minimumSizeHint().width() + bar)
+        bar_width = self.setup_scroll.style().pixelMetric(self.setup_scroll.style().PixelMetric.PM_ScrollBarExtent)
+        self.setup_scroll.setMinimumWidth(setup.minimumSizeHint().width() + bar_width)
 
         self.plots = RunPlots()
         self.run_model = RunListModel(self.plots, self)
@@ -348,7 +348,7 @@ class TrainPanel(QWidget):
         for widget in self._form_fields().values():
             signal = (widget.textChanged if isinstance(widget, QLineEdit) else
                       widget.currentTextChanged if isinstance(widget, QComboBox) else
-                      widget.toggled if isinstance(widget, QCheckBox) else widget.valueChanged)
+                      widget.toggled if isinstance(widget, QCheckBox) else cast(QSpinBox, widget).valueChanged)
             signal.connect(self._remember_timer.start)
 
     @Slot()
@@ -876,8 +876,8 @@ class TrainPanel(QWidget):
     def _on_retry_answer(self, button) -> None:
         if button is self._retry_button and self._last_config is not None and not self._running:
             cfg = self._last_config.copy()
-            cfg.run.batch_size = self._retry_batch
-            self.batch_spin.setValue(self._retry_batch)
+            cfg.run.batch_size = self._retry_batch or cfg.run.batch_size
+            self.batch_spin.setValue(cfg.run.batch_size)
             self._launch(train, cfg)
 
     def _error(self, title: str, text: str) -> None:

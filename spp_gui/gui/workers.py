@@ -61,7 +61,7 @@ class Worker(QObject):
             else:
                 self.returned.emit(result)
         except Exception as exc:  # reported to the GUI, which shows it; never lost
-            exc.__traceback_text__ = traceback.format_exc()
+            setattr(exc, "__traceback_text__", traceback.format_exc())  # noqa: B010 (an attribute Exception does not declare)
             self.errored.emit(exc)
         finally:
             # Back to the GUI thread before announcing the end, so that deleteLater destroys this

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -171,12 +172,12 @@ def make_optimizer(groups: list[dict], cfg: RunConfig, device: torch.device | No
     was a third of a training step. The fused kernels compute the same update.
     """
     o = cfg.optim
-    fused = {"fused": True} if device is not None and device.type in ("cpu", "cuda") else {}
+    fused = True if device is not None and device.type in ("cpu", "cuda") else None  # None: PyTorch's default
     if o.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, **fused)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, fused=fused)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
@@ -308,7 +309,9 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
         raise DatasetError(f"the model {cfg.model.spec!r} outputs {tuple(probe.shape[1:])} values but the dataset has "
                            f"{len(train_split.classes)} classes; set num_classes={len(train_split.classes)} in the spec")
     channels_last = cfg.run.channels_last and (cuda or (device.type == "cpu" and CPU_CHANNELS_LAST))
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(param_groups(model, cfg, report), cfg, device)
     scheduler = make_scheduler(optimizer, cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.run.bf16 and cuda)
@@ -316,7 +319,7 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
     # gradients are averaged over ranks; the bare ``model`` is what is evaluated and saved
     net = DistributedDataParallel(model, device_ids=[device] if cuda else None) if ctx.distributed else model
     if COMPILE or getattr(cfg.run, "compile", False):  # opt-in: minutes of compiling before the first step
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))  # a module still (an OptimizedModule)
 
     run_dir = Path(ctx.share(str(new_run_dir(cfg)) if ctx.main else ""))
     name = cfg.run.name or run_dir.name
@@ -421,7 +424,8 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                 since_images += n
                 if filled == log_every or i == steps_per_epoch:
                     if ctx.distributed:  # each step's loss over the global batch
-                        sums, counts = ctx.sum(torch.stack([loss_buf[:filled], count_buf[:filled]]))
+                        # two rows in, two rows back (DistContext.sum is typed for one)
+                        sums, counts = cast(list[list[float]], ctx.sum(torch.stack([loss_buf[:filled], count_buf[:filled]])))
                         losses = [v / max(c, 1) for v, c in zip(sums, counts, strict=True)]
                     else:
                         losses = loss_buf[:filled].tolist()  # the one host sync per log interval
