@@ -140,7 +140,33 @@ class TrainPanel(QWidget):
 
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
+        """The panel, phase by phase: the set-up form and its hyper-parameters, the top bar, the form
+        scrolled, the run list under it, the plots beside them."""
         defaults = RunConfig()
+        form, hyper = self._build_form(defaults), self._build_hyper(defaults)  # made in this order, as before
+        top = self._build_top_bar()
+        self._build_setup(form, hyper)
+        runs = self._build_run_list()
+
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.setup_scroll)
+        left.addWidget(runs)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 1)
+        left.setChildrenCollapsible(False)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.plots)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([420, 580])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.splitter, 1)
+
+    def _build_form(self, defaults: RunConfig) -> QFormLayout:
+        """Model, weights, data folders and where the run goes."""
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.spec_edit = QLineEdit(defaults.model.spec)
@@ -174,7 +200,10 @@ class TrainPanel(QWidget):
         self.name_edit.setToolTip("The run's folder name under the runs folder (one name, no slashes); "
                                   "-2, -3 ... is added when it is taken")
         form.addRow("Run name", self.name_edit)
+        return form
 
+    def _build_hyper(self, defaults: RunConfig) -> QGridLayout:
+        """Optimizer, schedule, sizes, and how the run is launched."""
         hyper = QGridLayout()
         self.optimizer_box = QComboBox()
         self.optimizer_box.addItems(OPTIMIZERS)
@@ -210,7 +239,9 @@ class TrainPanel(QWidget):
         self.cluster_button.setToolTip("Save this run's config and show the torchrun line to run on each machine")
         self.cluster_button.clicked.connect(self.show_cluster_command)
         hyper.addWidget(self.cluster_button, 6, 0, 1, 4, Qt.AlignmentFlag.AlignLeft)
+        return hyper
 
+    def _build_top_bar(self) -> QVBoxLayout:
         # the top bar: what starts and stops a run, and how it goes; never scrolled away
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
@@ -250,7 +281,9 @@ class TrainPanel(QWidget):
         top.addLayout(buttons)
         top.addLayout(bars)
         top.addWidget(self.status_label)
+        return top
 
+    def _build_setup(self, form: QFormLayout, hyper: QGridLayout) -> None:
         # the set-up form scrolls on its own when the page is short; the run list sits under it
         setup = QWidget()
         setup_layout = QVBoxLayout(setup)
@@ -267,6 +300,8 @@ class TrainPanel(QWidget):
         bar_width = self.setup_scroll.style().pixelMetric(self.setup_scroll.style().PixelMetric.PM_ScrollBarExtent)
         self.setup_scroll.setMinimumWidth(setup.minimumSizeHint().width() + bar_width)
 
+    def _build_run_list(self) -> QWidget:
+        """The plots, and the list of runs drawn in them with its tools."""
         self.plots = RunPlots()
         self.run_model = RunListModel(self.plots, self)
         self.run_list = QListView()
@@ -289,24 +324,7 @@ class TrainPanel(QWidget):
         runs_layout.setContentsMargins(0, 0, 4, 0)
         runs_layout.addWidget(QLabel("Runs (uncheck to hide)"))
         runs_layout.addWidget(self.run_list, 1)
-        runs_layout.addLayout(run_tools)
-
-        left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self.setup_scroll)
-        left.addWidget(runs)
-        left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 1)
-        left.setChildrenCollapsible(False)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(left)
-        self.splitter.addWidget(self.plots)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([420, 580])
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.splitter, 1)
+        return runs
 
     def _with_browse(self, edit: QLineEdit) -> QWidget:
         box = QWidget()
