@@ -297,10 +297,10 @@ def train(cfg: RunConfig, control: RunControl | None = None) -> Generator[Event,
         ctx.close()
 
 
-def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.device, train_split, val_split
-           ) -> Generator[Event, None, RunResult]:
+def _setup_model(cfg: RunConfig, ctx: DistContext, device: torch.device, train_split: SplitInfo):
+    """The run's first phase: the model built (through its mapping), checked against the dataset's
+    classes, moved to the device, with its optimizer, schedule, autocast and input preparation."""
     cuda = device.type == "cuda"
-    local_bs = per_rank_batch(cfg.run.batch_size, ctx.world)
     torch.manual_seed(cfg.run.seed)
     model, report, mapping, source = _build(cfg)
     with torch.no_grad():
@@ -320,18 +320,44 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
     net = DistributedDataParallel(model, device_ids=[device] if cuda else None) if ctx.distributed else model
     if COMPILE or getattr(cfg.run, "compile", False):  # opt-in: minutes of compiling before the first step
         net = cast(nn.Module, torch.compile(net))  # a module still (an OptimizedModule)
+    return model, net, optimizer, scheduler, autocast, prepare, (report, mapping, source)
+
+
+def _write_run_folder(cfg: RunConfig, run_dir: Path, mapping: Mapping | None, source: str,
+                      report: LoadReport | None) -> None:
+    """config.toml (paths absolute), the mapping used and its load report: what reproduces the run."""
+    frozen = _frozen_config(cfg)
+    if mapping is not None:  # the run folder keeps the mapping it used, even if the original changes later
+        mapping.save(run_dir / "mapping.json")
+        frozen.model.mapping = str((run_dir / "mapping.json").resolve())
+        frozen.model.source = str(Path(source).resolve()) if Path(source).exists() else source
+    frozen.save(run_dir / "config.toml")
+    if report is not None:
+        atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
+
+
+def _save_checkpoints(model: nn.Module, cfg: RunConfig, name: str, run_dir: Path, epoch: int, is_best: bool,
+                      val_acc: float) -> Generator[Event, None, None]:
+    """last.safetensors after every epoch, best.safetensors when it is the best so far."""
+    save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
+    yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
+    if is_best:
+        save_weights(model, run_dir / "best.safetensors",
+                     metadata={"epoch": str(epoch), "val_acc": str(val_acc), "spec": cfg.model.spec})
+        yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
+
+
+def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.device, train_split, val_split
+           ) -> Generator[Event, None, RunResult]:
+    cuda = device.type == "cuda"
+    local_bs = per_rank_batch(cfg.run.batch_size, ctx.world)
+    model, net, optimizer, scheduler, autocast, prepare, (report, mapping, source) = _setup_model(
+        cfg, ctx, device, train_split)
 
     run_dir = Path(ctx.share(str(new_run_dir(cfg)) if ctx.main else ""))
     name = cfg.run.name or run_dir.name
     if ctx.main:
-        frozen = _frozen_config(cfg)
-        if mapping is not None:  # the run folder keeps the mapping it used, even if the original changes later
-            mapping.save(run_dir / "mapping.json")
-            frozen.model.mapping = str((run_dir / "mapping.json").resolve())
-            frozen.model.source = str(Path(source).resolve()) if Path(source).exists() else source
-        frozen.save(run_dir / "config.toml")
-        if report is not None:
-            atomic_write_text(run_dir / "load_report.json", json.dumps(report.to_dict(), indent=1) + "\n")
+        _write_run_folder(cfg, run_dir, mapping, source, report)
     log = MetricsLog(run_dir, name)
     bs, epochs = cfg.run.batch_size, cfg.run.epochs
     shard = {"rank": ctx.rank, "world": ctx.world}
@@ -480,12 +506,7 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
             yield event
             last_good_epoch = epoch
             if ctx.main:
-                save_weights(model, run_dir / "last.safetensors", metadata={"epoch": str(epoch), "spec": cfg.model.spec})
-                yield CheckpointSaved(name, str(run_dir / "last.safetensors"), "last", epoch)
-                if is_best:
-                    save_weights(model, run_dir / "best.safetensors",
-                                 metadata={"epoch": str(epoch), "val_acc": str(val_acc), "spec": cfg.model.spec})
-                    yield CheckpointSaved(name, str(run_dir / "best.safetensors"), "best", epoch)
+                yield from _save_checkpoints(model, cfg, name, run_dir, epoch, is_best, val_acc)
                 if epoch == epochs or time.perf_counter() - drawn[1] >= CURVES_EVERY_S:
                     draw_curves()
     except (torch.OutOfMemoryError, RuntimeError) as exc:
