@@ -477,14 +477,11 @@ def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.
                 v_loss.to(sum_dtype), v_correct.to(sum_dtype), torch.tensor(v_seen, dtype=sum_dtype, device=device),
                 *(torch.tensor(v, dtype=sum_dtype, device=device) for v in (
                     train_data.unreadable, val_data.unreadable, len(train_data.vanished) + len(val_data.vanished)))]))
-            for split, what, bad, good, gone in ((train_split, "train", t_bad, t_seen, train_data.vanished),
-                                                 (val_split, "val", v_bad, vn, val_data.vanished)):
-                # under torchrun a rank that saw no gone folder itself looks now, so all ranks fail alike
-                gone = gone or (split.missing_classes() if vanished else [])
-                problem = _data_problem(split, what, int(bad), int(good), limit, gone)
-                if problem:
-                    yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
-                    return result
+            problem = _epoch_data_problem(((train_split, "train", t_bad, t_seen, train_data.vanished),
+                                           (val_split, "val", v_bad, vn, val_data.vanished)), bool(vanished), limit)
+            if problem:
+                yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
+                return result
             train_loss, train_acc = t_loss / max(t_seen, 1), t_correct / max(t_seen, 1)
             if not math.isfinite(train_loss):
                 yield from _fail_nonfinite(name, run_dir, epoch, step, [train_loss], lr, last_good_epoch, result)
@@ -546,6 +543,20 @@ def _data_problem(split: SplitInfo, what: str, unreadable: int, readable: int | 
         return (f"{unreadable} of the {len(split)} images in the {what} folder {split.root} could not be read, "
                 f"more than data.max_unreadable = {limit:g} allows; replace or remove them, or raise "
                 "data.max_unreadable")
+    return None
+
+
+def _epoch_data_problem(splits: Iterable[tuple[SplitInfo, str, float, float, list[Path]]], any_vanished: bool,
+                        limit: float) -> str | None:
+    """At an epoch's end: the first split (train, then val) whose images cannot be trained on, or None.
+
+    ``any_vanished``: some rank saw a class folder vanish; under torchrun a rank that saw none itself
+    looks now, so all ranks fail alike."""
+    for split, what, bad, good, gone in splits:
+        gone = gone or (split.missing_classes() if any_vanished else [])
+        problem = _data_problem(split, what, int(bad), int(good), limit, gone)
+        if problem:
+            return problem
     return None
 
 
