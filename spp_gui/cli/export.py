@@ -20,7 +20,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..core.strategies import source_side
 
         try:  # all source keys let the regex forms keep unused ones off target names
-            source_keys = list(source_side(source).table)
+            with source_side(source) as side:
+                source_keys = list(side.table)
         except SppError as exc:
             if args.source or args.source_key:
                 raise
@@ -32,7 +33,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..core.strategies import target_side
 
         try:
-            target_keys = list(target_side(mapping.target_spec).table)
+            with target_side(mapping.target_spec) as side:
+                target_keys = list(side.table)
         except SppError as exc:
             if not args.quiet:
                 print(f"note: target not built ({printable(exc)}); every unused source key is diverted", file=sys.stderr)

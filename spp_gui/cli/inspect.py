@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.strategies import source_side
+from ..core.strategies import Side, source_side
 from ..core.tensors import format_shape
 from ..core.tree import Node, ParamTree
 from .common import (
@@ -22,7 +22,11 @@ from .common import (
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     check_inputs(("spec", args.spec))
-    side = source_side(with_source_key(args.spec, args.source_key), trust_pickle=args.trust_pickle)
+    with source_side(with_source_key(args.spec, args.source_key), trust_pickle=args.trust_pickle) as side:
+        return _inspect_side(args, side)
+
+
+def _inspect_side(args: argparse.Namespace, side: Side) -> int:
     tree = ParamTree(side.table, side.classes)
     if args.json:
         out = tree.to_dict()

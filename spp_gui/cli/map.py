@@ -8,7 +8,7 @@ import sys
 from ..core.auto_verify import verify_auto
 from ..core.errors import SpecError
 from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED, Mapping, MappingStatus
-from ..core.strategies import parse_rules, rename_key, source_side, strategy_names, suggest, target_side
+from ..core.strategies import Side, parse_rules, rename_key, source_side, strategy_names, suggest, target_side
 from ..core.tensors import format_shape
 from ..core.verify import parse_input_shape
 from .common import (
@@ -109,8 +109,12 @@ def _nothing_fits(mapping: Mapping, args: argparse.Namespace, strategy: str, sou
 def cmd_map(args: argparse.Namespace) -> int:
     check_inputs(("source", args.source), ("target", args.target))
     check_output(args.output, "mapping.json")
-    src = source_side(with_source_key(args.source, args.source_key), trust_pickle=args.trust_pickle)
-    tgt = target_side(args.target)
+    with (source_side(with_source_key(args.source, args.source_key), trust_pickle=args.trust_pickle) as src,
+          target_side(args.target) as tgt):
+        return _map_sides(args, src, tgt)
+
+
+def _map_sides(args: argparse.Namespace, src: Side, tgt: Side) -> int:
     options = {}
     strategy = args.strategy
     warnings: list[str] = []

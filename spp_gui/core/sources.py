@@ -38,7 +38,7 @@ import time
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -1631,6 +1631,23 @@ def load_source(
     raise SourceError(f"file not found: {text}" if _looks_like_path(text) else
                       f"{text!r} is neither an existing checkpoint file nor a model spec "
                       "(torchvision:NAME[:WEIGHTS], spp_gui:NAME, path/net.py:Class)")
+
+
+@contextlib.contextmanager
+def opened_source(
+    source: str | os.PathLike | Source | nn.Module | dict,
+    trust_pickle: bool = False,
+    download: bool = True,
+    source_key: str | None = None,
+) -> Iterator[Source]:
+    """:func:`load_source` for the length of a ``with`` block: the Source it opened is closed at the end,
+    a Source the caller passed in is left open (it is the caller's to close)."""
+    src = load_source(source, trust_pickle=trust_pickle, download=download, source_key=source_key)
+    try:
+        yield src
+    finally:
+        if src is not source:
+            src.close()
 
 
 def _looks_like_path(text: str) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,28 +27,52 @@ from .transforms import Transform
 
 @dataclass
 class Side:
-    """The key table of a source or target, with module classes where a model is known."""
+    """The key table of a source or target, with module classes where a model is known.
+
+    A side that :func:`source_side` made from a path or spec holds the Source it opened
+    (``owns_source``) and is closed by its owner: ``with source_side(path) as side:`` or
+    :meth:`close`. A side made from a Source the caller passed in leaves that Source open.
+    """
 
     table: KeyTable
     classes: dict[str, str] = field(default_factory=dict)
     spec: str = ""
     source: Source | None = None
+    owns_source: bool = field(default=False, repr=False, compare=False)
 
     @property
     def keys(self) -> list[str]:
         return list(self.table)
 
+    def close(self) -> None:
+        """Let go of the files of the Source this side opened (reading it again opens them again)."""
+        if self.owns_source and self.source is not None:
+            self.source.close()
+
+    def __enter__(self) -> Side:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def source_side(obj: Any, trust_pickle: bool = False) -> Side:
+    """A source: a checkpoint path, a spec, a Source, a live module or a state dict.
+
+    A Source opened here belongs to the returned side: close the side (or use it in a ``with``).
+    """
     if isinstance(obj, Side):
         return obj
     src = load_source(obj, trust_pickle=trust_pickle)
     spec = src.spec if isinstance(obj, (str, os.PathLike, Source)) else ""
-    return Side(src.tensors, src.module_classes, spec, src)
+    return Side(src.tensors, src.module_classes, spec, src, owns_source=src is not obj)
 
 
 def target_side(obj: Any) -> Side:
-    """A target: a model spec (built on meta), a live module, a state dict or a checkpoint."""
+    """A target: a model spec (built on meta), a live module, a state dict or a checkpoint.
+
+    A checkpoint target holds its open Source as :func:`source_side` does: close the side.
+    """
     if isinstance(obj, Side):
         return obj
     if isinstance(obj, nn.Module):
@@ -231,8 +256,8 @@ def suggest(source: Any, target: Any, strategy: str = "exact", **options: Any) -
     """Run a strategy over a source and a target (specs, paths, modules, state dicts or Sides)."""
     if strategy not in STRATEGIES:
         raise MappingError(f"unknown strategy {strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    src, tgt = source_side(source), target_side(target)
-    items = STRATEGIES[strategy].suggest(src, tgt, **options)
+    with _sides(source, target) as (src, tgt):
+        items = STRATEGIES[strategy].suggest(src, tgt, **options)
     return Suggestions(strategy, items)
 
 
@@ -243,12 +268,28 @@ def suggest_mapping(source: Any, target: Any, strategy: str = "exact", **options
     ``dict[str, Tensor]`` (meta tensors included). Options go to the strategy (``rules`` for
     ``rename``).
     """
-    src, tgt = source_side(source), target_side(target)
-    result = suggest(src, tgt, strategy, **options)
-    mapping = result.to_mapping(src.spec, tgt.spec)
-    if src.source is not None and src.source.file_backed:
-        mapping.source_sha256 = src.source.sha256()
+    with _sides(source, target) as (src, tgt):
+        result = suggest(src, tgt, strategy, **options)
+        mapping = result.to_mapping(src.spec, tgt.spec)
+        if src.source is not None and src.source.file_backed:
+            mapping.source_sha256 = src.source.sha256()
     return mapping
+
+
+@contextmanager
+def _sides(source: Any, target: Any) -> Iterator[tuple[Side, Side]]:
+    """Both sides for one call: the ones made here are closed after it, Sides passed in are the caller's."""
+    src = source_side(source)
+    try:
+        tgt = target_side(target)
+        try:
+            yield src, tgt
+        finally:
+            if tgt is not target:
+                tgt.close()
+    finally:
+        if src is not source:
+            src.close()
 
 
 def strategy_names() -> list[str]:

@@ -20,7 +20,7 @@ from torch import nn
 from .apply import apply_mapping
 from .errors import MappingError, SpecError, SppError
 from .mapping import Mapping
-from .sources import Source, load_source
+from .sources import Source, opened_source
 from .specs import build_model, looks_like_model_spec, parse_spec
 
 AGREE, DISAGREE, NOT_COMPARED = "agree", "disagree", "not compared"
@@ -130,8 +130,8 @@ def source_model(source: Source | str, source_model_spec: str | None = None) -> 
     A checkpoint saved from a wrapper (``module.`` from DataParallel, ``model.``) fills the bare
     architecture, as ``map`` pairs such keys.
     """
-    src = load_source(source) if not isinstance(source, Source) else source
-    return _source_model(src, source_model_spec)[0]
+    with opened_source(source) as src:  # the model holds copies: a Source opened here is closed again
+        return _source_model(src, source_model_spec)[0]
 
 
 def _strip_sources(mapping: Mapping, prefix: str) -> Mapping:
@@ -288,13 +288,14 @@ def verify_mapping(
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Build both models, apply the mapping to the target, and compare them layer by layer."""
-    src = load_source(source if source is not None else mapping.source_spec)
-    spec = target_spec or mapping.target_spec
-    if not spec:
-        raise MappingError("the mapping names no target model spec; pass one (--target)")
-    if progress:
-        progress("building the source model")
-    s_model, prefix = _source_model(src, source_model_spec)
+    # the source model holds copies of its tensors: a Source opened here is closed once it is built
+    with opened_source(source if source is not None else mapping.source_spec) as src:
+        spec = target_spec or mapping.target_spec
+        if not spec:
+            raise MappingError("the mapping names no target model spec; pass one (--target)")
+        if progress:
+            progress("building the source model")
+        s_model, prefix = _source_model(src, source_model_spec)
     bare = _strip_sources(mapping, prefix) if prefix else mapping
     if progress:
         progress("building and filling the target model")

@@ -18,7 +18,7 @@ from ..core.atomic import atomic_write_text
 from ..core.errors import Cancelled, UnsafePickleError
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
-from ..core.sources import Source, file_sha256_steps, load_source, split_source_key
+from ..core.sources import Source, file_sha256_steps, load_source, opened_source, split_source_key
 from ..core.strategies import Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, verify_mapping
@@ -29,12 +29,16 @@ Progress = tuple[int, int, str]
 
 
 def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
-    """Open a source or target, build its tree and hash its file, yielding between the steps."""
+    """Open a source or target, build its tree and hash its file, yielding between the steps.
+
+    The side returned (in :class:`Loaded`) owns the Source it opened; the session closes it. Cancelled
+    or failed on the way, the file is let go of here.
+    """
     yield 0, 0, f"Opening {spec}"
     src: Source | None
     if role == "source":
         src = load_source(spec, trust_pickle=trust_pickle, download=download)
-        side = Side(src.tensors, src.module_classes, src.spec, src)
+        side = Side(src.tensors, src.module_classes, src.spec, src, owns_source=True)
     else:
         side = target_side(spec)
         src = side.source
@@ -46,9 +50,8 @@ def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool =
             sha = yield from _hash(src.path)
         elif src is not None and src.file_backed:
             sha = src.sha256()
-    except GeneratorExit:  # cancelled: release the file we opened
-        if src is not None:
-            src.close()
+    except BaseException:  # cancelled (GeneratorExit) or failed: release the file we opened
+        side.close()
         raise
     notes = list(src.notes) if src is not None else []
     return Loaded(side, tree, side.spec or spec, notes, src, trust_pickle, sha)
@@ -161,12 +164,9 @@ def verify_session(mapping: Mapping, source: str, target_spec: str, pickle_trust
         step[0] += 1
 
     trust_pickle = still_trusted(source, pickle_trust, lambda text: bridge.progressed.emit((0, VERIFY_STEPS, text)))
-    src = load_source(source, trust_pickle=trust_pickle, download=False)
-    try:
+    with opened_source(source, trust_pickle=trust_pickle, download=False) as src:
         return verify_mapping(mapping, source=src, target_spec=target_spec, input_shape=input_shape,
                               progress=progress)
-    finally:
-        src.close()
 
 
 class Job(QObject):
