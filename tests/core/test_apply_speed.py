@@ -12,6 +12,7 @@ import json
 import os
 import textwrap
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,13 +293,13 @@ def test_corrupt_entry_is_refused_and_nothing_written(tmp_path, spec):
     source = write_source(tmp_path, "pth", state)
     with zipfile.ZipFile(source) as zf:
         info = zf.getinfo(next(n for n in zf.namelist() if n.endswith("data/8")))  # fc.bias, copied verbatim
-    raw = bytearray(open(source, "rb").read())
+    raw = bytearray(Path(source).read_bytes())
     with open(source, "rb") as fh:
         fh.seek(info.header_offset + 26)
         name_len, extra_len = int.from_bytes(fh.read(2), "little"), int.from_bytes(fh.read(2), "little")
     start = info.header_offset + 30 + name_len + extra_len
     raw[start + 5] ^= 0x40
-    open(source, "wb").write(bytes(raw))
+    Path(source).write_bytes(bytes(raw))
     mapping = mapping_for(spec, source)
     (tmp_path / "out.safetensors").write_bytes(b"previous")
     with pytest.raises(SourceError, match=r"'fc.bias' is corrupt \(CRC mismatch\)"):
@@ -345,7 +346,8 @@ def test_map_then_apply_hashes_once(tmp_path, spec, kind, monkeypatch):
     source = write_source(tmp_path, kind, source_state())
     hashed = count_hashing(monkeypatch)
     mapping = suggest_mapping(source, spec, strategy="exact")
-    files = [p for p, _ in load_source(source).files()]
+    with load_source(source) as src:
+        files = [p for p, _ in src.files()]
     assert mapping.source_sha256 == hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
     first = sum(hashed)
     assert first == sum(p.stat().st_size for p in files)

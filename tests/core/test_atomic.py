@@ -24,7 +24,8 @@ def test_exception_mid_write_keeps_the_old_file(tmp_path):
         with atomic_write(path) as fh:
             fh.write(b"partial garbage")
             raise RuntimeError("disk on fire")
-    assert torch.equal(load_source(path).read("a"), torch.ones(3))
+    with load_source(path) as src:
+        assert torch.equal(src.read("a"), torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temp file left behind
 
 
@@ -39,21 +40,20 @@ def test_kill_during_save_leaves_previous_file_loadable(tmp_path, suffix):
         print("ready", flush=True)
         save_weights(state, {str(path)!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    # wait (polling, bounded) until the temporary file exists, i.e. the save is mid-write; then kill -9
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
-            break
-        time.sleep(0.001)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    src = load_source(path)
-    assert list(src.tensors) in (["old"], [f"t{i}" for i in range(200)])
-    for key in src.tensors:
-        src.read(key)
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout.readline().strip() == "ready"
+        # wait (polling, bounded) until the temporary file exists, i.e. the save is mid-write; then kill -9
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+                break
+            time.sleep(0.001)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    with load_source(path) as src:
+        assert list(src.tensors) in (["old"], [f"t{i}" for i in range(200)])
+        for key in src.tensors:
+            src.read(key)
 
 
 def _mode(path) -> int:
@@ -117,9 +117,8 @@ def _writer_that_hangs(path) -> subprocess.Popen:
 
 def test_temp_files_of_writers_killed_with_sigkill_are_removed_on_the_next_write(tmp_path):
     path = tmp_path / "m.json"
-    dead = _writer_that_hangs(path)
-    os.kill(dead.pid, signal.SIGKILL)
-    dead.wait()
+    with _writer_that_hangs(path) as dead:  # leaving the block waits for it and closes its pipe
+        os.kill(dead.pid, signal.SIGKILL)
     left = _temps(tmp_path, "m.json")
     assert len(left) == 1  # kill -9 leaves it: nothing ran to remove it
     alive = _writer_that_hangs(path)  # a writer still at work: its temp file must survive
@@ -131,6 +130,7 @@ def test_temp_files_of_writers_killed_with_sigkill_are_removed_on_the_next_write
     finally:
         alive.kill()
         alive.wait()
+        alive.stdout.close()
 
 
 def test_stale_temp_files_without_a_pid_go_after_a_minute(tmp_path):

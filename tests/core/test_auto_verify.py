@@ -73,16 +73,17 @@ def test_sides_that_cannot_run_are_said_and_left_alone(tmp_path):
     model = build_model(SPEC, seed=0)
     path = tmp_path / "weights.pt"
     torch.save(model.state_dict(), path)
-    source, target = source_side(path), target_side(SPEC)
-    assert "checkpoint without a model spec" in why_not_runnable(source, target)
-    assert why_not_runnable(source, target, SPEC) is None
-    items = suggest(source, target, "auto").items
-    out = verify_auto(items, source, target, SHAPE)
-    assert out.skipped and "not run" in out.summary() and not out.changed
-    checked = verify_auto(items, source, target, SHAPE, source_model_spec=SPEC)  # a checkpoint plus its spec
-    assert not checked.skipped and checked.report.ok
-    wrong_input = verify_auto(items, source, target, (1, 5, 64, 64), source_model_spec=SPEC)
-    assert wrong_input.skipped and "input" in wrong_input.skipped
+    with source_side(path) as source:  # the side holds the checkpoint it opened: closed at the end
+        target = target_side(SPEC)
+        assert "checkpoint without a model spec" in why_not_runnable(source, target)
+        assert why_not_runnable(source, target, SPEC) is None
+        items = suggest(source, target, "auto").items
+        out = verify_auto(items, source, target, SHAPE)
+        assert out.skipped and "not run" in out.summary() and not out.changed
+        checked = verify_auto(items, source, target, SHAPE, source_model_spec=SPEC)  # a checkpoint plus its spec
+        assert not checked.skipped and checked.report.ok
+        wrong_input = verify_auto(items, source, target, (1, 5, 64, 64), source_model_spec=SPEC)
+        assert wrong_input.skipped and "input" in wrong_input.skipped
 
 
 def test_cli_map_verify_reports_what_it_checked(tmp_path, capsys):

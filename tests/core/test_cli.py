@@ -43,10 +43,10 @@ def test_map_then_apply_seed_case(capsys, tmp_path):
     assert code == 0
     report = json.loads(out)
     assert report["loaded_tensors"] == 13 and abs(report["share"] - 0.2683) < 5e-4
-    src = load_source(weights)
-    assert src.tensors["classifier.1.weight"].shape == (4096, 12800)
-    fresh = load_source("torchvision:alexnet")
-    assert torch.equal(src.read("features.3.weight"), fresh.read("features.3.weight"))
+    with load_source(weights) as src:
+        assert src.tensors["classifier.1.weight"].shape == (4096, 12800)
+        fresh = load_source("torchvision:alexnet")
+        assert torch.equal(src.read("features.3.weight"), fresh.read("features.3.weight"))
 
 
 def test_map_with_rename_rules(capsys, tmp_path):

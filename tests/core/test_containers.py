@@ -50,8 +50,8 @@ def _same(src, state: dict) -> None:
 
 def test_timm_training_checkpoint_reads_the_ema_and_says_so(timm_ckpt, timm_parts):
     state, ema, _ = timm_parts
-    src = load_source(timm_ckpt)
-    _same(src, ema)  # timm's load_checkpoint(use_ema=True) takes the EMA
+    with load_source(timm_ckpt) as src:
+        _same(src, ema)  # timm's load_checkpoint(use_ema=True) takes the EMA
     assert src.container == "state_dict_ema" and src.containers == ["state_dict_ema", "state_dict"]
     assert any("using state_dict_ema (timm's preference" in n and "also in the file: state_dict" in n
                and "--source-key" in n for n in src.notes)
@@ -62,10 +62,9 @@ def test_timm_training_checkpoint_reads_the_ema_and_says_so(timm_ckpt, timm_part
 
 def test_the_other_container_by_key_or_spec(timm_ckpt, timm_parts):
     state, _, _ = timm_parts
-    by_key = load_source(timm_ckpt, source_key="state_dict")
-    _same(by_key, state)
-    by_spec = load_source(f"{timm_ckpt}#state_dict")
-    _same(by_spec, state)
+    with load_source(timm_ckpt, source_key="state_dict") as by_key, load_source(f"{timm_ckpt}#state_dict") as by_spec:
+        _same(by_key, state)
+        _same(by_spec, state)
     assert by_spec.spec == by_key.spec and split_source_key(by_spec.spec) == (str(timm_ckpt), "state_dict")
     assert load_source(by_spec.spec).container == "state_dict"  # the spec opens the same container again
     # the argument wins over the spec's suffix
@@ -84,8 +83,8 @@ def test_optimizer_state_is_never_a_source_tensor(tmp_path, timm_parts):
     state, ema, optim = timm_parts
     path = tmp_path / "ema_only.pth"
     torch.save({"model_ema": ema, "optimizer": optim}, path)
-    src = load_source(path)
-    _same(src, ema)
+    with load_source(path) as src:
+        _same(src, ema)
     assert src.containers == ["model_ema"] and src.spec == str(path)  # nothing to choose: the spec is the file
     # a flat state dict saved beside its optimizer and scheduler: the weights alone
     flat = tmp_path / "flat.pth"
@@ -161,10 +160,12 @@ def test_cli_source_key_on_inspect_map_apply_verify(capsys, tmp_path, timm_ckpt,
     out_file = tmp_path / "out.safetensors"
     code, _, _ = run(capsys, "apply", str(mapping), "-o", str(out_file), "-q")
     assert code == 0
-    written = load_source(out_file)
-    assert torch.equal(written.read("conv1.0.weight"), state["conv1.0.weight"])  # the container the mapping names
+    with load_source(out_file) as written:
+        assert torch.equal(written.read("conv1.0.weight"), state["conv1.0.weight"])  # the container the mapping names
     code, _, _ = run(capsys, "apply", str(mapping), "-o", str(out_file), "-q", "--source-key", "state_dict_ema")
-    assert code == 0 and torch.equal(load_source(out_file).read("conv1.0.weight"), ema["conv1.0.weight"])
+    assert code == 0
+    with load_source(out_file) as written:
+        assert torch.equal(written.read("conv1.0.weight"), ema["conv1.0.weight"])
     code, out, _ = run(capsys, "verify", str(mapping), "--source-model", target, "--input-shape", "1,3,32,32",
                        "--source-key", "state_dict_ema", "-q")
     assert code == 0 and "0 disagree" in out

@@ -33,10 +33,10 @@ def test_torchscript_is_named_and_read_only_when_trusted(tmp_path):
     text = str(info.value)
     assert str(path) in text and "torch.jit.load(f, map_location='cpu').state_dict()" in text
     assert "corrupt" not in text and "--trust-pickle" in text
-    src = load_source(path, trust_pickle=True)
-    assert set(src.tensors) == set(model.state_dict())
-    for key, value in model.state_dict().items():
-        assert torch.equal(src.read(key), value)
+    with load_source(path, trust_pickle=True) as src:
+        assert set(src.tensors) == set(model.state_dict())
+        for key, value in model.state_dict().items():
+            assert torch.equal(src.read(key), value)
 
 
 def _dcp_save(state: dict, folder) -> None:
@@ -53,14 +53,14 @@ def test_dcp_folder_is_listed_from_its_metadata_and_read_lazily(tmp_path):
     folder = tmp_path / "step_100"
     _dcp_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 100}, folder)
     assert (folder / ".metadata").is_file() and (folder / "__0_0.distcp").is_file()
-    src = load_source(folder)
-    assert isinstance(src, DCPSource) and src.container == "model"
-    state = model.state_dict()
-    assert list(src.tensors) == list(state)  # the optimizer's moments are not source tensors
-    for key, value in state.items():
-        assert src.tensors[key].shape == tuple(value.shape)
-        assert torch.equal(src.read(key), value), key
-    assert len(src.sha256()) == 64 and [p.name for p, _ in src.files()] == [".metadata", "__0_0.distcp"]
+    with load_source(folder) as src:
+        assert isinstance(src, DCPSource) and src.container == "model"
+        state = model.state_dict()
+        assert list(src.tensors) == list(state)  # the optimizer's moments are not source tensors
+        for key, value in state.items():
+            assert src.tensors[key].shape == tuple(value.shape)
+            assert torch.equal(src.read(key), value), key
+        assert len(src.sha256()) == 64 and [p.name for p, _ in src.files()] == [".metadata", "__0_0.distcp"]
 
 
 def test_dcp_metadata_naming_other_globals_is_refused_unrun(tmp_path):
@@ -85,11 +85,11 @@ def test_npz_is_a_source_with_no_pickle(tmp_path):
     for save in (np.savez, np.savez_compressed):
         path = tmp_path / f"{save.__name__}.npz"
         save(path, **arrays)
-        src = load_source(path)
-        assert isinstance(src, NpzSource) and list(src.tensors) == list(arrays)
-        assert src.tensors["fc.bias"].dtype == "float64" and src.tensors["steps"].shape == (2, 3)
-        for key, value in arrays.items():
-            assert np.array_equal(src.read(key).numpy(), value), key
+        with load_source(path) as src:
+            assert isinstance(src, NpzSource) and list(src.tensors) == list(arrays)
+            assert src.tensors["fc.bias"].dtype == "float64" and src.tensors["steps"].shape == (2, 3)
+            for key, value in arrays.items():
+                assert np.array_equal(src.read(key).numpy(), value), key
     objects = tmp_path / "objects.npz"
     np.savez(objects, names=np.array(["a", None], dtype=object))
     with pytest.raises(SourceError, match="object values, not numbers"):
@@ -146,13 +146,13 @@ def test_hf_folder_as_a_source_reads_its_weights(tmp_path, layout):
     else:
         model.save_pretrained(tmp_path, max_shard_size="20KB" if layout == "sharded" else "5GB")
     assert (tmp_path / ("model.safetensors.index.json" if layout == "sharded" else layout)).is_file()
-    src = load_source(f"hf:{tmp_path}")
-    assert src.kind == {"model.safetensors": "safetensors", "sharded": "sharded", "pytorch_model.bin": "torch"}[layout]
-    assert any("Hugging Face folder" in n for n in src.notes)
-    state = model.state_dict()
-    saved = set(src.tensors)
-    assert saved and saved <= set(state)  # save_pretrained may leave out tied or non-persistent tensors
-    for key in saved:
-        assert torch.equal(src.read(key), state[key]), key
+    with load_source(f"hf:{tmp_path}") as src:
+        assert src.kind == {"model.safetensors": "safetensors", "sharded": "sharded", "pytorch_model.bin": "torch"}[layout]
+        assert any("Hugging Face folder" in n for n in src.notes)
+        state = model.state_dict()
+        saved = set(src.tensors)
+        assert saved and saved <= set(state)  # save_pretrained may leave out tied or non-persistent tensors
+        for key in saved:
+            assert torch.equal(src.read(key), state[key]), key
     # options build the architecture (random init), as before: they cannot apply to saved weights
     assert load_source(f"hf:{tmp_path}?num_hidden_layers=2").kind == "model"

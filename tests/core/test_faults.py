@@ -32,10 +32,9 @@ from spp_gui.core.errors import SourceError, UnsafePickleError
 
 
 def _open_and_read_all(path):
-    src = load_source(path)
-    for key in src.tensors:
-        src.read(key)
-    src.close()
+    with load_source(path) as src:
+        for key in src.tensors:
+            src.read(key)
 
 
 def test_crafted_and_zip_damage_cases(tmp_path):
@@ -63,14 +62,14 @@ def test_random_truncations_are_clean_errors(tmp_path):
 def test_random_bit_flips_in_pth_never_pass_silently(tmp_path):
     files = base_files(tmp_path)
     rng = random.Random(2)
-    original = load_source(files["pth"])
-    expected = {k: original.read(k) for k in original.tensors}
+    with load_source(files["pth"]) as original:
+        expected = {k: original.read(k) for k in original.tensors}
     for i, (name, blob) in enumerate(bit_flips(files["pth"], 25, rng)):
         path = tmp_path / f"flip{i}.pth"
         path.write_bytes(blob)
         try:
-            src = load_source(path)
-            got = {k: src.read(k) for k in src.tensors}
+            with load_source(path) as src:
+                got = {k: src.read(k) for k in src.tensors}
         except SourceError:
             continue
         # a flip that lands in zip padding or unused metadata may load: then the data must be intact

@@ -28,10 +28,10 @@ def _assert_same(src, state):
 
 
 def test_torch_file_lists_without_reading_data(small_pth, small_state):
-    src = load_source(small_pth)
-    assert isinstance(src, TorchFileSource)
-    assert src.tensors["features.0.weight"].dtype == "float32"
-    _assert_same(src, small_state)
+    with load_source(small_pth) as src:
+        assert isinstance(src, TorchFileSource)
+        assert src.tensors["features.0.weight"].dtype == "float32"
+        _assert_same(src, small_state)
 
 
 @pytest.mark.parametrize("wrap,note", [
@@ -43,18 +43,18 @@ def test_torch_file_lists_without_reading_data(small_pth, small_state):
 def test_containers_are_unwrapped_and_said(tmp_path, small_state, wrap, note):
     path = tmp_path / "ckpt.ckpt"
     torch.save(wrap(small_state), path)
-    src = load_source(path)
-    assert note in src.notes
-    _assert_same(src, small_state)
+    with load_source(path) as src:
+        assert note in src.notes
+        _assert_same(src, small_state)
 
 
 def test_views_and_shared_storage_read_correctly(tmp_path):
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     state = {"a": base, "b": base[1:3], "c": base.t(), "d": torch.tensor(5.0), "e": torch.zeros(0, 3)}
     torch.save(state, tmp_path / "v.pth")
-    src = load_source(tmp_path / "v.pth")
-    for key, value in state.items():
-        assert torch.equal(src.read(key), value)
+    with load_source(tmp_path / "v.pth") as src:
+        for key, value in state.items():
+            assert torch.equal(src.read(key), value)
 
 
 def test_bf16_and_int_dtypes(tmp_path):
@@ -62,20 +62,20 @@ def test_bf16_and_int_dtypes(tmp_path):
     torch.save(state, tmp_path / "d.pth")
     save_file(state, tmp_path / "d.safetensors")
     for name in ("d.pth", "d.safetensors"):
-        src = load_source(tmp_path / name)
-        assert src.tensors["w"].dtype == "bfloat16"
-        for key, value in state.items():
-            assert torch.equal(src.read(key), value)
+        with load_source(tmp_path / name) as src:
+            assert src.tensors["w"].dtype == "bfloat16"
+            for key, value in state.items():
+                assert torch.equal(src.read(key), value)
 
 
 def test_safetensors_header_only(tmp_path, small_state):
     path = tmp_path / "a.safetensors"
     save_file(small_state, path, metadata={"who": "test"})
-    src = load_source(path)
-    assert set(src.tensors) == set(small_state)
-    assert src.metadata == {"who": "test"}
-    for key, value in small_state.items():
-        assert torch.equal(src.read(key), value)
+    with load_source(path) as src:
+        assert set(src.tensors) == set(small_state)
+        assert src.metadata == {"who": "test"}
+        for key, value in small_state.items():
+            assert torch.equal(src.read(key), value)
 
 
 def _shard(state, folder, kind):
@@ -99,11 +99,11 @@ def _shard(state, folder, kind):
 def test_sharded_round_trip(tmp_path, small_state, kind):
     index = _shard(small_state, tmp_path, kind)
     for where in (index, tmp_path):  # the index file, or the folder holding it
-        src = load_source(where)
-        assert "2 shards" in src.notes
-        assert set(src.tensors) == set(small_state)
-        for key, value in small_state.items():
-            assert torch.equal(src.read(key), value)
+        with load_source(where) as src:
+            assert "2 shards" in src.notes
+            assert set(src.tensors) == set(small_state)
+            for key, value in small_state.items():
+                assert torch.equal(src.read(key), value)
 
 
 def test_sharded_index_with_missing_key(tmp_path, small_state):
@@ -128,10 +128,10 @@ def test_torchvision_weights_from_cache(small_state):
     assert url.endswith(path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(small_state, path)
-    src = load_source("torchvision:alexnet:IMAGENET1K_V1")
-    assert src.spec == "torchvision:alexnet:IMAGENET1K_V1"
-    assert any(str(path) in n for n in src.notes)
-    assert torch.equal(src.read("features.0.weight"), small_state["features.0.weight"])
+    with load_source("torchvision:alexnet:IMAGENET1K_V1") as src:
+        assert src.spec == "torchvision:alexnet:IMAGENET1K_V1"
+        assert any(str(path) in n for n in src.notes)
+        assert torch.equal(src.read("features.0.weight"), small_state["features.0.weight"])
 
 
 def test_torchvision_weights_offline_names_the_cache_file():
@@ -171,17 +171,17 @@ def test_pickled_module_needs_opt_in(tmp_path):
     torch.save(model, path)
     with pytest.raises(UnsafePickleError):
         load_source(path)
-    src = load_source(path, trust_pickle=True)
-    assert "took the state dict of a pickled Sequential" in src.notes
-    assert torch.equal(src.read("0.weight"), model[0].weight.detach())
+    with load_source(path, trust_pickle=True) as src:
+        assert "took the state dict of a pickled Sequential" in src.notes
+        assert torch.equal(src.read("0.weight"), model[0].weight.detach())
 
 
 def test_legacy_format_is_read(tmp_path, small_state):
     path = tmp_path / "legacy.pth"
     torch.save(small_state, path, _use_new_zipfile_serialization=False)
-    src = load_source(path)
-    assert any("legacy" in n for n in src.notes)
-    _assert_same(src, small_state)
+    with load_source(path) as src:
+        assert any("legacy" in n for n in src.notes)
+        _assert_same(src, small_state)
 
 
 @pytest.mark.parametrize("fraction", [0.0001, 0.3, 0.7, 0.999])
@@ -191,9 +191,9 @@ def test_truncated_files_give_clean_errors(tmp_path, small_pth, small_state, fra
         path = tmp_path / ("cut_" + name)
         path.write_bytes(blob[: max(1, int(len(blob) * fraction))])
         with pytest.raises(SourceError):
-            src = load_source(path)
-            for key in src.tensors:  # a cut in the data is caught when the tensor is read
-                src.read(key)
+            with load_source(path) as src:
+                for key in src.tensors:  # a cut in the data is caught when the tensor is read
+                    src.read(key)
 
 
 def _st_bytes(tmp_path, state):
@@ -215,10 +215,10 @@ def test_bit_flip_in_tensor_data_is_caught_by_crc(tmp_path, small_pth):
     data[_data_start(small_pth, info) + 200] ^= 0x10
     path = tmp_path / "flipped.pth"
     path.write_bytes(bytes(data))
-    src = load_source(path)
-    with pytest.raises(SourceError, match="CRC mismatch"):
-        for key in src.tensors:
-            src.read(key)
+    with load_source(path) as src:
+        with pytest.raises(SourceError, match="CRC mismatch"):
+            for key in src.tensors:
+                src.read(key)
 
 
 def test_bit_flip_in_pickle_is_caught_before_unpickling(tmp_path, small_pth):
@@ -409,11 +409,11 @@ def test_sharded_digest_covers_index_and_shards(tmp_path, small_state, monkeypat
     save_file({k: small_state[k] for k in keys[10:]}, tmp_path / "b.safetensors")
     weight_map = {k: "a.safetensors" if i < 10 else "b.safetensors" for i, k in enumerate(keys)}
     (tmp_path / "m.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    src = load_source(tmp_path / "m.safetensors.index.json")
-    files = [p for p, _ in src.files()]
-    assert [p.name for p in files] == ["m.safetensors.index.json", "a.safetensors", "b.safetensors"]
-    assert src.sha256() == hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
-    assert src.locate(keys[12]).file is src.shards["b.safetensors"]
+    with load_source(tmp_path / "m.safetensors.index.json") as src:
+        files = [p for p, _ in src.files()]
+        assert [p.name for p in files] == ["m.safetensors.index.json", "a.safetensors", "b.safetensors"]
+        assert src.sha256() == hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+        assert src.locate(keys[12]).file is src.shards["b.safetensors"]
 
 
 def test_copy_pass_checks_crcs_it_copies_through(tmp_path, monkeypatch):
@@ -422,18 +422,18 @@ def test_copy_pass_checks_crcs_it_copies_through(tmp_path, monkeypatch):
     monkeypatch.setattr("spp_gui.core.sources.COPY_CHUNK", 64)
     state = {"a": torch.arange(100, dtype=torch.float32), "b": torch.ones(7)}
     torch.save(state, tmp_path / "s.pth")
-    src = load_source(tmp_path / "s.pth")
-    out = os.open(tmp_path / "out.bin", os.O_RDWR | os.O_CREAT)
-    try:
-        jobs = [CopyJob("a", src.locate("a"), 0, want_crc=True), CopyJob("b", src.locate("b"), 400, want_crc=True)]
-        copier = CopyPass(src.files(), jobs, out, sha256=True)
-        steps = list(copier.run())
-        assert steps[-1][0] == copier.total == (tmp_path / "s.pth").stat().st_size
-        assert [j.crc for j in jobs] == [j.span.record.crc for j in jobs]
-        data = os.pread(out, 428, 0)
-        assert data == state["a"].numpy().tobytes() + state["b"].numpy().tobytes()
-    finally:
-        os.close(out)
+    with load_source(tmp_path / "s.pth") as src:
+        out = os.open(tmp_path / "out.bin", os.O_RDWR | os.O_CREAT)
+        try:
+            jobs = [CopyJob("a", src.locate("a"), 0, want_crc=True), CopyJob("b", src.locate("b"), 400, want_crc=True)]
+            copier = CopyPass(src.files(), jobs, out, sha256=True)
+            steps = list(copier.run())
+            assert steps[-1][0] == copier.total == (tmp_path / "s.pth").stat().st_size
+            assert [j.crc for j in jobs] == [j.span.record.crc for j in jobs]
+            data = os.pread(out, 428, 0)
+            assert data == state["a"].numpy().tobytes() + state["b"].numpy().tobytes()
+        finally:
+            os.close(out)
 
 
 def test_a_source_says_whether_it_is_a_file_or_a_models_fresh_init(tmp_path):

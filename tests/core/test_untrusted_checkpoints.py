@@ -40,6 +40,11 @@ def _read_all(src):
     return {key: src.read(key) for key in src.tensors}
 
 
+def _open_and_read_all(path):
+    with load_source(path) as src:
+        return _read_all(src)
+
+
 def _assert_reads_like_torch_load(path):
     expected = torch.load(path, weights_only=True)
     with load_source(path) as src:
@@ -75,9 +80,9 @@ def test_damaged_deflated_tensor_is_caught(tmp_path, small_state):
     data = bytearray(path.read_bytes())
     data[_data_start(path, info) + info.compress_size // 2] ^= 0x20
     path.write_bytes(bytes(data))
-    src = load_source(path)  # listing reads no tensor data, so the damage shows when the tensor is read
-    with pytest.raises(SourceError, match="corrupt") as err:
-        _read_all(src)
+    with load_source(path) as src:  # listing reads no tensor data, so the damage shows when the tensor is read
+        with pytest.raises(SourceError, match="corrupt") as err:
+            _read_all(src)
     assert str(path) in str(err.value)
 
 
@@ -110,7 +115,7 @@ def test_deflated_record_claiming_an_impossible_size_is_refused(tmp_path):
     info = _entry(path, "/data/0")
     _patch_uncompressed_size(path, info, 2_000_000_000)
     with pytest.raises(SourceError, match="data/0") as err:
-        _read_all(load_source(path))
+        _open_and_read_all(path)
     assert str(path) in str(err.value)
 
 
@@ -120,7 +125,7 @@ def test_deflated_record_inflating_past_its_declared_size_is_refused(tmp_path):
     path = _rezip(tmp_path / "z.pth", tmp_path / "long.pth", replace={name: bytes(4100)})
     _patch_uncompressed_size(path, _entry(path, "/data/0"), 4000)  # what the pickle expects; it inflates to more
     with pytest.raises(SourceError) as err:
-        _read_all(load_source(path))
+        _open_and_read_all(path)
     assert str(path) in str(err.value)
 
 
@@ -128,7 +133,7 @@ def test_unsupported_zip_compression_is_refused(tmp_path):
     torch.save({"w": torch.ones(3)}, tmp_path / "w.pth")
     path = _rezip(tmp_path / "w.pth", tmp_path / "lzma.pth", zipfile.ZIP_LZMA)
     with pytest.raises(SourceError, match="compress") as err:
-        _read_all(load_source(path))
+        _open_and_read_all(path)
     assert str(path) in str(err.value)
 
 
