@@ -1,4 +1,6 @@
-"""Manual edits: map by drag or keyboard, module onto module, unmap, transforms, accept suggestions.
+"""Manual edits: map by drag or keyboard, module onto module, unmap, transforms, accept suggestions,
+several sources into one target (several keys dropped at once, Ctrl+drop adds one; the inspector
+removes and reorders them).
 
 Every edit ends as one :class:`ReplaceEntries` pushed on the undo stack; refusals end as one
 sentence in the status bar naming the keys, their shapes and what would make them fit.
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.combine import concat_dim
 from ..core.mapping import Entry
 from ..core.pairing import ModulePairing, channels_before, fitting_transforms, pair_modules, refusal
 from ..core.strategies import Suggestion
@@ -66,14 +69,21 @@ class EditController:
         return self.session.replace_entries(changes, text or map_text(changes))
 
     # -- mapping gestures ---------------------------------------------------------------------
-    def map_paths(self, sources: list[str], target: str) -> bool:
-        """Drop or keyboard: one key onto one key, or a module onto a module."""
+    def map_paths(self, sources: list[str], target: str, add: bool = False) -> bool:
+        """Drop or keyboard: one key onto one key, or a module onto a module; several keys onto one
+        key join them (``concat``); ``add`` (Ctrl held on the drop) adds the key to the target's sources."""
         if self.doc.source is None or self.doc.target is None:
             return False
         stree, ttree = self.doc.source.tree, self.doc.target.tree
+        if len(sources) > 1 and target in self.doc.target.side.table and all(
+                s in self.doc.source.side.table for s in sources):
+            return self.map_many(sources, target)
         if len(sources) != 1:
-            self.message("Map one source key (or module) at a time onto one target key (or module)")
+            self.message("Map one source key (or module) at a time onto one target key (or module), "
+                         "or several source keys onto one target key to join them")
             return False
+        if add and sources[0] in self.doc.source.side.table and target in self.doc.target.side.table:
+            return self.add_source(target, sources[0])
         try:
             snode, tnode = stree.node(sources[0]), ttree.node(target)
         except KeyError as exc:
@@ -139,11 +149,98 @@ class EditController:
             return False
         return self.push(dict.fromkeys(keys))
 
+    # -- several sources into one target ---------------------------------------------------------
+    def _joined(self, target: str, sources: list[str], origin: str = "manual") -> Entry:
+        """An entry joining ``sources`` into ``target``: concat along the dim where they fit (the
+        first where the other dims agree while some are still missing; 0 when none)."""
+        stable, tinfo = self.doc.loaded_source.side.table, self.doc.loaded_target.side.table[target]
+        shapes = [stable[s].shape for s in sources]
+        dim = concat_dim(shapes, tinfo.shape)
+        if dim is None:
+            dim = next((d for d in range(len(tinfo.shape)) if all(
+                len(sh) == len(tinfo.shape) and all(a == b for k, (a, b) in enumerate(zip(sh, tinfo.shape, strict=True))
+                                                    if k != d) for sh in shapes)
+                and sum(sh[d] for sh in shapes) <= tinfo.shape[d]), 0)
+        return Entry.combined(target, sources, {"op": "concat", "dim": dim}, origin, None,
+                              f"by hand, {len(sources)} sources joined along dim {dim}")
+
+    def map_many(self, sources: list[str], target: str) -> bool:
+        """Several source keys dropped onto one target key: joined in order (``concat``), if they fit."""
+        sources = list(dict.fromkeys(sources))
+        stable, tinfo = self.doc.loaded_source.side.table, self.doc.loaded_target.side.table[target]
+        shapes = [stable[s].shape for s in sources]
+        if concat_dim(shapes, tinfo.shape) is None:
+            said = " + ".join(f"{s} {format_shape(sh)}" for s, sh in zip(sources, shapes, strict=True))
+            self.message(f"Cannot join {said} into {target} {format_shape(tinfo.shape)}: they must agree in every "
+                         "dimension but one, and add up to the target's size in that one")
+            return False
+        entry = self._joined(target, sources)
+        done = self.push({target: entry}, f"Join {len(sources)} sources into {target}")
+        if done:
+            self.message(f"Mapped {' + '.join(sources)} → {target} {format_shape(tinfo.shape)} "
+                         f"(concat along dim {entry.transform['dim']})")
+        return done
+
+    def add_source(self, target: str, source: str) -> bool:
+        """Ctrl+drop: ``source`` becomes another source of ``target`` (after the ones it has)."""
+        entry = self.doc.mapping.get(target)
+        if entry is None:  # the first of several: a plain entry, however the shapes compare
+            stable, ttable = self.doc.loaded_source.side.table, self.doc.loaded_target.side.table
+            new = Entry(target, source, None, "manual", None, "by hand")
+            done = self.push({target: new}, f"Map {target}")
+            if done and stable[source].shape != ttable[target].shape:
+                self.message(f"Mapped {source} → {target}; shapes differ: Ctrl+drop the other sources onto it")
+            return done
+        if source in entry.sources:
+            self.message(f"{source} is already a source of {target}")
+            return False
+        return self._set_sources(target, [*entry.sources, source], f"Add {source} to {target}")
+
+    def remove_source(self, target: str, source: str) -> bool:
+        """Take ``source`` out of ``target``'s sources (the last one: unmap ``target``)."""
+        entry = self.doc.mapping.get(target)
+        if entry is None or source not in entry.sources:
+            return False
+        rest = [s for s in entry.sources if s != source]
+        if not rest:
+            return self.push({target: None})
+        return self._set_sources(target, rest, f"Remove {source} from {target}")
+
+    def move_source(self, target: str, source: str, step: int) -> bool:
+        """Move ``source`` ``step`` places (-1 up, +1 down) in ``target``'s sources: the order they are joined in."""
+        entry = self.doc.mapping.get(target)
+        if entry is None or source not in entry.sources:
+            return False
+        order = list(entry.sources)
+        i = order.index(source)
+        j = i + step
+        if not 0 <= j < len(order):
+            return False
+        order[i], order[j] = order[j], order[i]
+        return self._set_sources(target, order, f"Move {source} {'up' if step < 0 else 'down'} in {target}")
+
+    def _set_sources(self, target: str, sources: list[str], text: str) -> bool:
+        old = self.doc.mapping.entries[target]
+        if len(sources) == 1:  # one left: a plain entry again
+            new = Entry(target, sources[0], None, old.origin, old.confidence, "by hand")
+        else:
+            new = self._joined(target, sources, old.origin)
+            shapes = [self.doc.loaded_source.side.table[s].shape for s in sources]
+            fits = concat_dim(shapes, self.doc.loaded_target.side.table[target].shape) is not None
+            if old.many and not fits and old.transform:  # still partial: keep the dim the entry had
+                new.transform = dict(old.transform)
+        done = self.push({target: new}, text)
+        if done:
+            problem = self.doc.status.problems.get(target)
+            self.message(f"{target} now from {' + '.join(sources)}" + (f"; {problem}" if problem else ""))
+        return done
+
     def set_transform(self, target: str, transform: Transform | None) -> bool:
         entry = self.doc.mapping.get(target)
         if entry is None:
             return False
-        new = Entry(entry.target, entry.source, transform, entry.origin, entry.confidence, entry.reason)
+        new = Entry(entry.target, entry.source, transform, entry.origin, entry.confidence, entry.reason,
+                    entry.more_sources)
         problem = self.doc.mapping.entry_problem(new, self.doc.loaded_source.side.table,
                                                self.doc.loaded_target.side.table)
         if problem:
@@ -154,7 +251,7 @@ class EditController:
     def unmap_sources(self, sources: list[str]) -> bool:
         """Delete in the source tree: remove the entries that read these source keys."""
         wanted = set(sources)
-        keys = [t for t, e in self.doc.mapping.entries.items() if e.source in wanted]
+        keys = [t for t, e in self.doc.mapping.entries.items() if not wanted.isdisjoint(e.sources)]
         if not keys:
             self.message("Nothing to remove: the selected source keys are not used by the mapping")
             return False

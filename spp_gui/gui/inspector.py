@@ -1,4 +1,5 @@
-"""The inspector: everything about one target key's entry, with a transform editor."""
+"""The inspector: everything about one target key's entry, with a transform editor and, for a
+target filled from several sources, their list (add, remove, reorder: each one undo step)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -19,10 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.combine import concat_dim, describe_combine
 from ..core.pairing import channels_before, fitting_transforms
 from ..core.strategies import Suggestion
 from ..core.tensors import format_shape
 from ..core.transforms import describe_transform
+from .editing import EditController
 from .session import MappingSession
 from .style import STATUS_STYLE
 
@@ -81,11 +85,106 @@ class Inspector(QWidget):
         self.fits.activated.connect(self._pick_fit)
         self.options.itemDoubleClicked.connect(lambda _item: self._use())
         self.use_button.clicked.connect(self._use)
+        self._build_sources(layout)
         session.suggestionsChanged.connect(self.refresh)
         self.apply_button.clicked.connect(self._apply)
         self.remove_button.clicked.connect(self._remove)
         session.changed.connect(self.refresh)
         self.refresh()
+
+    # -- several sources --------------------------------------------------------------------------
+    def _build_sources(self, layout: QVBoxLayout) -> None:
+        self.edits = EditController(self.session, self.message.emit, self)
+        self.sources_label = QLabel("Sources:")
+        self.sources = QListWidget()
+        self.sources.setObjectName("inspectorSources")
+        self.sources.setToolTip("The source keys that fill this target, in the order they are joined "
+                                "(Ctrl+drop a source key on the target, or Add source, to join another)")
+        self.sources.setMaximumHeight(96)
+        self.source_up = QPushButton("Up")
+        self.source_down = QPushButton("Down")
+        self.source_remove = QPushButton("Remove source")
+        self.source_add = QPushButton("Add source\u2026")
+        for button, name in ((self.source_up, "sourceUp"), (self.source_down, "sourceDown"),
+                             (self.source_remove, "sourceRemove"), (self.source_add, "sourceAdd")):
+            button.setObjectName(name)
+        row = QHBoxLayout()
+        for button in (self.source_up, self.source_down, self.source_remove, self.source_add):
+            row.addWidget(button)
+        row.addStretch(1)
+        layout.insertWidget(layout.indexOf(self.options_label), self.sources_label)
+        layout.insertWidget(layout.indexOf(self.options_label), self.sources)
+        layout.insertLayout(layout.indexOf(self.options_label), row)
+        self.source_up.clicked.connect(lambda: self._move_source(-1))
+        self.source_down.clicked.connect(lambda: self._move_source(1))
+        self.source_remove.clicked.connect(self._remove_source)
+        self.source_add.clicked.connect(self._add_source)
+        self.sources.currentRowChanged.connect(self._source_buttons)
+
+    def _fill_sources(self, entry, ready: bool) -> None:
+        keep = self.sources.currentRow()
+        self.sources.clear()
+        table = self.doc.source.side.table if self.doc.source is not None else {}
+        for name in entry.sources if entry is not None and ready else ():
+            info = table.get(name)
+            item = QListWidgetItem(name + (f"  {format_shape(info.shape)} {info.dtype}" if info else "  (missing)"))
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            self.sources.addItem(item)
+        if self.sources.count():
+            self.sources.setCurrentRow(min(max(keep, 0), self.sources.count() - 1))
+        self.source_add.setEnabled(entry is not None and ready)
+        self._source_buttons()
+
+    def _source_buttons(self, *_args) -> None:
+        row, n = self.sources.currentRow(), self.sources.count()
+        self.source_up.setEnabled(n > 1 and row > 0)
+        self.source_down.setEnabled(n > 1 and 0 <= row < n - 1)
+        self.source_remove.setEnabled(n > 1 and row >= 0)
+
+    def _current_source(self) -> str | None:
+        item = self.sources.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _move_source(self, step: int) -> None:
+        name = self._current_source()
+        if self.target and name and self.edits.move_source(self.target, name, step):
+            self.sources.setCurrentRow(self.doc.mapping.entries[self.target].sources.index(name))
+
+    def _remove_source(self) -> None:
+        name = self._current_source()
+        if self.target and name:
+            self.edits.remove_source(self.target, name)
+
+    def joinable_sources(self, limit: int = 2000) -> list[str]:
+        """Source keys that could join this target's sources: the target's shape but smaller in one dim."""
+        entry = self.doc.mapping.get(self.target) if self.target else None
+        if entry is None or self.doc.source is None or self.doc.target is None:
+            return []
+        want = self.doc.target.side.table[entry.target].shape
+        out = []
+        for name, info in self.doc.source.side.table.items():
+            shape = info.shape
+            if name in entry.sources or len(shape) != len(want) or not want:
+                continue
+            differ = [k for k, (a, b) in enumerate(zip(shape, want, strict=True)) if a != b]
+            if len(differ) <= 1 and all(shape[k] < want[k] for k in differ) and shape != want:
+                out.append(name)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def _add_source(self) -> None:
+        if not self.target:
+            return
+        choices = self.joinable_sources()
+        name, ok = QInputDialog.getItem(self, "Add source",
+                                        f"Join another source key into {self.target} (after the ones it has):",
+                                        choices, 0, True)
+        if ok and name:
+            if self.doc.source is None or name not in self.doc.source.side.table:
+                self.message.emit(f"The source has no key {name!r}")
+                return
+            self.edits.add_source(self.target, name)
 
     def show_target(self, target: str | None) -> None:
         self.target = target
@@ -103,6 +202,7 @@ class Inspector(QWidget):
         ready = source is not None and target is not None and key is not None and key in target.side.table
         for widget in (self.fits, self.transform, self.apply_button, self.remove_button):
             widget.setEnabled(bool(entry) and ready)
+        self._fill_sources(entry, ready)
         if source is None or target is None or key is None or not ready:
             for label in self.labels.values():
                 label.setText("")
@@ -123,13 +223,27 @@ class Inspector(QWidget):
             return
         sinfo = source.side.table.get(entry.source)
         shape = f"  {format_shape(sinfo.shape)} {sinfo.dtype}" if sinfo else "  (missing from the source)"
-        self.labels["Source"].setText(entry.source + shape)
+        self.labels["Source"].setText(entry.source + shape if not entry.many else
+                                      f"{len(entry.sources)} sources: {' + '.join(entry.sources)}")
         self.labels["Origin"].setText(entry.origin)
         self.labels["Confidence"].setText("" if entry.confidence is None else f"{entry.confidence:.2f}")
         self.labels["Reason"].setText(entry.reason)
         self.labels["Problem"].setText(self.doc.status.problems.get(key, ""))
         self.transform.setText(json.dumps(entry.transform) if entry.transform else "")
         self.fits.clear()
+        if entry.many:  # several sources: the combining op that fits them, if one does
+            shapes = [source.side.table[s].shape for s in entry.sources if s in source.side.table]
+            dim = concat_dim(shapes, tinfo.shape) if len(shapes) == len(entry.sources) else None
+            if dim is not None:
+                fit = {"op": "concat", "dim": dim}
+                self.fits.addItem(describe_combine(fit, len(shapes)), fit)
+            current = self.fits.findData(entry.transform) if entry.transform else -1
+            if current < 0 and entry.transform:
+                self.fits.insertItem(0, f"{describe_combine(entry.transform, len(entry.sources))} (current)",
+                                     entry.transform)
+                current = 0
+            self.fits.setCurrentIndex(current)
+            return
         if sinfo is not None and sinfo.shape == tinfo.shape:
             self.fits.addItem("plain copy (no transform)", None)
         if sinfo is not None:

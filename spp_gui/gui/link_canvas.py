@@ -5,6 +5,8 @@ children's links into one thicker curve). The grouping is rebuilt only when the 
 or the expansion changes; scrolling only re-reads the positions of the few rows on screen, so a
 frame costs O(visible rows), not O(keys).
 
+A target filled from several sources (a many-to-one entry) has one link from each of them.
+
 After a Verify the links take the colour of what was found for the target module they land in
 (agree / disagree / not compared) until the mapping or a side changes; then the status colours return.
 """
@@ -28,6 +30,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QToolTip, QTreeView, QWidget
 
+from ..core.combine import describe_combine
 from ..core.mapping import INVALID, UNMAPPED
 from ..core.tree import Node
 from ..core.verify import DISAGREE, NOT_COMPARED, LayerCheck, VerifyReport
@@ -202,6 +205,10 @@ class LinkCanvas(QWidget):
     def link_tip(self, t_node: Node, s_node: Node) -> str:
         """What a hovered link says: its ends, and after a Verify what was measured there."""
         text = f"{s_node.path} \u2192 {t_node.path}"
+        entry = self.doc.mapping.get(t_node.path) if t_node.tensor is not None else None
+        if entry is not None and entry.many and s_node.path in entry.sources:
+            text += (f"\nsource {entry.sources.index(s_node.path) + 1} of {len(entry.sources)}, joined by "
+                     f"{describe_combine(entry.transform)}")
         if self.verify_status is None:
             return text
         module = t_node.path.rpartition(".")[0] if t_node.tensor is not None else t_node.path

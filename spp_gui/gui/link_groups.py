@@ -55,7 +55,10 @@ def anchor_rows(view: QTreeView) -> list[Node]:
 
 
 class MappedLeaves:
-    """For each target leaf (pre-order): its source leaf's index or -1, and its status code.
+    """For each target leaf (pre-order): its (first) source leaf's index or -1, and its status code.
+
+    A target filled from several sources has one link per source: the sources after the first are
+    ``extra_target`` (target leaf index) and ``extra_source`` (source leaf index), pairwise.
 
     ``verify`` (target module -> agreement, from a Verify report) counts the links by what was
     found for the module they land in instead of by mapping status; ``order`` names the codes.
@@ -68,15 +71,22 @@ class MappedLeaves:
         code = {s: i for i, s in enumerate(self.order)}
         fallback = NOT_COMPARED if verify is not None else "unmapped"
         statuses = status.target
-        src, st = [], []
-        for leaf in target.leaf_nodes:
+        src, st, extra_t, extra_s = [], [], [], []
+        for i, leaf in enumerate(target.leaf_nodes):
             entry = entries.get(leaf.path)
             src.append(index.get(entry.source, -1) if entry is not None else -1)
+            if entry is not None and entry.more_sources:
+                for name in entry.more_sources:
+                    if name in index:
+                        extra_t.append(i)
+                        extra_s.append(index[name])
             name = (verify.get(leaf.path.rpartition(".")[0], fallback) if verify is not None
                     else statuses.get(leaf.path, fallback))
             st.append(code.get(name, code[fallback]))
         self.source_index = np.asarray(src, dtype=np.int64)
         self.status = np.asarray(st, dtype=np.int64)
+        self.extra_target = np.asarray(extra_t, dtype=np.int64)
+        self.extra_source = np.asarray(extra_s, dtype=np.int64)
 
 
 def _which_row(rows: list[Node], leaves: np.ndarray) -> np.ndarray:
@@ -102,6 +112,11 @@ def link_groups(target_rows: list[Node], source_rows: list[Node], mapped: Mapped
         keep &= target_shown
     leaves = np.nonzero(keep)[0]
     src = mapped.source_index[leaves]
+    if len(mapped.extra_target):  # the further sources of many-to-one entries: one link each
+        more = mapped.extra_target if target_shown is None else mapped.extra_target[target_shown[mapped.extra_target]]
+        more_src = mapped.extra_source if target_shown is None else \
+            mapped.extra_source[target_shown[mapped.extra_target]]
+        leaves, src = np.concatenate([leaves, more]), np.concatenate([src, more_src])
     if source_shown is not None:
         ok = source_shown[src]
         leaves, src = leaves[ok], src[ok]

@@ -22,7 +22,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QGuiApplication
 
 from ..core.tensors import format_shape
 from ..core.tree import Node, ParamTree
@@ -101,8 +101,9 @@ class ParamTreeModel(QAbstractItemModel):
         self._highlight: set[int] = set()  # uids of the bold rows
         self._by_shape: dict[tuple[int, ...], list[int]] | None = None  # shape -> pre-order leaf indices
         self.match_count = 0
-        #: called with (source keys, target path) when keys are dropped here; set by the window
-        self.on_drop_keys: Callable[[list[str], str], bool] | None = None
+        #: called with (source keys, target path) when keys are dropped here, and ``add=True`` when Ctrl
+        #: is held (add the key as another source of the target); set by the window
+        self.on_drop_keys: Callable[..., bool] | None = None
         #: called with a list of local file paths dropped on the tree
         self.on_drop_files: Callable[[list[str]], bool] | None = None
         self._flags = (_FLAGS["source" if side == "source" else "target", False],
@@ -364,7 +365,7 @@ class ParamTreeModel(QAbstractItemModel):
         status = self.status_of(node)
         lines = [node.path, STATUS_STYLE.get(status, STATUS_STYLE[UNUSED])[2]]
         if self.side == "target" and (entry := self.doc.mapping.get(node.path)) is not None:
-            lines.append(f"from {entry.source}")
+            lines.append(f"from {' + '.join(entry.sources)}" if entry.many else f"from {entry.source}")
             if (why := self.doc.status.problems.get(node.path)) is not None:
                 lines.append(why)
         elif self.side == "source" and (users := self.doc.status.source_used_by.get(node.path)):
@@ -428,4 +429,6 @@ class ParamTreeModel(QAbstractItemModel):
         decoded = self.decode_keys(mime)  # not None: canDropMimeData said yes to keys
         if decoded is None or node is None or self.on_drop_keys is None:
             return False
+        if QGuiApplication.keyboardModifiers() & Qt.KeyboardModifier.ControlModifier:
+            return bool(self.on_drop_keys(decoded[1], node.path, add=True))
         return bool(self.on_drop_keys(decoded[1], node.path))
