@@ -131,7 +131,7 @@ class LoadReport:
         c = self.counts()
         tied = f", {c[TIED]} tied" if c[TIED] else ""
         many = sum(1 for k in self.combined if self.status.get(k) != INVALID)
-        combined = f" ({many} of them from several sources)" if many else ""
+        combined = f", {many} of them joined from several sources" if many else ""
         return (f"{len(self.loaded)} of {len(self.status)} target tensors loaded "
                 f"({c[EXACT]} exact, {c['renamed']} renamed, {c['adapted']} adapted{combined}{tied}), "
                 f"{self.share:.1%} of target parameters from the source; "

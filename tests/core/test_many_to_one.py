@@ -146,7 +146,7 @@ def test_apply_mapping_joins_the_sources_in_order():
     assert report.unused_source == [] and report.counts()["adapted"] == 2 and report.share == 1.0
     assert report.combined["qkv.bias"] == ["q.bias", "k.bias", "v.bias"]
     assert report.to_dict()["keys"]["qkv.weight"]["sources"] == ["q.weight", "k.weight", "v.weight"]
-    assert "(2 of them from several sources)" in report.summary()
+    assert "2 adapted, 2 of them joined from several sources)" in report.summary()
 
 
 def test_every_source_is_refused_a_lossy_cast():
