@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .config import ConfigError, RunConfig
 from .data import DatasetError, scan_dataset, scan_split
-from .engine import Cancelled as CancelledEvent
 from .engine import (
     CheckpointSaved,
     Epoch,
@@ -19,9 +18,10 @@ from .engine import (
     run,
     train,
 )
+from .events import Message, Stopped, describe, drive
 
 __all__ = [
     "RunConfig", "ConfigError", "DatasetError", "scan_dataset", "scan_split", "train", "run", "RunControl",
-    "RunResult", "Event", "Started", "Step", "Epoch", "CheckpointSaved", "Finished", "CancelledEvent", "Failed",
-    "pick_device",
+    "RunResult", "Event", "Started", "Step", "Epoch", "CheckpointSaved", "Finished", "Stopped", "Failed",
+    "Message", "describe", "drive", "pick_device",
 ]

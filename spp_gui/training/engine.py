@@ -46,9 +46,6 @@ from .plot import render_curves
 # ---------------------------------------------------------------------------------------------
 # events (in events.py; named here too, where callers have always found them)
 
-#: the old name of ``Stopped``, kept only for spp_gui/training/__init__.py until it imports ``Stopped``
-Cancelled = Stopped
-
 
 @dataclass
 class RunResult:
