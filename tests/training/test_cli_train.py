@@ -25,7 +25,9 @@ def test_train_two_configs_and_compare(make_config, tmp_path, capsys):
     assert re.search(r"scratch: finished, best val acc [0-9.]+", out) and "other: finished" in out
     assert "[scratch] epoch 2/2: train loss" in err
     figure = tmp_path / "runs" / "compare.png"
-    assert f"comparison figure: {figure}" in out and Image.open(figure).size == (1040, 360)
+    assert f"comparison figure: {figure}" in out
+    with Image.open(figure) as im:
+        assert im.size == (1040, 360)
 
 
 def test_train_in_process_leaves_the_callers_sigterm_handler(make_config, tmp_path, capsys):
@@ -110,8 +112,8 @@ def test_prepare_voc_crops_objects_per_split(tmp_path, capsys):
     assert sorted(p.name for p in (out / "train").iterdir()) == sorted(
         ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
          "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"])
-    crop = Image.open(out / "train" / "dog" / "000001_0.jpg")
-    assert crop.size == (81, 61)
+    with Image.open(out / "train" / "dog" / "000001_0.jpg") as crop:
+        assert crop.size == (81, 61)
     assert not any((out / "train" / "person").iterdir())
 
 

@@ -44,7 +44,7 @@ def test_two_processes_log_once_and_match_one_process(make_config, tmp_path):
 
     folder = tmp_path / "runs" / "ddp"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]  # one folder, not one per rank
-    lines = [json.loads(x) for x in open(folder / "metrics.jsonl")]
+    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["kind"] == "epoch"] == [1, 2]
     assert sum(1 for x in lines if x["kind"] == "step") == 6  # 24 images / global batch 8 x 2 epochs
     for name in ("config.toml", "metrics.csv", "best.safetensors", "last.safetensors", "curves.png"):
@@ -54,7 +54,8 @@ def test_two_processes_log_once_and_match_one_process(make_config, tmp_path):
     result = run(make_config(run__name="one"))
     one = result.epochs
     # each step's loss (the mean over the global batch) depends on every earlier step's averaged gradients
-    one_steps = [json.loads(x)["loss"] for x in open(Path(result.run_dir) / "metrics.jsonl") if '"step"' in x]
+    one_steps = [json.loads(x)["loss"] for x in (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines()
+                 if '"step"' in x]
     assert [x["loss"] for x in lines if x["kind"] == "step"] == pytest.approx(one_steps, rel=1e-4)
     for a, b in zip(one, two, strict=True):
         assert abs(a["val_acc"] - b["val_acc"]) <= 0.1

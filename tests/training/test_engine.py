@@ -53,11 +53,12 @@ def test_a_run_emits_events_and_fills_its_folder(make_config):
         assert (Path(folder) / name).is_file(), name
     rows = read_epochs(folder)
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_acc"] == pytest.approx(epochs[1].val_acc)
-    lines = [json.loads(x) for x in open(f"{folder}/metrics.jsonl")]
+    lines = [json.loads(x) for x in Path(f"{folder}/metrics.jsonl").read_text().splitlines()]
     assert sum(1 for x in lines if x["kind"] == "step") == 6
-    assert Image.open(f"{folder}/curves.png").size == (1040, 360)
-    last = load_source(f"{folder}/last.safetensors")
-    assert "classifier.6.weight" in last.tensors
+    with Image.open(f"{folder}/curves.png") as im:
+        assert im.size == (1040, 360)
+    with load_source(f"{folder}/last.safetensors") as last:
+        assert "classifier.6.weight" in last.tensors
 
 
 def test_same_seed_same_losses(make_config):
@@ -113,12 +114,12 @@ def test_freeze_loaded_trains_only_the_new_head(make_config, mapped):
     events, result = collect(make_config(model__mapping=str(mapping_path), optim__freeze_loaded=True))
     assert result.status == "finished"
     assert events[0].loaded.startswith("14 of 16 target tensors loaded")
-    last = load_source(f"{result.run_dir}/last.safetensors")
-    for key in ("features.0.weight", "classifier.4.bias"):
-        assert torch.equal(last.read(key), source_state[key])
-    fresh = build_model(TINY_SPEC, seed=0).state_dict()["classifier.6.weight"]
-    assert not torch.equal(last.read("classifier.6.weight"), fresh)
-    assert json.load(open(f"{result.run_dir}/load_report.json"))["loaded_tensors"] == 14
+    with load_source(f"{result.run_dir}/last.safetensors") as last:
+        for key in ("features.0.weight", "classifier.4.bias"):
+            assert torch.equal(last.read(key), source_state[key])
+        fresh = build_model(TINY_SPEC, seed=0).state_dict()["classifier.6.weight"]
+        assert not torch.equal(last.read("classifier.6.weight"), fresh)
+    assert json.loads(Path(f"{result.run_dir}/load_report.json").read_text())["loaded_tensors"] == 14
 
 
 def test_separate_lr_for_loaded_parameters(make_config, mapped):
@@ -162,8 +163,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, 
     assert isinstance(failed, Failed) and failed.kind == "nan" and result.status == "failed"
     assert "loss became nan at epoch 2, step 5" in failed.message and "epoch 1" in failed.message
     assert [e.epoch for e in events if isinstance(e, Epoch)] == [1]
-    last = load_source(f"{result.run_dir}/last.safetensors")
-    assert all(torch.isfinite(last.read(k)).all() for k in last.tensors)
+    with load_source(f"{result.run_dir}/last.safetensors") as last:
+        assert all(torch.isfinite(last.read(k)).all() for k in last.tensors)
 
 
 def test_out_of_memory_names_the_batch_size_and_offers_half(make_config, tmp_path):

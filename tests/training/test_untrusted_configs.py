@@ -74,6 +74,8 @@ def _stop_group_in_epoch(command: list[str], epoch: int) -> tuple[int, str, str]
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     reader.join(timeout=10)
+    proc.stdout.close()
+    proc.stderr.close()
     return code, rest, "".join(stderr)
 
 
