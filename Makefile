@@ -28,6 +28,7 @@ test: $(STAMP) $(TF4)/.installed
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spp_gui tests benchmarks resources
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy spp_gui
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

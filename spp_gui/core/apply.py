@@ -26,7 +26,7 @@ import secrets
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,18 +227,18 @@ def _entry_tensor(entry: Entry, src: Source, target_dtype: str, base: torch.Tens
         _refuse_lossy_cast(name, dtype_name(tensor.dtype), entry.target, target_dtype)
         tensors.append(tensor)
     if entry.more_sources:
-        return apply_combine(entry.transform, tensors, base)
+        return apply_combine(entry.combine_op, tensors, base)
     return apply_transform(entry.transform, tensors[0], base)
 
 
 def _carried(entry: Entry, source_table: KeyTable, target: TensorInfo) -> int:
     if entry.more_sources:
-        return carried_combine(entry.transform, [source_table[s].shape for s in entry.sources], target.shape)
+        return carried_combine(entry.combine_op, [source_table[s].shape for s in entry.sources], target.shape)
     return carried_numel(entry.transform, source_table[entry.source].shape, target.shape)
 
 
 def _report(mapping: Mapping, source_table: KeyTable, target_table: KeyTable, warnings: list[str], *,
-            groups: list[list[str]] = (), out_dtypes: dict[str, str] | None = None, dropped: list[str] = (),
+            groups: Sequence[list[str]] = (), out_dtypes: dict[str, str] | None = None, dropped: Sequence[str] = (),
             dtype: str | None = None) -> LoadReport:
     """The report; ``out_dtypes`` (target key -> dtype written) gives the casts, ``groups`` the tied keys."""
     status = mapping.status(source_table, target_table)
@@ -354,7 +354,7 @@ def _written_names(groups: list[list[str]], declared: set[str]) -> list[str]:
 def _check_ties(mapping: Mapping, groups: list[list[str]]) -> None:
     """MappingError when two names of one tied tensor are mapped differently (the model holds one tensor)."""
     for group in groups:
-        entries = [mapping.get(k) for k in group if k in mapping]
+        entries = [e for k in group if (e := mapping.get(k)) is not None]
         ways = {(e.sources, json.dumps(e.transform, sort_keys=True)) for e in entries}
         if len(ways) > 1:
             said = ", ".join(f"{e.target!r} from {e.source!r}" for e in entries)
@@ -434,7 +434,7 @@ def mapping_sha256(mapping: Mapping) -> str:
     del head["entries"]
     digest = hashlib.sha256(b'{"entries":[')  # "entries" sorts first among the top-level keys
     for i, e in enumerate(mapping):
-        entry = {"target": e.target, "source": e.source, "transform": e.transform, "origin": e.origin,
+        entry: dict[str, Any] = {"target": e.target, "source": e.source, "transform": e.transform, "origin": e.origin,
                  "confidence": e.confidence}
         if e.more_sources:  # as Entry.to_dict writes it
             del entry["source"]
@@ -510,7 +510,7 @@ def write_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, m
 
 def _bytes_of(tensor: torch.Tensor) -> memoryview:
     """A tensor's bytes, row-major (a copy only when it is not contiguous on the CPU)."""
-    return memoryview(tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    return tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data
 
 
 def save_weights(
@@ -609,7 +609,7 @@ class _TorchPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is not _TensorRef:
             return NotImplemented
-        args = (obj.storage, 0, obj.shape, obj.stride, False, collections.OrderedDict())
+        args: tuple[Any, ...] = (obj.storage, 0, obj.shape, obj.stride, False, collections.OrderedDict())
         if _torch_storage_kind(obj.storage.dtype) == "v3":
             return torch._utils._rebuild_tensor_v3, (*args, obj.storage.dtype)
         return torch._utils._rebuild_tensor_v2, args
@@ -821,8 +821,8 @@ def output_dtypes(mapping: Mapping, source: KeyTable, target: KeyTable, dtype: s
 def _kept_dtype(entry: Entry, source: KeyTable) -> str | None:
     """The floating dtype ``dtype="keep"`` writes ``entry``'s target in: its source's; for several
     sources the one that holds them all (bf16 and float32 sources: float32); None: the target's."""
-    infos = [source.get(name) for name in entry.sources]
-    if any(info is None or not _is_floating(info.dtype) for info in infos):
+    infos = [info for name in entry.sources if (info := source.get(name)) is not None]
+    if len(infos) < len(entry.sources) or any(not _is_floating(info.dtype) for info in infos):
         return None
     kept = torch_dtype(infos[0].dtype)
     for info in infos[1:]:
@@ -966,7 +966,8 @@ _PURE_WHEN_FULL = ("slice", "pad", "select_rows", "in_channels", "transpose", "r
 
 def _needs_init(entry: Entry, source: TensorInfo, target: TensorInfo) -> bool:
     """Whether a transform's output depends on the target's fresh values (then the target is built for real)."""
-    op = TRANSFORMS.get(entry.transform.get("op")) if isinstance(entry.transform, dict) else None
+    name = entry.transform.get("op") if isinstance(entry.transform, dict) else None
+    op = TRANSFORMS.get(name) if isinstance(name, str) else None
     builtin = op is not None and op.name in _PURE_WHEN_FULL and op.apply.__module__ == apply_transform.__module__
     return not builtin or carried_numel(entry.transform, source.shape, target.shape) < target.numel
 
@@ -994,8 +995,8 @@ def stream_apply(
     out = Path(out)
     target_table = table_of(target)
     mapping.validate(src.tensors, target_table)
-    for entry in mapping:  # every entry checked before the first byte is written
-        _refuse_lossy_entry(entry, src.tensors, target_table[entry.target].dtype)
+    for checked in mapping:  # every entry checked before the first byte is written
+        _refuse_lossy_entry(checked, src.tensors, target_table[checked.target].dtype)
     dtypes = output_dtypes(mapping, src.tensors, target_table, dtype)
     out_table = target_table if dtype is None else {k: TensorInfo(k, info.shape, dtypes[k])
                                                     for k, info in target_table.items()}
@@ -1035,10 +1036,10 @@ def stream_apply(
         if hashing:
             digest = copier.sha256
             layout.rewrite_metadata(fd, provenance(mapping, src.spec, spec, digest, dtype=dtype))
-        crcs = {key: job.crc for key, job in jobs.items()}
-        for key, entry in made:
+        crcs = {key: job.crc for key, job in jobs.items() if job.crc is not None}
+        for key, made_entry in made:
             info = out_table[key]
-            data = _bytes_of(_made_tensor(key, entry, src, target_table[key], init, info.dtype))
+            data = _bytes_of(_made_tensor(key, made_entry, src, target_table[key], init, info.dtype))
             _write_all(fd, data, layout.offset[key])
             if layout.wants_crc:
                 crcs[key] = zlib.crc32(data)

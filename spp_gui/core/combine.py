@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -39,7 +39,7 @@ class CombineOp:
 COMBINE_OPS: dict[str, CombineOp] = {}
 
 
-def is_combining(transform: Any) -> bool:
+def is_combining(transform: Any) -> TypeGuard[Transform]:
     """Whether ``transform`` names a combining op (one that takes several sources)."""
     return isinstance(transform, dict) and isinstance(transform.get("op"), str) and transform["op"] in COMBINE_OPS
 

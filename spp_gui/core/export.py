@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .combine import check_combine_params
@@ -160,7 +160,7 @@ def _title(mapping: Mapping) -> str:
     return _one_line(f"# spp-gui mapping {mapping.source_spec or '(source)'} -> {mapping.target_spec or '(target)'}")
 
 
-def _header(mapping: Mapping, usage: list[str], skipped: list[str], missed: list[str] = ()) -> str:
+def _header(mapping: Mapping, usage: list[str], skipped: list[str], missed: Sequence[str] = ()) -> str:
     lines = [_title(mapping), *usage]
     lines += [f"# not expressed: {_one_line(s)}" for s in skipped]
     lines += [f"# not loaded: {_one_line(s)}" for s in missed]
@@ -349,7 +349,7 @@ class HF4Client(_Client):
         self.strip_prefix = has and not expects and targets is not None
         self.head_only: set[str] = set()
         self.base_keys: set[str] = set()
-        if self.add_prefix:
+        if self.add_prefix and targets is not None:
             self.head_only = {t for t in targets if not t.startswith(p + ".")}
             self.base_keys = {t[len(p) + 1:] for t in targets if t.startswith(p + ".")}
 
@@ -777,7 +777,7 @@ def python_function(mapping: Mapping) -> str:
         lines.append("        raise ValueError('remap: pass the target state dict; transforms keep part of its init')")
     for e in many:
         lines.append(f"    out[{e.target!r}] = _concat([source[s] for s in MAPPING[{e.target!r}]], "
-                     f"{e.transform.get('dim', 0)!r})")
+                     f"{e.combine_op.get('dim', 0)!r})")
     for e in mapping:
         if e.transform is None or e.many:
             continue

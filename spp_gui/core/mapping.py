@@ -79,6 +79,13 @@ class Entry:
         """Whether several sources fill this target (a version 2 entry)."""
         return bool(self.more_sources)
 
+    @property
+    def combine_op(self) -> Transform:
+        """The combining op of an entry with several sources (checked when the entry was read or made)."""
+        if self.transform is None:
+            raise MappingError(f"{self.target!r}: {len(self.sources)} sources but no combining op")
+        return self.transform
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target}
         if self.more_sources:
@@ -342,7 +349,7 @@ class Mapping:
             elif st == ADAPTED:
                 entry = self.entries[key]
                 if entry.more_sources:
-                    carried += carried_combine(entry.transform, [source[s].shape for s in entry.sources],
+                    carried += carried_combine(entry.combine_op, [source[s].shape for s in entry.sources],
                                                target[key].shape)
                 else:
                     carried += carried_numel(entry.transform, source[entry.source].shape, target[key].shape)

@@ -178,7 +178,7 @@ class EditController:
         done = self.push({target: entry}, f"Join {len(sources)} sources into {target}")
         if done:
             self.message(f"Mapped {' + '.join(sources)} → {target} {format_shape(tinfo.shape)} "
-                         f"(concat along dim {entry.transform['dim']})")
+                         f"(concat along dim {entry.combine_op['dim']})")
         return done
 
     def add_source(self, target: str, source: str) -> bool:

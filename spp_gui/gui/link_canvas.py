@@ -208,7 +208,7 @@ class LinkCanvas(QWidget):
         entry = self.doc.mapping.get(t_node.path) if t_node.tensor is not None else None
         if entry is not None and entry.many and s_node.path in entry.sources:
             text += (f"\nsource {entry.sources.index(s_node.path) + 1} of {len(entry.sources)}, joined by "
-                     f"{describe_combine(entry.transform)}")
+                     f"{describe_combine(entry.combine_op)}")
         if self.verify_status is None:
             return text
         module = t_node.path.rpartition(".")[0] if t_node.tensor is not None else t_node.path
