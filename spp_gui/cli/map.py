@@ -34,6 +34,8 @@ def _row(mapping: Mapping, status: MappingStatus, target_table, key: str) -> dic
     entry = mapping.get(key)
     row = {"target": key, "status": status.target[key], "shape": list(target_table[key].shape),
            "source": entry.source if entry else None}
+    if entry and entry.many:
+        row["sources"] = list(entry.sources)
     if entry and entry.reason:
         row["reason"] = entry.reason
     if key in status.problems:
@@ -66,7 +68,7 @@ def print_status_table(mapping: Mapping, source_table, target_table, status: Map
         rows = shown
     for key in rows:
         row = _row(mapping, status, target_table, key)
-        src = f"<- {row['source']}" if row["source"] is not None else ""
+        src = f"<- {' + '.join(row.get('sources', [row['source']]))}" if row["source"] is not None else ""
         extra = f"  {row['problem']}" if "problem" in row else f"  {row['reason']}" if "reason" in row else ""
         line = printable(f"{key:<{width}} {format_shape(target_table[key].shape):<18} {src}{extra}")
         st = row["status"]

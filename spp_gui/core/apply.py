@@ -38,7 +38,7 @@ from .atomic import atomic_write
 from .combine import apply_combine, carried_combine
 from .errors import Cancelled, MappingError, SourceError
 from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping
-from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, load_source
+from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, opened_source
 from .specs import build_model
 from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
 from .transforms import TRANSFORMS, apply_transform, carried_numel
@@ -182,7 +182,12 @@ def apply_mapping(
     ``cancelled()`` turns true between tensors. Each tensor takes the model's dtype (a live model
     keeps its own; :func:`apply_to_file` has ``dtype=``); the report counts the casts.
     """
-    src = load_source(source, trust_pickle=trust_pickle)
+    with opened_source(source, trust_pickle=trust_pickle) as src:  # one opened here is closed at the end
+        return _fill(model, src, mapping, verify_sha256, progress, cancelled)
+
+
+def _fill(model: nn.Module | dict[str, torch.Tensor], src: Source, mapping: Mapping, verify_sha256: bool,
+          progress: Progress | None, cancelled: Callable[[], bool] | None) -> LoadReport:
     state = model.state_dict(keep_vars=True) if isinstance(model, nn.Module) else model
     target_table = table_of(state)
     mapping.validate(src.tensors, target_table)
@@ -787,16 +792,13 @@ def apply_to_file(
         raise MappingError("the mapping names no source; pass one (--source)")
     out = Path(out)
     fmt = _weight_format(out)
-    src = load_source(source, trust_pickle=trust_pickle)
-    try:
+    with opened_source(source, trust_pickle=trust_pickle) as src:  # a caller's Source is left open
         state = _meta_state(spec)
         dtypes = None if state is None or dtype is None else output_dtypes(mapping, src.tensors, table_of(state), dtype)
         if state is not None and _can_stream(state, fmt, dtypes):
             steps = stream_apply(mapping, src, state, out, spec=spec, seed=seed, dtype=dtype)
             return _drive(steps, progress, cancelled, out)
         return _apply_in_memory(mapping, src, spec, seed, out, progress, cancelled, dtype=dtype)
-    finally:
-        src.close()
 
 
 def output_dtypes(mapping: Mapping, source: KeyTable, target: KeyTable, dtype: str | None) -> dict[str, str]:

@@ -138,8 +138,7 @@ def _strip_sources(mapping: Mapping, prefix: str) -> Mapping:
     """The mapping in the bare model's names: ``prefix`` taken off each source key that has it."""
     bare = mapping.copy()
     for entry in bare:
-        if entry.source.startswith(prefix):
-            entry.source = entry.source[len(prefix):]
+        entry.sources = [s[len(prefix):] if s.startswith(prefix) else s for s in entry.sources]
     return bare
 
 

@@ -39,7 +39,7 @@ class ProblemsModel(QAbstractTableModel):
         rows = []
         for key, why in self.session.problems().items():
             entry = mapping.get(key)
-            rows.append((key, entry.source if entry else "", why))
+            rows.append((key, " + ".join(entry.sources) if entry else "", why))
         if rows != self.rows:
             self.beginResetModel()
             self.rows = rows

@@ -219,16 +219,16 @@ def test_apply_to_file_writes_the_joined_tensor(tmp_path, cls, suffix, dtype):
     trust_file(net)
     out = tmp_path / f"out{suffix}"
     report = apply_to_file(mapping, out, dtype=dtype)
-    written = load_source(str(out))
-    want = torch.cat([split.q.weight, split.k.weight, split.v.weight]).detach()
-    got = written.read("qkv.weight")
-    if dtype is None:
-        assert torch.equal(got, want)
-    else:
-        assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
-        # each of the 6 sources and the proj tensors (the tied weight once)
-        assert report.casts == {"float32 -> bfloat16": 8 + (cls == "FusedTied")}
-    assert torch.equal(written.read("proj.weight"), split.o.weight.detach().to(got.dtype))
+    with load_source(str(out)) as written:
+        want = torch.cat([split.q.weight, split.k.weight, split.v.weight]).detach()
+        got = written.read("qkv.weight")
+        if dtype is None:
+            assert torch.equal(got, want)
+        else:
+            assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
+            # each of the 6 sources and the proj tensors (the tied weight once)
+            assert report.casts == {"float32 -> bfloat16": 8 + (cls == "FusedTied")}
+        assert torch.equal(written.read("proj.weight"), split.o.weight.detach().to(got.dtype))
     assert report.unused_source == [] and report.share == 1.0
 
 
@@ -236,3 +236,16 @@ def test_mapping_sha256_tells_the_sources_apart():
     one, two = _qkv_mapping(), _qkv_mapping()
     two.entries["qkv.weight"].sources = ["k.weight", "q.weight", "v.weight"]
     assert mapping_sha256(one) != mapping_sha256(two)
+
+
+def test_the_cli_status_table_names_every_source(capsys):
+    from spp_gui.cli.map import _row, print_status_table
+
+    src = _table(**{f"{n}.{p}": (4, 4) if p == "weight" else (4,) for n in "qkv" for p in ("weight", "bias")})
+    tgt = _table(**{"qkv.weight": (12, 4), "qkv.bias": (12,)})
+    mapping = _qkv_mapping()
+    print_status_table(mapping, src, tgt)
+    out = capsys.readouterr().out
+    assert "<- q.weight + k.weight + v.weight" in out and "<- q.bias + k.bias + v.bias" in out
+    row = _row(mapping, mapping.status(src, tgt), tgt, "qkv.bias")
+    assert row["source"] == "q.bias" and row["sources"] == ["q.bias", "k.bias", "v.bias"]

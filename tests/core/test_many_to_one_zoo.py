@@ -108,7 +108,8 @@ def test_the_mapping_file_applies_streamed_and_verifies(tmp_path):
     report = apply_to_file(loaded, out)
     assert report.share == 1.0
     filled = build_model(TIMM, device="cpu", seed=5).eval()
-    filled.load_state_dict({k: load_source(str(out)).read(k) for k in filled.state_dict()})
+    with load_source(str(out)) as written:
+        filled.load_state_dict({k: written.read(k) for k in filled.state_dict()})
     torch.manual_seed(2)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -130,4 +131,20 @@ def test_the_mapping_file_applies_streamed_and_verifies(tmp_path):
     namespace: dict = {}
     exec(compile(snippet.text, "<snippet>", "exec"), namespace)  # noqa: S102 - the snippet this test made
     remapped = namespace["remap"](dict(hf.state_dict()), dict(timm_model.state_dict()))
-    assert torch.equal(remapped["blocks.1.attn.qkv.weight"], load_source(str(out)).read("blocks.1.attn.qkv.weight"))
+    with load_source(str(out)) as written:
+        assert torch.equal(remapped["blocks.1.attn.qkv.weight"], written.read("blocks.1.attn.qkv.weight"))
+
+
+def test_verify_strips_a_wrapper_prefix_from_every_source(tmp_path):
+    """A checkpoint saved from a wrapper (``module.``): each of a joined entry's sources loses the prefix."""
+    hf, timm_model = _models()
+    mapping = _mapping(hf, timm_model)
+    src_path = tmp_path / "wrapped.safetensors"
+    write_safetensors({f"module.{k}": v.contiguous() for k, v in hf.state_dict().items()}, src_path)
+    wrapped = Mapping(str(src_path), TIMM)
+    for entry in mapping:
+        wrapped.set(Entry.combined(entry.target, [f"module.{s}" for s in entry.sources], entry.transform))
+    checked = verify_mapping(wrapped, source=str(src_path), source_model_spec=HF, input_shape=(2, 3, 32, 32))
+    assert [c for c in checked.by_status(DISAGREE) if c.target_module] == []
+    adapted = {c.target_module for c in checked.layers if c.note == "adapted by a transform"}
+    assert adapted == {"blocks.0.attn.qkv", "blocks.1.attn.qkv"}

@@ -17,8 +17,9 @@ import pytest
 import torch
 import torchvision
 
-from spp_gui import load_source, suggest_mapping
+from spp_gui import apply_mapping, load_source, suggest_mapping
 from spp_gui.cli import main
+from spp_gui.core.apply import apply_to_file
 from spp_gui.core.sources import opened_source
 from spp_gui.core.strategies import source_side, suggest, target_side
 from spp_gui.core.verify import source_model, verify_mapping
@@ -124,6 +125,21 @@ def test_verify_and_source_model_close_a_checkpoint_they_opened(ckpt):
     with load_source(ckpt) as mine:
         assert verify_mapping(mapping, source=mine, source_model_spec=RESNET, input_shape=SHAPE).ok
         assert open_on(ckpt) == 1  # the caller's, still open for its next read
+    assert open_on(ckpt) == 0
+
+
+def test_apply_closes_a_checkpoint_it_opened_and_leaves_a_callers_open(ckpt, tmp_path):
+    mapping = suggest_mapping(ckpt, RESNET)
+    model = torchvision.models.resnet18(num_classes=4)
+    with closes_its_files():
+        assert apply_mapping(model, ckpt, mapping).share == 1.0  # reads every tensor
+        assert apply_to_file(mapping, tmp_path / "out.safetensors").share == 1.0
+    assert open_on(ckpt) == 0
+    with load_source(ckpt) as mine:
+        apply_mapping(model, mine, mapping)
+        assert open_on(ckpt) == 1  # still the caller's
+        apply_to_file(mapping, tmp_path / "out.pth", source=mine)  # (the file copy lets go of its descriptor)
+        assert torch.equal(mine.read("fc.bias"), model.state_dict()["fc.bias"])  # and the Source still reads
     assert open_on(ckpt) == 0
 
 

@@ -42,10 +42,11 @@ def test_two_runs_overlaid_then_exported(panel, qtbot, tmp_path):
     curves = panel.plots.runs[names[1]]
     assert len(curves.items["val_acc"].xData) == 2 and len(curves.items["raw"].xData) == 6
     panel.export_csv(tmp_path / "all.csv")
-    rows = list(csv.DictReader(open(tmp_path / "all.csv")))
+    rows = list(csv.DictReader((tmp_path / "all.csv").read_text().splitlines()))
     assert [r["run"] for r in rows] == [names[0]] * 2 + [names[1]] * 2
     panel.export_png(tmp_path / "curves.png")
-    assert Image.open(tmp_path / "curves.png").size[0] == 2 * panel.plots.width()
+    with Image.open(tmp_path / "curves.png") as png:
+        assert png.size[0] == 2 * panel.plots.width()
 
 
 def test_pause_resume_stop(panel, qtbot):

@@ -120,5 +120,6 @@ def test_a_dark_app_palette_gives_dark_plots(qtbot):
 def test_png_export_is_twice_the_size_on_screen(plots, tmp_path):
     fill(plots, "a", 1e-3)
     plots.export_png(tmp_path / "curves.png")
-    size = Image.open(tmp_path / "curves.png").size
+    with Image.open(tmp_path / "curves.png") as png:
+        size = png.size
     assert size[0] == 2 * plots.width() and abs(size[1] - 2 * plots.height()) <= 2
