@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .core.apply import LoadReport, apply_mapping, save_weights
 from .core.errors import MappingError, SourceError, SpecError, SppError, UnsafePickleError
-from .core.mapping import Entry, Mapping
+from .core.mapping import Entry, Mapping, MappingSummary, Status
 from .core.sources import Source, load_source
 from .core.specs import build_model, parse_spec
 from .core.strategies import suggest, suggest_mapping
@@ -27,7 +27,7 @@ def data_path(name: str) -> Path:
     return Path(str(resources.files("spp_gui") / "data" / name))
 
 __all__ = [
-    "load_source", "build_model", "suggest_mapping", "apply_mapping", "Mapping", "Entry", "LoadReport",
+    "load_source", "build_model", "suggest_mapping", "apply_mapping", "Mapping", "Entry", "Status", "MappingSummary", "LoadReport",
     "save_weights", "suggest", "parse_spec", "Source", "SppError", "SourceError", "SpecError", "MappingError",
     "UnsafePickleError", "UntrustedCodeError", "trust_code", "data_path", "__version__",
 ]

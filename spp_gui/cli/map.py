@@ -43,14 +43,6 @@ def _row(mapping: Mapping, status: MappingStatus, target_table, key: str) -> dic
     return row
 
 
-def summary_line(mapping: Mapping, source_table, target_table, status: MappingStatus) -> str:
-    counts = {s: status.count(s) for s in STATUS_COLOURS}
-    share = mapping.share(source_table, target_table, status)
-    return (f"{len(target_table) - counts[UNMAPPED] - counts[INVALID]} of {len(target_table)} target tensors mapped "
-            f"({counts[EXACT]} exact, {counts[RENAMED]} renamed, {counts[ADAPTED]} adapted, {counts[INVALID]} invalid); "
-            f"{share:.1%} of target parameters from the source; {len(status.unused_sources)} source tensors unused")
-
-
 def print_status_table(mapping: Mapping, source_table, target_table, status: MappingStatus | None = None,
                        every_row: bool = True) -> None:
     """One row per target key; with ``every_row=False`` and more than FULL_TABLE_ROWS keys, only the
@@ -105,7 +97,7 @@ def _nothing_fits(mapping: Mapping, args: argparse.Namespace, strategy: str, sou
         hint = "try --strategy auto, or --rename rules after comparing the names (spp-gui inspect on each side)"
     else:
         hint = "the two models share no names or structure auto recognises; map keys by hand in the editor"
-    return f"0 of {len(target_table)} target tensors mapped: nothing fits; {hint}"
+    return f"{mapping.summary(source_table, target_table).headline()}: nothing fits; {hint}"
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -160,12 +152,11 @@ def _map_sides(args: argparse.Namespace, src: Side, tgt: Side) -> int:
             hashing.close()
     mapping.save(args.output)
     status = mapping.status(src.table, tgt.table)
-    line = (summary_line(mapping, src.table, tgt.table, status) if len(mapping)
-            else _nothing_fits(mapping, args, strategy, src.table, tgt.table))
+    summary = mapping.summary(src.table, tgt.table, status)
+    line = summary.text() if len(mapping) else _nothing_fits(mapping, args, strategy, src.table, tgt.table)
     if args.json:
         print_json({"output": str(args.output), "summary": line, "warnings": warnings, "verify": verify_line,
-                    "counts": {s: status.count(s) for s in STATUS_COLOURS},
-                    "share": mapping.share(src.table, tgt.table, status),
+                    "counts": summary.counts, "share": summary.share,
                     "unused_sources": status.unused_sources, "candidates": len(mapping.candidates),
                     "rows": [_row(mapping, status, tgt.table, key) for key in tgt.table],
                     "mapping": mapping.to_dict()})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..training.config import ConfigError, RunConfig
 from ..training.distributed import cluster_command, env_rank, launch_command, per_rank_batch
-from ..training.engine import RunControl, RunResult, runs_folder, train
+from ..training.engine import RunControl, RunResult, RunStatus, runs_folder, train
 from ..training.event_stream import JsonLinesEmitter
 from ..training.events import Epoch, Event, Failed, Started, Step, Stopped, describe, drive
 from ..training.plot import render_curves
@@ -198,13 +198,13 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
             break
         result = drive(train(cfg, control), printer)
         # a retry on one rank alone would leave the others waiting, so not under torchrun
-        while result.status == "failed" and result.retry_batch_size and args.retry_half and world == 1:
+        while result.status == RunStatus.FAILED and result.retry_batch_size and args.retry_half and world == 1:
             say(f"retrying {path} at batch size {result.retry_batch_size}", file=sys.stderr)
             cfg.run.batch_size = result.retry_batch_size
             result = drive(train(cfg, control), printer)
-        if result.status == "failed" and result.retry_batch_size and not args.retry_half and main:
+        if result.status == RunStatus.FAILED and result.retry_batch_size and not args.retry_half and main:
             say(f"(rerun with --retry-half to retry at batch size {result.retry_batch_size})", file=sys.stderr)
-        if result.status != "finished":
+        if result.status != RunStatus.FINISHED:
             status = 1
         results[cfg.run.name or Path(result.run_dir).name] = result
     if not main:

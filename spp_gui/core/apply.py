@@ -37,7 +37,7 @@ from torch import nn
 from .atomic import atomic_write
 from .combine import apply_combine, carried_combine
 from .errors import Cancelled, MappingError, SourceError
-from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping
+from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping, Status
 from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, opened_source
 from .specs import build_model
 from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
@@ -46,7 +46,7 @@ from .transforms import TRANSFORMS, apply_transform, carried_numel
 Progress = Callable[[int, int, str], None]
 
 #: Report status of a target key that is one tensor with a mapped key (tied weights): filled through it.
-TIED = "tied"
+TIED = Status.TIED
 #: ``dtype=`` values of :func:`apply_to_file`; None (the default) writes each key in the target's dtype.
 DTYPES = ("keep", "float32", "bfloat16", "float16")
 

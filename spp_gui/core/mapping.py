@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,20 @@ MAX_FILE_BYTES = 256 * 2**20  # a mapping file; see read_untrusted_text
 #: Longest spec, path, key, origin or reason a mapping file may hold.
 MAX_TEXT = 4096
 
-# Per-target statuses, strongest first.
-EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED = "exact", "renamed", "adapted", "invalid", "unmapped"
+class Status(StrEnum):
+    """What a mapping does to one target key; a str, so files and JSON hold the plain word."""
+
+    EXACT = "exact"  # same name, same shape
+    RENAMED = "renamed"  # another name, same shape
+    ADAPTED = "adapted"  # a transform (or a combining op) makes the shape
+    INVALID = "invalid"  # mapped, but it cannot be applied (see MappingStatus.problems)
+    UNMAPPED = "unmapped"  # keeps the target's init
+    TIED = "tied"  # a load report's only: filled through the tensor it is tied to
+
+
+EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED = Status.EXACT, Status.RENAMED, Status.ADAPTED, Status.INVALID, Status.UNMAPPED
+#: Per-target statuses of a mapping, strongest first.
 TARGET_STATUSES = (EXACT, RENAMED, ADAPTED, INVALID, UNMAPPED)
-USED, UNUSED = "used", "unused"
 
 
 @dataclass
@@ -241,7 +252,7 @@ def _combined_problem(entry: Entry, source: KeyTable, target: KeyTable) -> str |
 class MappingStatus:
     """What a mapping does, key by key, against a given source and target."""
 
-    target: dict[str, str]  # target key -> status
+    target: dict[str, Status]  # target key -> status
     problems: dict[str, str]  # target key -> why it is invalid
     source_used_by: dict[str, list[str]]  # source key -> target keys it fills ([] = unused)
 
@@ -251,6 +262,42 @@ class MappingStatus:
     @property
     def unused_sources(self) -> list[str]:
         return [k for k, v in self.source_used_by.items() if not v]
+
+
+@dataclass(frozen=True)
+class MappingSummary:
+    """The counts behind every "N of M target tensors mapped" line: the CLI's, the editor's status
+    bar and its messages all read one of these (:meth:`Mapping.summary`)."""
+
+    targets: int  # target tensors
+    counts: dict[Status, int]  # target tensors per status (every one of TARGET_STATUSES)
+    share: float  # of the target's elements, filled from the source
+    unused: int  # source tensors no target takes
+
+    @classmethod
+    def empty(cls) -> MappingSummary:
+        """Before both sides are open."""
+        return cls(0, dict.fromkeys(TARGET_STATUSES, 0), 0.0, 0)
+
+    @property
+    def invalid(self) -> int:
+        return self.counts[INVALID]
+
+    @property
+    def mapped(self) -> int:
+        """Target tensors the mapping fills (invalid entries do not count: they cannot be applied)."""
+        return self.targets - self.counts[UNMAPPED] - self.counts[INVALID]
+
+    def headline(self) -> str:
+        """'120 of 122 target tensors mapped'."""
+        return f"{self.mapped} of {self.targets} target tensors mapped"
+
+    def text(self, sep: str = "; ") -> str:
+        """The headline with the counts per status, the share and the unused sources."""
+        c = self.counts
+        return (f"{self.headline()} ({c[EXACT]} exact, {c[RENAMED]} renamed, {c[ADAPTED]} adapted, "
+                f"{c[INVALID]} invalid){sep}{self.share:.1%} of target parameters from the source{sep}"
+                f"{self.unused} source tensors unused")
 
 
 @dataclass
@@ -314,7 +361,7 @@ class Mapping:
         return None
 
     def status(self, source: KeyTable, target: KeyTable) -> MappingStatus:
-        statuses: dict[str, str] = {}
+        statuses: dict[str, Status] = {}
         problems: dict[str, str] = {}
         used: dict[str, list[str]] = {k: [] for k in source}
         for key in target:
@@ -354,6 +401,12 @@ class Mapping:
                 else:
                     carried += carried_numel(entry.transform, source[entry.source].shape, target[key].shape)
         return carried / total if total else 0.0
+
+    def summary(self, source: KeyTable, target: KeyTable, status: MappingStatus | None = None) -> MappingSummary:
+        """How much of ``target`` this mapping fills from ``source`` (``status``: one already computed)."""
+        status = status or self.status(source, target)
+        counts = {s: status.count(s) for s in TARGET_STATUSES}
+        return MappingSummary(len(target), counts, self.share(source, target, status), len(status.unused_sources))
 
     def validate(self, source: KeyTable, target: KeyTable) -> None:
         """Raise MappingError naming each entry that does not fit (key missing, shapes)."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from torch import nn
@@ -23,6 +24,13 @@ from .sources import Source, load_source
 from .specs import build_model, looks_like_model_spec, module_classes, parse_spec
 from .tensors import KeyTable, format_shape, table_of
 from .transforms import Transform
+
+
+class Role(StrEnum):
+    """Which side of a mapping: the checkpoint read from, or the model filled."""
+
+    SOURCE = "source"
+    TARGET = "target"
 
 
 @dataclass

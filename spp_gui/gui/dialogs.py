@@ -21,17 +21,18 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.specs import builtin_model_names, torchvision_model_names
+from ..core.strategies import Role
 
 CHECKPOINT_FILTER = "Checkpoints (*.pth *.pt *.bin *.ckpt *.safetensors *.json);;All files (*)"
 MAPPING_FILTER = "Mappings (*.json);;All files (*)"
 WEIGHTS_FILTER = "safetensors (*.safetensors);;PyTorch (*.pth)"
 
 
-def spec_completions(role: str) -> list[str]:
+def spec_completions(role: Role) -> list[str]:
     """torchvision and built-in model names as specs; sources also get the ImageNet weights form."""
     names = [f"torchvision:{n}" for n in torchvision_model_names()]
     names += [f"spp_gui:{n}" for n in builtin_model_names()]
-    if role == "source":
+    if role == Role.SOURCE:
         names += ["torchvision:alexnet:IMAGENET1K_V1", "torchvision:resnet50:IMAGENET1K_V2"]
     return sorted(names)
 
@@ -39,7 +40,7 @@ def spec_completions(role: str) -> list[str]:
 class SpecDialog(QDialog):
     """A spec field with completion (torchvision names, built-ins) and a Browse button for files."""
 
-    def __init__(self, role: str, current: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, role: Role, current: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.role = role
         self.setWindowTitle(f"Open {role}")
@@ -60,7 +61,7 @@ class SpecDialog(QDialog):
         row.addWidget(browse)
         layout = QVBoxLayout(self)
         hint = ("A checkpoint file, torchvision pretrained weights (torchvision:NAME:WEIGHTS) or a model spec "
-                "(its fresh initialisation)." if role == "source" else
+                "(its fresh initialisation)." if role == Role.SOURCE else
                 "A model spec (built on the meta device: no memory, no init), or a checkpoint file.")
         text = QLabel(hint)
         text.setWordWrap(True)

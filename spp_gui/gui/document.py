@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
 
-from ..core.mapping import Entry, Mapping, MappingStatus
+from ..core.mapping import UNMAPPED, Entry, Mapping, MappingStatus, MappingSummary
 from ..core.sources import Source
 from ..core.strategies import Side
 from ..core.tree import ParamTree
@@ -108,20 +108,16 @@ class MappingDocument(QObject):
 
     # -- questions the views ask --------------------------------------------------------------
     def target_status(self, key: str) -> str:
-        return self.status.target.get(key, "unmapped")
+        return self.status.target.get(key, UNMAPPED)
 
     def source_status(self, key: str) -> str:
         """A used source key takes the status of the (first) target it fills."""
         users = self.status.source_used_by.get(key)
         if not users:
             return "unused"
-        return self.status.target.get(users[0], "unmapped")
+        return self.status.target.get(users[0], UNMAPPED)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> MappingSummary:
         if self.source is None or self.target is None:
-            return {"mapped": 0, "targets": 0, "share": 0.0, "unused": 0, "invalid": 0}
-        table = self.target.side.table
-        ok = [k for k, s in self.status.target.items() if s not in ("unmapped", "invalid")]
-        share = self.mapping.share(self.source.side.table, table, self.status)
-        return {"mapped": len(ok), "targets": len(table), "share": share,
-                "unused": len(self.status.unused_sources), "invalid": self.status.count("invalid")}
+            return MappingSummary.empty()
+        return self.mapping.summary(self.source.side.table, self.target.side.table, self.status)

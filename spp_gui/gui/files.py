@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from ..core.errors import SppError, UnsafePickleError
 from ..core.mapping import Mapping
 from ..core.sources import join_source_key, split_source_key
+from ..core.strategies import Role
 from ..core.trust import UntrustedCodeError, trust_named_specs
 from . import settings
 from .dialogs import (
@@ -48,26 +49,26 @@ PROBLEMS_NAMED = 5  # invalid entries a dialog names before it says "and N more"
 class LoadPlan:
     """What one open gesture asked for, and what has arrived so far."""
 
-    specs: dict[str, str]  # role -> spec
+    specs: dict[Role, str]  # role -> spec
     whole: bool  # a new session (history reset) rather than a side replaced in this one
     mapping: Mapping | None = None
     mapping_path: str | None = None
     strategy: str | None = None
-    trust: dict[str, bool] = field(default_factory=dict)
-    done: dict[str, Loaded] = field(default_factory=dict)
+    trust: dict[Role, bool] = field(default_factory=dict)
+    done: dict[Role, Loaded] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     failed: bool = False
     recovered: bool = False  # a session restored from the autosave: unsaved until saved
 
-    def again(self, trust: dict[str, bool] | None = None) -> LoadPlan:
+    def again(self, trust: dict[Role, bool] | None = None) -> LoadPlan:
         """The same request, started afresh (after the user allowed code, or a pickle: then ``trust`` says whose)."""
         return LoadPlan(self.specs, self.whole, self.mapping, self.mapping_path, self.strategy,
                         dict(self.trust) if trust is None else trust, recovered=self.recovered)
 
 
-def _one_side(role: str, spec: str) -> tuple[str | None, str | None]:
+def _one_side(role: Role, spec: str) -> tuple[str | None, str | None]:
     """(source, target) for opening ``spec`` as one side, ``role``, of the session."""
-    return (spec, None) if role == "source" else (None, spec)
+    return (spec, None) if role == Role.SOURCE else (None, spec)
 
 
 def problems_text(problems: dict[str, str]) -> str:
@@ -136,7 +137,7 @@ class FileController(QObject):
 
     def _start_plan(self, source: str | None, target: str | None, mapping: Mapping | None,
                     mapping_path: str | None, strategy: str | None, recovered: bool) -> None:
-        specs = {role: spec for role, spec in (("source", source), ("target", target)) if spec}
+        specs = {role: spec for role, spec in ((Role.SOURCE, source), (Role.TARGET, target)) if spec}
         whole = mapping is not None or not self.session.ready or len(specs) == 2
         plan = LoadPlan(specs, whole, mapping, mapping_path, strategy, recovered=recovered)
         self._run_plan(plan)
@@ -149,7 +150,7 @@ class FileController(QObject):
         for role, spec in plan.specs.items():
             self._start_side(plan, role, spec)
 
-    def _start_side(self, plan: LoadPlan, role: str, spec: str) -> None:
+    def _start_side(self, plan: LoadPlan, role: Role, spec: str) -> None:
         job = Job(f"Loading {role} {spec}", lambda result: self._side_loaded(plan, role, result),
                   lambda exc: self._side_failed(plan, role, spec, exc),
                   lambda: self._plan_cancelled(plan), self)
@@ -158,18 +159,18 @@ class FileController(QObject):
         start_job(self.services.pool, job, load_side, spec, role, plan.trust.get(role, False),
                   download=self.allow_download)
 
-    def _side_loaded(self, plan: LoadPlan, role: str, loaded: Loaded) -> None:
+    def _side_loaded(self, plan: LoadPlan, role: Role, loaded: Loaded) -> None:
         if plan is not self.plan or plan.failed:
             if loaded.source is not None:
                 loaded.source.close()
             return
-        if role == "source" and self._ask_container(plan, role, loaded):
+        if role == Role.SOURCE and self._ask_container(plan, role, loaded):
             return
         plan.done[role] = loaded
         if set(plan.done) == set(plan.specs):
             self._finish_plan(plan)
 
-    def _ask_container(self, plan: LoadPlan, role: str, loaded: Loaded) -> bool:
+    def _ask_container(self, plan: LoadPlan, role: Role, loaded: Loaded) -> bool:
         """A checkpoint with several weight containers and none named: ask which (the preferred one chosen).
 
         True while the question is open; the answer either keeps ``loaded`` or loads the chosen container.
@@ -206,7 +207,7 @@ class FileController(QObject):
         dialog.open()
         return True
 
-    def _side_failed(self, plan: LoadPlan, role: str, spec: str, exc: Exception) -> None:
+    def _side_failed(self, plan: LoadPlan, role: Role, spec: str, exc: Exception) -> None:
         if plan is not self.plan or plan.failed:
             return
         self._drop_plan(plan)
@@ -242,7 +243,7 @@ class FileController(QObject):
         box.finished.connect(finished)
         box.open()
 
-    def _offer_pickle_trust(self, plan: LoadPlan, role: str, exc: Exception) -> None:
+    def _offer_pickle_trust(self, plan: LoadPlan, role: Role, exc: Exception) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, "Unsafe checkpoint",
                           f"{exc}\n\nOnly trust files whose origin you know.", QMessageBox.StandardButton.Cancel,
                           self.services.parent)
@@ -284,7 +285,7 @@ class FileController(QObject):
 
     def _finish_plan(self, plan: LoadPlan) -> None:
         self.plan = None
-        source, target = plan.done.get("source"), plan.done.get("target")
+        source, target = plan.done.get(Role.SOURCE), plan.done.get(Role.TARGET)
         if plan.whole:
             self._open_whole(plan, source, target)
         else:
@@ -319,7 +320,7 @@ class FileController(QObject):
     # -- replacing one side -----------------------------------------------------------------------
     def _replace_side(self, plan: LoadPlan, source: Loaded | None, target: Loaded | None) -> None:
         session = self.session
-        role = "source" if source is not None else "target"
+        role = Role.SOURCE if source is not None else Role.TARGET
         opened = source or target
         assert opened is not None  # a side replaced: the plan loaded it
         name = opened.spec
@@ -368,19 +369,19 @@ class FileController(QObject):
         self._ask(box, answered)
 
     # -- dialogs --------------------------------------------------------------------------------
-    def open_side_dialog(self, role: str) -> None:
-        side = self.session.source if role == "source" else self.session.target
+    def open_side_dialog(self, role: Role) -> None:
+        side = self.session.source if role == Role.SOURCE else self.session.target
         dialog = SpecDialog(role, side.spec if side else "", self.services.parent)
         if dialog.exec() == SpecDialog.DialogCode.Accepted and dialog.spec():
             trust_named_specs([dialog.spec()])  # typed or browsed by the user: theirs to run
             self.open_session(*_one_side(role, dialog.spec()))
 
-    def open_side_file(self, role: str) -> None:
+    def open_side_file(self, role: Role) -> None:
         path, _ = QFileDialog.getOpenFileName(self.services.parent, f"Open {role} checkpoint", "", CHECKPOINT_FILTER)
         if path:
             self.open_file(role, path)
 
-    def open_file(self, role: str, path: str) -> bool:
+    def open_file(self, role: Role, path: str) -> bool:
         """A checkpoint for one side (also what dropping a file on a tree does); a mapping file opens as such."""
         if path.endswith(".json") and not path.endswith(".index.json"):
             if not self.confirm_discard():

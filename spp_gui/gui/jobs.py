@@ -19,7 +19,7 @@ from ..core.errors import Cancelled, UnsafePickleError
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
 from ..core.sources import Source, file_sha256_steps, load_source, opened_source, split_source_key
-from ..core.strategies import Side, Suggestions, suggest, target_side
+from ..core.strategies import Role, Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, verify_mapping
 from .document import Loaded
@@ -28,7 +28,7 @@ from .workers import Worker, WorkerPool
 Progress = tuple[int, int, str]
 
 
-def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
+def load_side(spec: str, role: Role, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
     """Open a source or target, build its tree and hash its file, yielding between the steps.
 
     The side returned (in :class:`Loaded`) owns the Source it opened; the session closes it. Cancelled
@@ -36,7 +36,7 @@ def load_side(spec: str, role: str, trust_pickle: bool = False, download: bool =
     """
     yield 0, 0, f"Opening {spec}"
     src: Source | None
-    if role == "source":
+    if role == Role.SOURCE:
         src = load_source(spec, trust_pickle=trust_pickle, download=download)
         side = Side(src.tensors, src.module_classes, src.spec, src, owns_source=True)
     else:

@@ -16,7 +16,7 @@ from typing import cast
 import numpy as np
 from PySide6.QtWidgets import QTreeView
 
-from ..core.mapping import MappingStatus
+from ..core.mapping import UNMAPPED, MappingStatus
 from ..core.tree import Node, ParamTree
 from ..core.verify import NOT_COMPARED
 from .style import STATUS_ORDER, VERIFY_ORDER
@@ -69,7 +69,7 @@ class MappedLeaves:
         index = {n.path: n.first_leaf for n in source.leaf_nodes}
         self.order = VERIFY_ORDER if verify is not None else STATUS_ORDER
         code = {s: i for i, s in enumerate(self.order)}
-        fallback = NOT_COMPARED if verify is not None else "unmapped"
+        fallback = NOT_COMPARED if verify is not None else UNMAPPED
         statuses = status.target
         src, st, extra_t, extra_s = [], [], [], []
         for i, leaf in enumerate(target.leaf_nodes):

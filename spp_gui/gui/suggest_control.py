@@ -121,7 +121,7 @@ class SuggestController(QObject):
             else:
                 self.edits.accept(accepted, f"Apply {len(accepted)} suggestions ({result.strategy})")
             s = session.doc.summary()
-            self.services.message(f"{result.strategy} mapped {s['mapped']} of {s['targets']} target tensors on open; "
+            self.services.message(f"{result.strategy} mapped {s.mapped} of {s.targets} target tensors on open; "
                                   f"{candidates} candidates to review under Auto-suggest")
             return
         will = len(self.panel.will_apply())

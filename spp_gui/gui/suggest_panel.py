@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.mapping import ADAPTED, EXACT, UNMAPPED
 from ..core.strategies import STRATEGIES, Suggestion, strategy_names
 from ..core.transforms import describe_transform
 from .session import MappingSession
@@ -108,7 +109,7 @@ class SuggestionsModel(QAbstractTableModel):
             return s.reason
         if role == Qt.ItemDataRole.DecorationRole and col == 0:
             state = self.state(s)
-            return status_icon("exact" if state == IN_MAPPING else ("adapted" if state == WILL_APPLY else "unmapped"))
+            return status_icon(EXACT if state == IN_MAPPING else (ADAPTED if state == WILL_APPLY else UNMAPPED))
         if role == Qt.ItemDataRole.ToolTipRole:
             alts = "".join(f"\n  {a} ({c:.2f}): {r}" for a, c, r in s.alternatives[:5])
             kind = {IN_MAPPING: "in the mapping", WILL_APPLY: "will apply when you press Apply",

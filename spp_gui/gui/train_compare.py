@@ -12,7 +12,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from ..training.config import RunConfig
-from ..training.engine import Event, RunControl, RunResult, train
+from ..training.engine import Event, RunControl, RunResult, RunStatus, train
 
 SCRATCH_LR, MAPPED_LR = 1e-3, 1e-4  # the seed article's two learning rates
 
@@ -33,7 +33,7 @@ class CompareResult:
 
 
 def _outcome(result: RunResult) -> str:
-    if result.status != "finished":
+    if result.status != RunStatus.FINISHED:
         return result.status
     return f"best val acc {result.best_val_acc:.3f} (epoch {result.best_epoch})"
 
@@ -53,7 +53,7 @@ def compare_runs(scratch: RunConfig, pretrained: RunConfig,
     """Every event of the scratch run, then of the mapped run (which starts only if the first finished)."""
     control = control or RunControl()
     first = yield from train(scratch, control)
-    if first.status != "finished":
+    if first.status != RunStatus.FINISHED:
         return CompareResult(first, None)
     second = yield from train(pretrained, control)
     return CompareResult(first, second)

@@ -24,6 +24,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QFont, QGuiApplication
 
+from ..core.mapping import UNMAPPED
+from ..core.strategies import Role
 from ..core.tensors import format_shape
 from ..core.tree import Node, ParamTree
 from .document import MappingDocument
@@ -40,10 +42,10 @@ HIGHLIGHT_MAX = 50  # same-shape keys shown bold at most: on a MoE tree one shap
 # flags are asked for every row a view lays out: combined once here, not per call
 _SELECTABLE = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _FLAGS = {  # (side, is_leaf) -> flags; a leaf says it never has children, so expandAll skips it
-    ("source", False): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled,
-    ("source", True): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled | Qt.ItemFlag.ItemNeverHasChildren,
-    ("target", False): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled,
-    ("target", True): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled | Qt.ItemFlag.ItemNeverHasChildren,
+    (Role.SOURCE, False): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled,
+    (Role.SOURCE, True): _SELECTABLE | Qt.ItemFlag.ItemIsDragEnabled | Qt.ItemFlag.ItemNeverHasChildren,
+    (Role.TARGET, False): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled,
+    (Role.TARGET, True): _SELECTABLE | Qt.ItemFlag.ItemIsDropEnabled | Qt.ItemFlag.ItemNeverHasChildren,
 }
 
 
@@ -85,7 +87,7 @@ class ParamTreeModel(QAbstractItemModel):
     #: (keys shown bold, keys of the highlighted shape) after each :meth:`set_highlight`
     highlightChanged = Signal(int, int)
 
-    def __init__(self, doc: MappingDocument, side: str, parent=None) -> None:
+    def __init__(self, doc: MappingDocument, side: Role, parent=None) -> None:
         super().__init__(parent)
         self.doc, self.side = doc, side
         self.tree: ParamTree | None = None
@@ -106,8 +108,7 @@ class ParamTreeModel(QAbstractItemModel):
         self.on_drop_keys: Callable[..., bool] | None = None
         #: called with a list of local file paths dropped on the tree
         self.on_drop_files: Callable[[list[str]], bool] | None = None
-        self._flags = (_FLAGS["source" if side == "source" else "target", False],
-                       _FLAGS["source" if side == "source" else "target", True])
+        self._flags = (_FLAGS[Role(side), False], _FLAGS[Role(side), True])
         self._bold = QFont()
         self._bold.setBold(True)
         doc.changed.connect(self._statuses_changed)
@@ -201,7 +202,7 @@ class ParamTreeModel(QAbstractItemModel):
 
     def status_of(self, node: Node) -> str:
         if node.tensor is not None:
-            return self.doc.target_status(node.path) if self.side == "target" else self.doc.source_status(node.path)
+            return self.doc.target_status(node.path) if self.side == Role.TARGET else self.doc.source_status(node.path)
         counts = self.aggregate(node)
         return next(iter(counts)) if len(counts) == 1 else ""
 
@@ -217,12 +218,12 @@ class ParamTreeModel(QAbstractItemModel):
         if counts is None:
             if self._leaf_status is None:  # every leaf's status, in pre-order, in one comprehension
                 target_status = self.doc.status.target
-                if self.side == "target":
-                    self._leaf_status = [target_status.get(n.path, "unmapped") for n in self._leaves]
+                if self.side == Role.TARGET:
+                    self._leaf_status = [target_status.get(n.path, UNMAPPED) for n in self._leaves]
                 else:
                     used_by = self.doc.status.source_used_by
-                    self._leaf_status = [target_status.get(u[0], "unmapped") if (u := used_by.get(n.path)) else
-                                         "unused" for n in self._leaves]
+                    self._leaf_status = [target_status.get(u[0], UNMAPPED) if (u := used_by.get(n.path)) else
+                                         UNUSED for n in self._leaves]
             counts = dict(Counter(self._leaf_status[node.first_leaf:node.first_leaf + node.count]))
             self._agg[node] = counts
         return counts
@@ -269,7 +270,7 @@ class ParamTreeModel(QAbstractItemModel):
 
     def _position_in_other(self, key: str | None) -> float | None:
         """Where ``key`` sits in the other side's key order, in [0, 1]; None when it is not a key there."""
-        other = self.doc.source if self.side == "target" else self.doc.target
+        other = self.doc.source if self.side == Role.TARGET else self.doc.target
         if key is None or other is None:
             return None
         try:
@@ -364,11 +365,11 @@ class ParamTreeModel(QAbstractItemModel):
             return f"{node.path or '(root)'}: {node.count} tensors, {node.numel:,} parameters\n{parts}"
         status = self.status_of(node)
         lines = [node.path, STATUS_STYLE.get(status, STATUS_STYLE[UNUSED])[2]]
-        if self.side == "target" and (entry := self.doc.mapping.get(node.path)) is not None:
+        if self.side == Role.TARGET and (entry := self.doc.mapping.get(node.path)) is not None:
             lines.append(f"from {' + '.join(entry.sources)}" if entry.many else f"from {entry.source}")
             if (why := self.doc.status.problems.get(node.path)) is not None:
                 lines.append(why)
-        elif self.side == "source" and (users := self.doc.status.source_used_by.get(node.path)):
+        elif self.side == Role.SOURCE and (users := self.doc.status.source_used_by.get(node.path)):
             lines.append("fills " + ", ".join(users[:5]) + (" ..." if len(users) > 5 else ""))
         if self.highlight_shape is not None and node.tensor.shape == self.highlight_shape:
             lines.append("shape-compatible with the selected key")
@@ -413,7 +414,7 @@ class ParamTreeModel(QAbstractItemModel):
         if mime.hasUrls():
             return any(url.isLocalFile() for url in mime.urls())
         decoded = self.decode_keys(mime)
-        return (self.side == "target" and decoded is not None and decoded[0] == "source"
+        return (self.side == Role.TARGET and decoded is not None and decoded[0] == Role.SOURCE
                 and bool(decoded[1]) and parent.isValid())
 
     def dropMimeData(self, mime: QMimeData, action: Qt.DropAction, row: int, column: int, parent: Index) -> bool:

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.strategies import Role
 from ..core.tree import Node
 from .link_groups import shown_rows
 from .tree_model import ParamTreeModel
@@ -75,14 +76,14 @@ class ParamTreeView(QTreeView):
     #: many rows were expanded or collapsed at once (expandAll and collapseAll emit no per-row signals)
     expansionReset = Signal()
 
-    def __init__(self, side: str, parent=None) -> None:
+    def __init__(self, side: Role, parent=None) -> None:
         super().__init__(parent)
         self.setUniformRowHeights(True)
         self.setAnimated(False)
         self.setAlternatingRowColors(False)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setDragEnabled(side == "source")
+        self.setDragEnabled(side == Role.SOURCE)
         self.setAcceptDrops(True)
         self.setDropIndicatorShown(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)

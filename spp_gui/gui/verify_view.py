@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from ..core.errors import SppError
 from ..core.specs import looks_like_model_spec
+from ..core.strategies import Role
 from ..core.trust import UntrustedCodeError
 from ..core.verify import (
     AGREE,
@@ -286,14 +287,14 @@ class VerifyController(QObject):
             key, why = next(iter(doc.status.problems.items()))
             return (f"The mapping has {len(doc.status.problems)} invalid entries; fix or remove them first.\n\n"
                     f"{key}: {why}")
-        for role, side in (("source", doc.source), ("target", doc.target)):
+        for role, side in ((Role.SOURCE, doc.source), (Role.TARGET, doc.target)):
             if not looks_like_model_spec(side.spec):
                 return (f"Verify runs both models, so the {role} must be a model spec or torchvision model "
                         f"(e.g. torchvision:alexnet, torchvision:alexnet:IMAGENET1K_V1, spp_gui:alexnet_spp), "
                         f"not a checkpoint file alone.\n\n{side.spec} holds tensors but names no architecture. "
                         "Open the " + role + " from a spec (File \u25b8 " + role.capitalize() + " from spec), or "
                         "verify from the command line: spp-gui verify MAPPING.json "
-                        + ("--source-model SPEC" if role == "source" else "--target SPEC") + ".")
+                        + ("--source-model SPEC" if role == Role.SOURCE else "--target SPEC") + ".")
         return None
 
     def _refresh_action(self) -> None:

@@ -26,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.strategies import Suggestion
+from ..core.mapping import INVALID
+from ..core.strategies import Role, Suggestion
 from . import settings
 from .autosave import Autosaver
 from .dialogs import error_box, show_about
@@ -56,7 +57,7 @@ def legend() -> QWidget:
     for status in STATUS_ORDER:
         icon = QLabel()
         icon.setPixmap(status_icon(status).pixmap(14, 14))
-        text = QLabel(status if status != "invalid" else "incompatible")
+        text = QLabel(status if status != INVALID else "incompatible")
         for w in (icon, text):
             w.setToolTip(STATUS_STYLE[status][2])
         row.addWidget(icon)
@@ -76,8 +77,8 @@ class MainWindow(QMainWindow):
         self.pool = WorkerPool(self)
         self.progress = ProgressArea()
         self.services = Services(self.pool, self.progress, self.message, self._error, self)
-        self.source_model = ParamTreeModel(self.session.doc, "source", self)
-        self.target_model = ParamTreeModel(self.session.doc, "target", self)
+        self.source_model = ParamTreeModel(self.session.doc, Role.SOURCE, self)
+        self.target_model = ParamTreeModel(self.session.doc, Role.TARGET, self)
         self.source_panel = TreePanel(self.source_model, "Source")
         self.target_panel = TreePanel(self.target_model, "Target")
         self.canvas = LinkCanvas(self.session.doc, self.source_panel.view, self.target_panel.view)
@@ -156,8 +157,8 @@ class MainWindow(QMainWindow):
         self.files.recentChanged.connect(self.refresh_recent)
         self.files.problemsRequested.connect(self.show_problems)
         self.target_model.on_drop_keys = self.edits.map_paths
-        self.source_model.on_drop_files = lambda files: self.files.open_file("source", files[0])
-        self.target_model.on_drop_files = lambda files: self.files.open_file("target", files[0])
+        self.source_model.on_drop_files = lambda files: self.files.open_file(Role.SOURCE, files[0])
+        self.target_model.on_drop_files = lambda files: self.files.open_file(Role.TARGET, files[0])
         self.source_panel.view.selectionModel().currentChanged.connect(self._source_current)
         self.target_panel.view.selectionModel().currentChanged.connect(self._target_current)
         self.source_panel.filterChanged.connect(self.canvas.invalidate)
@@ -191,11 +192,11 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         f = bar.addMenu("&File")
         a = self._action
-        a(f, "Open &source checkpoint\u2026", lambda: self.files.open_side_file("source"), QKeySequence.StandardKey.Open)
-        a(f, "Source from s&pec\u2026", lambda: self.files.open_side_dialog("source"), "Ctrl+L",
+        a(f, "Open &source checkpoint\u2026", lambda: self.files.open_side_file(Role.SOURCE), QKeySequence.StandardKey.Open)
+        a(f, "Source from s&pec\u2026", lambda: self.files.open_side_dialog(Role.SOURCE), "Ctrl+L",
           "A torchvision name, weights or model spec as the source")
-        a(f, "Open &target checkpoint\u2026", lambda: self.files.open_side_file("target"), "Ctrl+Shift+O")
-        a(f, "Target from sp&ec\u2026", lambda: self.files.open_side_dialog("target"), "Ctrl+Shift+L")
+        a(f, "Open &target checkpoint\u2026", lambda: self.files.open_side_file(Role.TARGET), "Ctrl+Shift+O")
+        a(f, "Target from sp&ec\u2026", lambda: self.files.open_side_dialog(Role.TARGET), "Ctrl+Shift+L")
         f.addSeparator()
         a(f, "Open &mapping\u2026", self.files.open_mapping_dialog, "Ctrl+Shift+M")
         a(f, "Sa&ve mapping", self.files.save_mapping, QKeySequence.StandardKey.Save)
@@ -284,10 +285,10 @@ class MainWindow(QMainWindow):
 
     def _session_changed(self) -> None:
         s = self.session.doc.summary()
-        text = (f"{s['mapped']} of {s['targets']} target tensors mapped \u00b7 {s['share']:.1%} of target "
-                f"parameters from the source \u00b7 {s['unused']} source tensors unused")
-        if s["invalid"]:
-            text += f" \u00b7 {s['invalid']} cannot be applied (see Problems)"
+        text = (f"{s.headline()} \u00b7 {s.share:.1%} of target parameters from the source \u00b7 "
+                f"{s.unused} source tensors unused")
+        if s.invalid:
+            text += f" \u00b7 {s.invalid} cannot be applied (see Problems)"
         self.summary.setText(text)
         problems = self.problems.count()
         self.problems_dock.setWindowTitle(f"Problems ({problems})" if problems else "Problems")
@@ -433,12 +434,12 @@ class MainWindow(QMainWindow):
     # -- files ----------------------------------------------------------------------------------
     def refresh_recent(self) -> None:
         self.recent_menu.clear()
-        for kind, role in (("mappings", None), ("source", "source"), ("target", "target")):
+        for kind, role in (("mappings", None), ("source", Role.SOURCE), ("target", Role.TARGET)):
             for path in settings.recent(kind):
                 label = f"{'mapping' if role is None else role}: {path}"
                 action = self.recent_menu.addAction(label)
                 if role is None:
-                    action.triggered.connect(lambda _=False, p=path: self.files.open_file("source", p))
+                    action.triggered.connect(lambda _=False, p=path: self.files.open_file(Role.SOURCE, p))
                 else:
                     action.triggered.connect(lambda _=False, p=path, r=role: self.files.open_file(r, p))
         self.recent_menu.setEnabled(not self.recent_menu.isEmpty())

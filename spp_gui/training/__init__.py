@@ -12,6 +12,7 @@ from .engine import (
     Finished,
     RunControl,
     RunResult,
+    RunStatus,
     Started,
     Step,
     pick_device,
@@ -22,6 +23,6 @@ from .events import Message, Stopped, describe, drive
 
 __all__ = [
     "RunConfig", "ConfigError", "DatasetError", "scan_dataset", "scan_split", "train", "run", "RunControl",
-    "RunResult", "Event", "Started", "Step", "Epoch", "CheckpointSaved", "Finished", "Stopped", "Failed",
+    "RunResult", "RunStatus", "Event", "Started", "Step", "Epoch", "CheckpointSaved", "Finished", "Stopped", "Failed",
     "Message", "describe", "drive", "pick_device",
 ]

@@ -31,7 +31,7 @@ from ..core.errors import SppError
 from ..core.strategies import suggest_mapping
 from .config import RunConfig
 from .demo_data import SOURCE_CLASSES, TARGET_CLASSES, write_demo_datasets
-from .engine import RunControl, RunResult, train
+from .engine import RunControl, RunResult, RunStatus, train
 from .events import Event, Message
 from .plot import render_curves
 
@@ -201,7 +201,7 @@ def _run_demo(out: Path, size: DemoSize, seed: int, control: RunControl) -> Gene
 
     yield Message("demo", "pretraining AlexNet on the source task (it stands in for ImageNet weights)")
     source = yield from train(configs["source"], control)
-    if source.status != "finished":
+    if source.status != RunStatus.FINISHED:
         return None
     checkpoint = str(Path(source.run_dir) / "best.safetensors")
     for r in RUNS:
@@ -216,7 +216,7 @@ def _run_demo(out: Path, size: DemoSize, seed: int, control: RunControl) -> Gene
     for r in RUNS:
         yield Message("demo", f"training AlexNet_SPP: {r.label}, lr {r.lr:g}")
         result = yield from train(configs[r.name], control)
-        if result.status != "finished":
+        if result.status != RunStatus.FINISHED:
             return None
         runs[r.name] = result
         if r.strategy and (report := _loaded(result.run_dir)):

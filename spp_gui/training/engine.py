@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import cast
 
@@ -47,9 +48,17 @@ from .plot import render_curves
 # events (in events.py; named here too, where callers have always found them)
 
 
+class RunStatus(StrEnum):
+    """How a run ended; a str, so a run folder's JSON holds the plain word."""
+
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
 @dataclass
 class RunResult:
-    status: str  # finished | cancelled | failed
+    status: RunStatus
     run_dir: str
     best_val_acc: float = float("nan")
     best_epoch: int = 0
@@ -346,184 +355,234 @@ def _save_checkpoints(model: nn.Module, cfg: RunConfig, name: str, run_dir: Path
 
 def _train(cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.device, train_split, val_split
            ) -> Generator[Event, None, RunResult]:
-    cuda = device.type == "cuda"
-    local_bs = per_rank_batch(cfg.run.batch_size, ctx.world)
-    model, net, optimizer, scheduler, autocast, prepare, (report, mapping, source) = _setup_model(
-        cfg, ctx, device, train_split)
+    return (yield from _Trainer(cfg, control, ctx, device, train_split, val_split).run())
 
-    run_dir = Path(ctx.share(str(new_run_dir(cfg)) if ctx.main else ""))
-    name = cfg.run.name or run_dir.name
-    if ctx.main:
-        _write_run_folder(cfg, run_dir, mapping, source, report)
-    log = MetricsLog(run_dir, name)
-    bs, epochs = cfg.run.batch_size, cfg.run.epochs
-    shard = {"rank": ctx.rank, "world": ctx.world}
-    train_data = BatchSource(train_split, cfg.data.image_size, local_bs, shuffle=True, workers=cfg.data.workers,
-                             pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
-    val_data = BatchSource(val_split, cfg.data.image_size, local_bs, shuffle=False, workers=cfg.data.workers,
-                           pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
-    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
-    steps_per_epoch = len(train_data)
-    total_steps = steps_per_epoch * epochs
-    result = RunResult("finished", str(run_dir))
-    yield Started(name, str(run_dir), str(device), train_split.classes, len(train_split), len(val_split),
-                  steps_per_epoch, epochs, report.summary() if report else "scratch")
 
-    log_every = cfg.run.log_every
-    stop_each_step = ctx.distributed and device.type == "cpu"
-    loss_buf = torch.zeros(log_every, device=device)
-    count_buf = torch.zeros(log_every, device=device)
-    step = 0
-    best_acc, best_epoch, last_good_epoch = -1.0, 0, 0
-    limit = cfg.data.max_unreadable
+class _Trainer:
+    """One run after its setup, phase by phase: each epoch's pass over the training batches (with a
+    log point every ``run.log_every`` steps), its validation and bookkeeping, and the ways a run ends
+    early (stopped, out of memory, data or a loss gone bad). A phase that ends the run returns the
+    RunResult; one that lets it go on returns None."""
 
-    def stopping() -> bool:
-        return control.stop_requested
+    def __init__(self, cfg: RunConfig, control: RunControl, ctx: DistContext, device: torch.device,
+                 train_split: SplitInfo, val_split: SplitInfo) -> None:
+        self.cfg, self.control, self.ctx, self.device = cfg, control, ctx, device
+        self.train_split, self.val_split = train_split, val_split
+        cuda = self.cuda = device.type == "cuda"
+        local_bs = per_rank_batch(cfg.run.batch_size, ctx.world)
+        (self.model, self.net, self.optimizer, self.scheduler, self.autocast, self.prepare,
+         (self.report, mapping, source)) = _setup_model(cfg, ctx, device, train_split)
+        self.run_dir = run_dir = Path(ctx.share(str(new_run_dir(cfg)) if ctx.main else ""))
+        self.name = cfg.run.name or run_dir.name
+        if ctx.main:
+            _write_run_folder(cfg, run_dir, mapping, source, self.report)
+        self.log = MetricsLog(run_dir, self.name)
+        shard = {"rank": ctx.rank, "world": ctx.world}
+        self.train_data = BatchSource(train_split, cfg.data.image_size, local_bs, shuffle=True, workers=cfg.data.workers,
+                                      pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
+        self.val_data = BatchSource(val_split, cfg.data.image_size, local_bs, shuffle=False, workers=cfg.data.workers,
+                                    pin=cuda, seed=cfg.run.seed, cache=cfg.data.cache, **shard)
+        self.sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.steps_per_epoch = len(self.train_data)
+        self.total_steps = self.steps_per_epoch * cfg.run.epochs
+        self.result = RunResult(RunStatus.FINISHED, str(run_dir))
+        self.log_every = cfg.run.log_every
+        self.stop_each_step = ctx.distributed and device.type == "cpu"
+        self.loss_buf = torch.zeros(self.log_every, device=device)
+        self.count_buf = torch.zeros(self.log_every, device=device)
+        self.step = 0
+        self.best_acc, self.best_epoch, self.last_good_epoch = -1.0, 0, 0
+        self.limit = cfg.data.max_unreadable
+        self.drawn = (0, time.perf_counter())  # epochs in curves.png, and when it was drawn
+        # the epoch's training totals, kept on the device until its end (no host sync per step)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen, self.lr, self.t_epoch = 0, 0.0, 0.0
 
-    drawn = [0, time.perf_counter()]  # epochs in curves.png, and when it was drawn
+    def stopping(self) -> bool:
+        return self.control.stop_requested
 
-    def draw_curves() -> None:
-        render_curves({name: log.epochs}, run_dir / "curves.png")
-        drawn[:] = [len(log.epochs), time.perf_counter()]
+    def draw_curves(self) -> None:
+        render_curves({self.name: self.log.epochs}, self.run_dir / "curves.png")
+        self.drawn = (len(self.log.epochs), time.perf_counter())
 
-    def cancel(epoch: int) -> Generator[Event, None, RunResult]:
-        train_data.close()  # now: workers a SIGTERM did not reach must not outlive the stop
-        val_data.close()
-        if ctx.main:  # the steps of an unfinished epoch are kept too
-            log.flush()
-        yield Stopped(name, str(run_dir), epoch, step)
-        result.status = "cancelled"
-        return result
+    def run(self) -> Generator[Event, None, RunResult]:
+        cfg, report = self.cfg, self.report
+        yield Started(self.name, str(self.run_dir), str(self.device), self.train_split.classes, len(self.train_split),
+                      len(self.val_split), self.steps_per_epoch, cfg.run.epochs, report.summary() if report else "scratch")
+        epoch = 0
+        try:
+            for epoch in range(1, cfg.run.epochs + 1):
+                ended = yield from self._train_pass(epoch)
+                if ended is None:
+                    ended = yield from self._end_epoch(epoch)
+                if ended is not None:
+                    return ended
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if is_worker_loss(exc) and self.control.stop_requested and not self.ctx.distributed:
+                return (yield from self._cancel(epoch))  # raised outside a loader's own call (PyTorch's SIGCHLD handler)
+            if not _is_oom(exc):
+                raise
+            return (yield from self._out_of_memory(epoch))
+        finally:
+            self.train_data.close()
+            self.val_data.close()
+            if self.ctx.main and self.drawn[0] != len(self.log.epochs):  # stopped or failed between two drawings
+                with contextlib.suppress(OSError):
+                    self.draw_curves()
+        yield Finished(self.name, str(self.run_dir), self.best_acc, self.best_epoch, self.result.final_val_acc)
+        return self.result
 
-    epoch = 0
-    try:
-        for epoch in range(1, epochs + 1):
-            net.train()
-            train_data.set_epoch(epoch)
-            prepare.set_epoch(epoch)
-            t_epoch = time.perf_counter()
-            paused = 0.0
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen, filled, since_images, skipped = 0, 0, 0, 0
-            t_log = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            for i, batch in enumerate(train_data.batches(stopping, pad=ctx.distributed), 1):
-                paused += control.wait_if_paused()
-                # one process: stop now; several: all must agree, per step on the CPU (an all-reduce
-                # of one number), at log points on GPUs (where a per-step host sync would cost speed)
-                if control.stop_requested if not ctx.distributed else (
-                        stop_each_step and ctx.any(control.stop_requested, device)):
-                    return (yield from cancel(epoch))
-                if batch.skipped and not ctx.distributed:  # torchrun: checked at the epoch's end, all ranks alike
-                    skipped += batch.skipped
-                    problem = _data_problem(train_split, "train", skipped, None, limit, train_data.vanished)
-                    if problem:
-                        yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
-                        return result
-                n = len(batch.labels)
-                if n == 0 and not ctx.distributed:
-                    continue
-                if n:
-                    x = prepare(batch.images, train=True, indices=batch.indices)
-                else:  # all unreadable: every rank must still join the gradient all-reduce, adding zeros
-                    x = prepare(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8), False)
-                y = batch.labels.to(device, non_blocking=True)
-                with autocast:
-                    out = net(x)
-                    loss = F.cross_entropy(out.float(), y) if n else out.float().sum() * 0.0
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                d = loss.detach()
-                loss_buf[filled] = d * n if ctx.distributed else d  # distributed: summed, then divided by count_buf
-                count_buf[filled] = n
-                filled += 1
-                loss_sum += d * n
-                if n:
-                    correct += (out.detach().argmax(1) == y).sum()
-                seen += n
-                since_images += n
-                if filled == log_every or i == steps_per_epoch:
-                    if ctx.distributed:  # each step's loss over the global batch
-                        # two rows in, two rows back (DistContext.sum is typed for one)
-                        sums, counts = cast(list[list[float]], ctx.sum(torch.stack([loss_buf[:filled], count_buf[:filled]])))
-                        losses = [v / max(c, 1) for v, c in zip(sums, counts, strict=True)]
-                    else:
-                        losses = loss_buf[:filled].tolist()  # the one host sync per log interval
-                    if not all(math.isfinite(v) for v in losses):
-                        yield from _fail_nonfinite(name, run_dir, epoch, step, losses, lr, last_good_epoch, result)
-                        return result
-                    if ctx.distributed and ctx.any(control.stop_requested, device):  # all ranks stop together
-                        return (yield from cancel(epoch))
-                    now = time.perf_counter()
-                    rate = since_images * ctx.world / max(now - t_log - paused, 1e-9)
-                    if ctx.main:
-                        log.add_steps(step - filled + 1, losses, lr)
-                    yield Step(name, epoch, step, total_steps, losses, lr, rate, i / steps_per_epoch)
-                    t_log, filled, since_images, paused = time.perf_counter(), 0, 0, 0.0
-            if train_data.cut:  # one process: the pass ended because its workers died after the stop request
-                return (yield from cancel(epoch))
-            # sums over all ranks (a padded shard repeats at most world - 1 training images)
-            v_loss, v_correct, v_seen = evaluate_sums(model, val_data.batches(stopping), prepare, autocast, device)
-            if ctx.any(val_data.cut, device):  # a part of the validation is missing: not an epoch to keep
-                return (yield from cancel(epoch))
-            t_loss, t_correct, t_seen, vl, vc, vn, t_bad, v_bad, vanished = ctx.sum(torch.stack([
-                loss_sum.to(sum_dtype), correct.to(sum_dtype), torch.tensor(seen, dtype=sum_dtype, device=device),
-                v_loss.to(sum_dtype), v_correct.to(sum_dtype), torch.tensor(v_seen, dtype=sum_dtype, device=device),
-                *(torch.tensor(v, dtype=sum_dtype, device=device) for v in (
-                    train_data.unreadable, val_data.unreadable, len(train_data.vanished) + len(val_data.vanished)))]))
-            problem = _epoch_data_problem(((train_split, "train", t_bad, t_seen, train_data.vanished),
-                                           (val_split, "val", v_bad, vn, val_data.vanished)), bool(vanished), limit)
-            if problem:
-                yield from _fail_data(name, run_dir, epoch, step, problem, last_good_epoch, result)
-                return result
-            train_loss, train_acc = t_loss / max(t_seen, 1), t_correct / max(t_seen, 1)
-            if not math.isfinite(train_loss):
-                yield from _fail_nonfinite(name, run_dir, epoch, step, [train_loss], lr, last_good_epoch, result)
-                return result
-            val_loss, val_acc = vl / max(vn, 1), vc / max(vn, 1)
-            seconds = time.perf_counter() - t_epoch
-            if scheduler is not None:
-                scheduler.step()
-            is_best = val_acc > best_acc
-            event = Epoch(name, epoch, epochs, train_loss, train_acc, val_loss, val_acc, lr, seconds,
-                          t_seen / max(seconds, 1e-9), int(t_bad + v_bad), is_best)
-            result.epochs.append(event.row())
-            if ctx.main:
-                log.add_epoch(event.row())
-            if is_best:
-                best_acc, best_epoch = val_acc, epoch
-            # a run that stops or fails later still reports the epochs it evaluated
-            result.best_val_acc, result.best_epoch, result.final_val_acc = best_acc, best_epoch, val_acc
-            yield event
-            last_good_epoch = epoch
-            if ctx.main:
-                yield from _save_checkpoints(model, cfg, name, run_dir, epoch, is_best, val_acc)
-                if epoch == epochs or time.perf_counter() - drawn[1] >= CURVES_EVERY_S:
-                    draw_curves()
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if is_worker_loss(exc) and control.stop_requested and not ctx.distributed:
-            return (yield from cancel(epoch))  # raised outside a loader's own call (PyTorch's SIGCHLD handler)
-        if not _is_oom(exc):
-            raise
-        if cuda:
+    def _train_pass(self, epoch: int) -> Generator[Event, None, RunResult | None]:
+        """One epoch's training steps, a Step event at each log point."""
+        ctx, control, device = self.ctx, self.control, self.device
+        self.net.train()
+        self.train_data.set_epoch(epoch)
+        self.prepare.set_epoch(epoch)
+        self.t_epoch = time.perf_counter()
+        paused = 0.0
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen, filled, since_images, skipped = 0, 0, 0, 0
+        t_log = time.perf_counter()
+        self.lr = lr = self.optimizer.param_groups[0]["lr"]
+        for i, batch in enumerate(self.train_data.batches(self.stopping, pad=ctx.distributed), 1):
+            paused += control.wait_if_paused()
+            # one process: stop now; several: all must agree, per step on the CPU (an all-reduce
+            # of one number), at log points on GPUs (where a per-step host sync would cost speed)
+            if control.stop_requested if not ctx.distributed else (
+                    self.stop_each_step and ctx.any(control.stop_requested, device)):
+                return (yield from self._cancel(epoch))
+            if batch.skipped and not ctx.distributed:  # torchrun: checked at the epoch's end, all ranks alike
+                skipped += batch.skipped
+                problem = _data_problem(self.train_split, "train", skipped, None, self.limit, self.train_data.vanished)
+                if problem:
+                    yield from _fail_data(self.name, self.run_dir, epoch, self.step, problem, self.last_good_epoch,
+                                          self.result)
+                    return self.result
+            n = len(batch.labels)
+            if n == 0 and not ctx.distributed:
+                continue
+            self._step(batch, n, filled)
+            filled += 1
+            since_images += n
+            if filled == self.log_every or i == self.steps_per_epoch:
+                losses = self._losses(filled)
+                if not all(math.isfinite(v) for v in losses):
+                    yield from _fail_nonfinite(self.name, self.run_dir, epoch, self.step, losses, lr,
+                                               self.last_good_epoch, self.result)
+                    return self.result
+                if ctx.distributed and ctx.any(control.stop_requested, device):  # all ranks stop together
+                    return (yield from self._cancel(epoch))
+                now = time.perf_counter()
+                rate = since_images * ctx.world / max(now - t_log - paused, 1e-9)
+                if ctx.main:
+                    self.log.add_steps(self.step - filled + 1, losses, lr)
+                yield Step(self.name, epoch, self.step, self.total_steps, losses, lr, rate, i / self.steps_per_epoch)
+                t_log, filled, since_images, paused = time.perf_counter(), 0, 0, 0.0
+        if self.train_data.cut:  # one process: the pass ended because its workers died after the stop request
+            return (yield from self._cancel(epoch))
+        return None
+
+    def _step(self, batch: Batch, n: int, filled: int) -> None:
+        """One optimizer step; its loss goes to slot ``filled`` of the log buffer (no host sync)."""
+        if n:
+            x = self.prepare(batch.images, train=True, indices=batch.indices)
+        else:  # all unreadable: every rank must still join the gradient all-reduce, adding zeros
+            size = self.cfg.data.image_size
+            x = self.prepare(torch.zeros(1, 3, size, size, dtype=torch.uint8), False)
+        y = batch.labels.to(self.device, non_blocking=True)
+        with self.autocast:
+            out = self.net(x)
+            loss = F.cross_entropy(out.float(), y) if n else out.float().sum() * 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        d = loss.detach()
+        self.loss_buf[filled] = d * n if self.ctx.distributed else d  # distributed: summed, then divided by count_buf
+        self.count_buf[filled] = n
+        self.loss_sum += d * n
+        if n:
+            self.correct += (out.detach().argmax(1) == y).sum()
+        self.seen += n
+
+    def _losses(self, filled: int) -> list[float]:
+        """The losses of the steps since the last log point (over the global batch when distributed)."""
+        if self.ctx.distributed:
+            # two rows in, two rows back (DistContext.sum is typed for one)
+            sums, counts = cast(list[list[float]], self.ctx.sum(torch.stack([self.loss_buf[:filled],
+                                                                              self.count_buf[:filled]])))
+            return [v / max(c, 1) for v, c in zip(sums, counts, strict=True)]
+        return self.loss_buf[:filled].tolist()  # the one host sync per log interval
+
+    def _end_epoch(self, epoch: int) -> Generator[Event, None, RunResult | None]:
+        """Validation, the epoch's totals over all ranks, its Epoch event, checkpoints and curves."""
+        ctx, device, dt = self.ctx, self.device, self.sum_dtype
+        train_data, val_data = self.train_data, self.val_data
+        # sums over all ranks (a padded shard repeats at most world - 1 training images)
+        v_loss, v_correct, v_seen = evaluate_sums(self.model, val_data.batches(self.stopping), self.prepare,
+                                                  self.autocast, device)
+        if ctx.any(val_data.cut, device):  # a part of the validation is missing: not an epoch to keep
+            return (yield from self._cancel(epoch))
+        t_loss, t_correct, t_seen, vl, vc, vn, t_bad, v_bad, vanished = ctx.sum(torch.stack([
+            self.loss_sum.to(dt), self.correct.to(dt), torch.tensor(self.seen, dtype=dt, device=device),
+            v_loss.to(dt), v_correct.to(dt), torch.tensor(v_seen, dtype=dt, device=device),
+            *(torch.tensor(v, dtype=dt, device=device) for v in (
+                train_data.unreadable, val_data.unreadable, len(train_data.vanished) + len(val_data.vanished)))]))
+        problem = _epoch_data_problem(((self.train_split, "train", t_bad, t_seen, train_data.vanished),
+                                       (self.val_split, "val", v_bad, vn, val_data.vanished)), bool(vanished), self.limit)
+        if problem:
+            yield from _fail_data(self.name, self.run_dir, epoch, self.step, problem, self.last_good_epoch, self.result)
+            return self.result
+        train_loss, train_acc = t_loss / max(t_seen, 1), t_correct / max(t_seen, 1)
+        if not math.isfinite(train_loss):
+            yield from _fail_nonfinite(self.name, self.run_dir, epoch, self.step, [train_loss], self.lr,
+                                       self.last_good_epoch, self.result)
+            return self.result
+        val_loss, val_acc = vl / max(vn, 1), vc / max(vn, 1)
+        seconds = time.perf_counter() - self.t_epoch
+        if self.scheduler is not None:
+            self.scheduler.step()
+        is_best = val_acc > self.best_acc
+        epochs = self.cfg.run.epochs
+        event = Epoch(self.name, epoch, epochs, train_loss, train_acc, val_loss, val_acc, self.lr, seconds,
+                      t_seen / max(seconds, 1e-9), int(t_bad + v_bad), is_best)
+        self.result.epochs.append(event.row())
+        if ctx.main:
+            self.log.add_epoch(event.row())
+        if is_best:
+            self.best_acc, self.best_epoch = val_acc, epoch
+        # a run that stops or fails later still reports the epochs it evaluated
+        self.result.best_val_acc, self.result.best_epoch, self.result.final_val_acc = self.best_acc, self.best_epoch, val_acc
+        yield event
+        self.last_good_epoch = epoch
+        if ctx.main:
+            yield from _save_checkpoints(self.model, self.cfg, self.name, self.run_dir, epoch, is_best, val_acc)
+            if epoch == epochs or time.perf_counter() - self.drawn[1] >= CURVES_EVERY_S:
+                self.draw_curves()
+        return None
+
+    def _cancel(self, epoch: int) -> Generator[Event, None, RunResult]:
+        self.train_data.close()  # now: workers a SIGTERM did not reach must not outlive the stop
+        self.val_data.close()
+        if self.ctx.main:  # the steps of an unfinished epoch are kept too
+            self.log.flush()
+        yield Stopped(self.name, str(self.run_dir), epoch, self.step)
+        self.result.status = RunStatus.CANCELLED
+        return self.result
+
+    def _out_of_memory(self, epoch: int) -> Generator[Event, None, RunResult]:
+        if self.cuda:
             torch.cuda.empty_cache()
+        bs = self.cfg.run.batch_size
         half = bs // 2 or None
-        msg = (f"out of memory on {device} at batch size {bs} (epoch {epoch}); "
+        msg = (f"out of memory on {self.device} at batch size {bs} (epoch {epoch}); "
                + (f"retry with run.batch_size = {half}" if half else "the model does not fit even at batch size 1"))
-        result.status, result.message, result.retry_batch_size, result.failure = "failed", msg, half, "oom"
-        yield Failed(name, str(run_dir), msg, "oom", half)
+        result = self.result
+        result.status, result.message, result.retry_batch_size, result.failure = RunStatus.FAILED, msg, half, "oom"
+        yield Failed(self.name, str(self.run_dir), msg, "oom", half)
         return result
-    finally:
-        train_data.close()
-        val_data.close()
-        if ctx.main and drawn[0] != len(log.epochs):  # stopped or failed between two drawings
-            with contextlib.suppress(OSError):
-                draw_curves()
-    yield Finished(name, str(run_dir), best_acc, best_epoch, result.final_val_acc)
-    return result
 
 
 def _data_problem(split: SplitInfo, what: str, unreadable: int, readable: int | None, limit: float,
@@ -562,7 +621,7 @@ def _fail_data(name: str, run_dir: Path, epoch: int, step: int, problem: str, la
     kept = (f"the last good weights (epoch {last_good_epoch}) are in {run_dir / 'last.safetensors'}"
             if last_good_epoch else "no checkpoint was saved")
     msg = f"{problem}. The run stopped at epoch {epoch}, step {step}; {kept}"
-    result.status, result.message, result.failure = "failed", msg, "data"
+    result.status, result.message, result.failure = RunStatus.FAILED, msg, "data"
     yield Failed(name, str(run_dir), msg, "data")
 
 
@@ -573,7 +632,7 @@ def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: lis
             if last_good_epoch else "no checkpoint was saved before it")
     msg = (f"loss became {bad} at epoch {epoch}, step {step} (lr {lr:g}); the run stopped and {kept}. "
            "Lower optim.lr or check the data")
-    result.status, result.message, result.failure = "failed", msg, "nan"
+    result.status, result.message, result.failure = RunStatus.FAILED, msg, "nan"
     yield Failed(name, str(run_dir), msg, "nan")
 
 

@@ -199,3 +199,22 @@ def test_a_chosen_weight_container_moves_with_the_mapping(tmp_path, monkeypatch)
     assert spec == f"{(moved / 'ckpt.pth').resolve()}#state_dict"
     with load_source(spec) as src:  # the plain weights, not the EMA ones timm would prefer
         assert torch.equal(src.read("fc.weight"), torch.zeros(2, 3))
+
+
+def test_one_summary_counts_what_the_status_says():
+    source = {"a.weight": TensorInfo("a.weight", (4, 3), "float32"), "b.weight": TensorInfo("b.weight", (2, 2), "float32"),
+              "spare": TensorInfo("spare", (7,), "float32")}
+    target = {"a.weight": TensorInfo("a.weight", (4, 3), "float32"), "c.weight": TensorInfo("c.weight", (2, 2), "float32"),
+              "d.weight": TensorInfo("d.weight", (5,), "float32"), "e.weight": TensorInfo("e.weight", (9,), "float32")}
+    mapping = Mapping("src", "tgt")
+    mapping.set(Entry("a.weight", "a.weight"))
+    mapping.set(Entry("c.weight", "b.weight"))
+    mapping.set(Entry("d.weight", "spare"))  # 7 elements into 5: invalid
+    summary = mapping.summary(source, target)
+    assert summary.counts == {EXACT: 1, RENAMED: 1, ADAPTED: 0, INVALID: 1, UNMAPPED: 1}
+    assert (summary.mapped, summary.targets, summary.invalid, summary.unused) == (2, 4, 1, 0)
+    assert summary.share == pytest.approx((12 + 4) / (12 + 4 + 5 + 9))
+    assert summary.text() == ("2 of 4 target tensors mapped (1 exact, 1 renamed, 0 adapted, 1 invalid); "
+                              "53.3% of target parameters from the source; 0 source tensors unused")
+    assert json.loads(json.dumps(summary.counts)) == {"exact": 1, "renamed": 1, "adapted": 0, "invalid": 1, "unmapped": 1}
+    assert mapping.status(source, target).target["d.weight"] == "invalid"  # a Status is its plain word
