@@ -173,6 +173,25 @@ def verify_models(
     ``source_prefix`` goes before each source module the report names: the checkpoint's wrapper
     prefix (``module.``) when ``source`` is the bare architecture and ``mapping`` was stripped to fit it.
     """
+    pairs, adapted, partial = _module_pairs(mapping, target)
+    x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
+    seen = _record(source, target, pairs, x, progress)
+    compare = _LayerComparer(seen, cos_min, rel_max, source_prefix)
+    report = VerifyReport(input_shape=tuple(input_shape))
+    for tmod, bare in pairs.items():
+        if tmod in partial:
+            report.layers.append(LayerCheck(tmod, source_prefix + bare, NOT_COMPARED,
+                                            note="partly mapped (some tensors keep their init)"))
+        else:
+            report.layers.append(compare(tmod, bare))
+    for tmod in sorted(adapted - set(pairs)):
+        report.layers.append(LayerCheck(tmod, "", NOT_COMPARED, note="adapted by a transform"))
+    return report
+
+
+def _module_pairs(mapping: Mapping, target: nn.Module) -> tuple[dict[str, str], set[str], set[str]]:
+    """Target module -> the source module its copied weights come from; the modules filled by a
+    transform; and those of the pairs that keep some tensors of their own init (partly mapped)."""
     pairs: dict[str, str] = {}
     for entry in mapping:
         if entry.transform is not None:
@@ -186,8 +205,19 @@ def verify_models(
     for key in target.state_dict():
         own_keys.setdefault(_module_of(key), []).append(key)
     partial = {m for m in pairs if any(k not in mapping.entries for k in own_keys.get(m, []))}
+    return pairs, adapted, partial
+
+
+#: ("s" or "t", module name) -> (its first input, its first output), as the forward hooks saw them
+_Seen = dict[tuple[str, str], tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def _record(source: nn.Module, target: nn.Module, pairs: dict[str, str], x: torch.Tensor,
+            progress: Callable[[str], None] | None) -> _Seen:
+    """Run both models on ``x`` with forward hooks on the paired modules (and the source's other
+    weighted modules); what each module received and returned."""
     t_modules, s_modules = dict(target.named_modules()), dict(source.named_modules())
-    seen: dict[tuple[str, str], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+    seen: _Seen = {}
     handles = []
 
     def hook(side: str, name: str):
@@ -210,8 +240,6 @@ def verify_models(
         if name not in hooked and any(True for _ in module.parameters(recurse=False)):
             handles.append(module.register_forward_hook(hook("s", name)))
             hooked.add(name)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(input_shape, generator=generator)
     try:
         with torch.no_grad():
             for side, model in (("source", source.eval()), ("target", target.eval())):
@@ -220,61 +248,55 @@ def verify_models(
                 try:
                     model(x)
                 except Exception as exc:  # the user's models; their failure is their message
-                    raise SppError(f"the {side} model failed on input {tuple(input_shape)}: {exc}; "
+                    raise SppError(f"the {side} model failed on input {tuple(x.shape)}: {exc}; "
                                    "pass a fitting --input-shape") from exc
     finally:
         for h in handles:
             h.remove()
-    report = VerifyReport(input_shape=tuple(input_shape))
-    # Source modules indexed by what they received: a target module is compared with the source
-    # module that saw the same input (its counterpart), which is where its weights should come from.
-    by_input: dict[tuple, list[str]] = {}
-    for (side, name), (s_in, _out) in seen.items():
-        if side == "s" and s_in is not None:
-            by_input.setdefault(tuple(s_in.shape), []).append(name)
+    return seen
 
-    def counterpart(t_in: torch.Tensor, prefer: str) -> str | None:
-        names = by_input.get(tuple(t_in.shape), [])
+
+class _LayerComparer:
+    """Checks one target module against its counterpart: the source module that saw the same input
+    (which is where its weights should come from), preferring the one the mapping names."""
+
+    def __init__(self, seen: _Seen, cos_min: float, rel_max: float, source_prefix: str) -> None:
+        self.seen, self.cos_min, self.rel_max, self.prefix = seen, cos_min, rel_max, source_prefix
+        self.by_input: dict[tuple, list[str]] = {}  # source modules by the shape of what they received
+        for (side, name), (s_in, _out) in seen.items():
+            if side == "s" and s_in is not None:
+                self.by_input.setdefault(tuple(s_in.shape), []).append(name)
+
+    def counterpart(self, t_in: torch.Tensor, prefer: str) -> str | None:
+        names = self.by_input.get(tuple(t_in.shape), [])
         for name in sorted(names, key=lambda n: n != prefer):
-            s_in = seen[("s", name)][0]  # by_input holds only names whose input was recorded
-            if s_in is not None and _compare(s_in, t_in)[1] <= rel_max:
+            s_in = self.seen[("s", name)][0]  # by_input holds only names whose input was recorded
+            if s_in is not None and _compare(s_in, t_in)[1] <= self.rel_max:
                 return name
         return None
 
-    for tmod, bare in pairs.items():
-        smod = source_prefix + bare  # as the report names it
-        if tmod in partial:
-            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="partly mapped (some tensors keep their init)"))
-            continue
-        t_in, t_out = seen.get(("t", tmod), (None, None))
-        if t_out is None or t_in is None or ("s", bare) not in seen:
-            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="not run by forward()"))
-            continue
-        partner = counterpart(t_in, bare)
+    def __call__(self, tmod: str, bare: str) -> LayerCheck:
+        smod = self.prefix + bare  # as the report names it
+        t_in, t_out = self.seen.get(("t", tmod), (None, None))
+        if t_out is None or t_in is None or ("s", bare) not in self.seen:
+            return LayerCheck(tmod, smod, NOT_COMPARED, note="not run by forward()")
+        partner = self.counterpart(t_in, bare)
         if partner is None:
-            report.layers.append(LayerCheck(tmod, smod, NOT_COMPARED, note="inputs differ between the models"))
-            continue
-        s_out = seen[("s", partner)][1]
+            return LayerCheck(tmod, smod, NOT_COMPARED, note="inputs differ between the models")
+        s_out = self.seen[("s", partner)][1]
         if s_out is None or t_out.shape != s_out.shape:
             shape = tuple(s_out.shape) if s_out is not None else None
-            report.layers.append(LayerCheck(tmod, smod, DISAGREE, note=f"output shapes {shape} vs {tuple(t_out.shape)}"))
-            continue
+            return LayerCheck(tmod, smod, DISAGREE, note=f"output shapes {shape} vs {tuple(t_out.shape)}")
         if not t_out.any() and not s_out.any():
-            report.layers.append(LayerCheck(tmod, smod, NOT_INFORMATIVE,
-                                            note="both outputs are all zeros (a zero-initialised layer?): "
-                                                 "this input cannot tell right weights from wrong"))
-            continue
+            return LayerCheck(tmod, smod, NOT_INFORMATIVE, note="both outputs are all zeros (a zero-initialised "
+                                                                "layer?): this input cannot tell right weights from wrong")
         cos, rel = _compare(t_out, s_out)
-        status = AGREE if cos >= cos_min and rel <= rel_max else DISAGREE
-        note = ""
-        if status == DISAGREE:
-            note = "same input, different output: wrong weights for this layer?"
-            if partner != bare:
-                note = f"same input as source {source_prefix + partner!r}, different output: its weights come from {smod!r}"
-        report.layers.append(LayerCheck(tmod, smod, status, cos, rel, note))
-    for tmod in sorted(adapted - set(pairs)):
-        report.layers.append(LayerCheck(tmod, "", NOT_COMPARED, note="adapted by a transform"))
-    return report
+        if cos >= self.cos_min and rel <= self.rel_max:
+            return LayerCheck(tmod, smod, AGREE, cos, rel, "")
+        note = "same input, different output: wrong weights for this layer?"
+        if partner != bare:
+            note = f"same input as source {self.prefix + partner!r}, different output: its weights come from {smod!r}"
+        return LayerCheck(tmod, smod, DISAGREE, cos, rel, note)
 
 
 def verify_mapping(
