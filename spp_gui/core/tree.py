@@ -23,10 +23,6 @@ class Node:
     first_leaf: int = 0  # the leaves below are ``ParamTree.leaf_nodes[first_leaf:first_leaf + count]``
 
     @property
-    def is_leaf(self) -> bool:
-        return self.tensor is not None
-
-    @property
     def info(self) -> TensorInfo:
         """A leaf's tensor, for code that only holds leaves; asking a module for one is a bug."""
         if self.tensor is None:

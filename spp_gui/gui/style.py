@@ -9,8 +9,7 @@ import functools
 from importlib import resources
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPalette, QPixmap
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 
 from ..core.mapping import ADAPTED, EXACT, INVALID, RENAMED, UNMAPPED
 from ..core.verify import AGREE, DISAGREE, NOT_COMPARED, NOT_INFORMATIVE
@@ -89,8 +88,3 @@ def app_icon() -> QIcon:
             image.loadFromData(png.read_bytes())
             icon.addPixmap(image)
     return icon
-
-
-def is_dark(palette: QPalette | None = None) -> bool:
-    palette = palette or QApplication.palette()
-    return palette.color(QPalette.ColorRole.Base).lightness() < 128

@@ -636,12 +636,6 @@ def _fail_nonfinite(name: str, run_dir: Path, epoch: int, step: int, losses: lis
     yield Failed(name, str(run_dir), msg, "nan")
 
 
-def evaluate(model: nn.Module, data: BatchSource, prepare: Callable, autocast, device: torch.device) -> tuple[float, float]:
-    """Validation loss and accuracy, summed on the device and read once."""
-    loss_sum, correct, seen = evaluate_sums(model, data, prepare, autocast, device)
-    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
-
-
 def evaluate_sums(model: nn.Module, data: Iterable[Batch], prepare: Callable, autocast, device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Summed validation loss and correct count (on the device) and the image count: sums add across ranks."""
