@@ -72,16 +72,25 @@ def test_mouse_drag_from_source_row_onto_target_row(open_window, qtbot):
     assert "features.0.bias (64) onto features.3.weight (192, 64, 5, 5)" in window.statusBar().currentMessage()
 
 
-def test_shapes_that_differ_offer_the_transforms_that_fit(open_window, qtbot):
-    window = open_window(EMPTY)
-    offered = []
+def answer_next_choice(choose: str | None = None) -> list[list[str]]:
+    """Answer the next modal item dialog (the real QInputDialog) once the event loop runs: its list of
+    items goes into the returned list, then ``choose`` (default: the first) is accepted."""
+    offered: list[list[str]] = []
 
-    def pick_first():
+    def answer():
         dialog = QApplication.activeModalWidget()
         offered.append(dialog.comboBoxItems())
+        if choose is not None:
+            dialog.setTextValue(choose)
         dialog.accept()
 
-    QTimer.singleShot(0, pick_first)
+    QTimer.singleShot(0, answer)
+    return offered
+
+
+def test_shapes_that_differ_offer_the_transforms_that_fit(open_window, qtbot):
+    window = open_window(EMPTY)
+    offered = answer_next_choice()
     assert window.edits.map_paths(["classifier.1.weight"], "classifier.1.weight")
     assert offered and offered[0][0].startswith("spp_grid")
     entry = window.doc.mapping.get("classifier.1.weight")

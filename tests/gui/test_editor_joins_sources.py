@@ -8,14 +8,13 @@ and removes and reorders them, and every step is one undo.
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
 
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from test_editing import drop_on, row_point  # noqa: E402
+from test_editing import answer_next_choice, drop_on, row_point  # noqa: E402
 
 from spp_gui.gui.link_canvas import visible_rows  # noqa: E402
 
@@ -98,14 +97,7 @@ def test_ctrl_drop_adds_a_source_one_at_a_time(open_window, qtbot):
     assert window.doc.target_status(bias) == "invalid"
     assert "add up to 32 + 32 = 64 along dim 0; the target has 96" in window.doc.status.problems[bias]
     # without Ctrl a drop on a mapped target replaces its entry, as before (shapes differ: the transforms offered)
-    offered = []
-
-    def pick_first():
-        dialog = QApplication.activeModalWidget()
-        offered.append(dialog.comboBoxItems())
-        dialog.accept()
-
-    QTimer.singleShot(0, pick_first)
+    offered = answer_next_choice()
     drop_on(view, _mime(window, ["layers.0.attention.v_proj.bias"]), row_point(window.target_panel, bias))
     assert offered and window.doc.mapping.get(bias).sources == ("layers.0.attention.v_proj.bias",)
     assert window.doc.mapping.version == 1
@@ -147,15 +139,7 @@ def test_inspector_lists_removes_and_reorders_sources_undoably(open_window, qtbo
     inspector.source_remove.click()
     offered = inspector.joinable_sources()
     assert QKV[2] in offered and QKV[0] not in offered and "layers.0.mlp.fc2.weight" not in offered
-    seen = []
-
-    def pick_v():  # the real dialog: its list, then the key chosen
-        dialog = QApplication.activeModalWidget()
-        seen.append(dialog.comboBoxItems())
-        dialog.setTextValue(QKV[2])
-        dialog.accept()
-
-    QTimer.singleShot(0, pick_v)
+    seen = answer_next_choice(QKV[2])  # the real dialog: its list, then the key chosen
     inspector.source_add.click()
     assert seen and QKV[2] in seen[0]
     assert window.doc.mapping.get(TARGET).sources == tuple(QKV)
