@@ -36,10 +36,11 @@ from torch import nn
 
 from .atomic import atomic_write
 from .combine import apply_combine, carried_combine
-from .errors import Cancelled, MappingError, SourceError
+from .errors import MappingError, SourceError
 from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping, Status
 from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, opened_source
 from .specs import build_model
+from .steps import run_steps
 from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
 from .transforms import TRANSFORMS, apply_transform, carried_numel
 
@@ -181,13 +182,29 @@ def apply_mapping(
     not fit, or maps two names of one tied tensor from different sources, and Cancelled if
     ``cancelled()`` turns true between tensors. Each tensor takes the model's dtype (a live model
     keeps its own; :func:`apply_to_file` has ``dtype=``); the report counts the casts.
+    The generator form is :func:`iter_apply`.
     """
-    with opened_source(source, trust_pickle=trust_pickle) as src:  # one opened here is closed at the end
-        return _fill(model, src, mapping, verify_sha256, progress, cancelled)
+    steps = iter_apply(model, source, mapping, verify_sha256=verify_sha256, trust_pickle=trust_pickle)
+    report = run_steps(steps, (lambda step: progress(*step)) if progress is not None else None, cancelled,
+                       lambda step: f"stopped after {step[0] if step else 0} of {len(mapping)} tensors; "
+                                    "the model is partly filled")
+    if progress is not None:
+        progress(len(mapping), len(mapping), "")
+    return report
 
 
-def _fill(model: nn.Module | dict[str, torch.Tensor], src: Source, mapping: Mapping, verify_sha256: bool,
-          progress: Progress | None, cancelled: Callable[[], bool] | None) -> LoadReport:
+def iter_apply(model: nn.Module | dict[str, torch.Tensor], source: Any, mapping: Mapping, *,
+               verify_sha256: bool = True, trust_pickle: bool = False
+               ) -> Generator[tuple[int, int, str], None, LoadReport]:
+    """:func:`apply_mapping` as a generator: yields (tensors done, total, target key) before each
+    tensor and returns the report; closed, it stops there (the model is then partly filled). A Source
+    it opened is closed when it ends, either way."""
+    with opened_source(source, trust_pickle=trust_pickle) as src:
+        return (yield from _fill_steps(model, src, mapping, verify_sha256))
+
+
+def _fill_steps(model: nn.Module | dict[str, torch.Tensor], src: Source, mapping: Mapping, verify_sha256: bool
+                ) -> Generator[tuple[int, int, str], None, LoadReport]:
     state = model.state_dict(keep_vars=True) if isinstance(model, nn.Module) else model
     target_table = table_of(state)
     mapping.validate(src.tensors, target_table)
@@ -201,18 +218,13 @@ def _fill(model: nn.Module | dict[str, torch.Tensor], src: Source, mapping: Mapp
     if verify_sha256 and (warning := check_sha256(src, mapping)):
         warnings.append(warning)
     total = len(mapping)
-    with torch.no_grad():
-        for i, entry in enumerate(mapping):
-            if cancelled is not None and cancelled():
-                raise Cancelled(f"stopped after {i} of {total} tensors; the model is partly filled")
-            if progress is not None:
-                progress(i, total, entry.target)
-            dest = state[entry.target]
+    for i, entry in enumerate(mapping):
+        yield i, total, entry.target
+        dest = state[entry.target]
+        with torch.no_grad():  # per tensor: the grad mode is not held across a yield
             tensor = _entry_tensor(entry, src, dtype_name(dest.dtype), dest.detach())
             dest.copy_(tensor)
-            del tensor
-    if progress is not None:
-        progress(total, total, "")
+        del tensor
     out_dtypes = {k: info.dtype for k, info in target_table.items()}
     return _report(mapping, src.tensors, target_table, warnings, groups=groups, out_dtypes=out_dtypes)
 
@@ -782,6 +794,18 @@ def apply_to_file(
     the target re-ties when loading (HF ``_tied_weights_keys``, as ``save_pretrained`` does) and
     keeps every other name with its own copy.
     """
+    steps = iter_apply_to_file(mapping, out, source=source, target_spec=target_spec, seed=seed,
+                               trust_pickle=trust_pickle, dtype=dtype)
+    return run_steps(steps, (lambda step: progress(*step)) if progress is not None else None, cancelled,
+                     lambda step: f"stopped after {step[0] if step else 0:,} of {step[1] if step else 0:,} bytes; "
+                                  f"{out} was left as it was")
+
+
+def iter_apply_to_file(mapping: Mapping, out: str | os.PathLike, *, source: Any = None, target_spec: str | None = None,
+                       seed: int = 0, trust_pickle: bool = False, dtype: str | None = None
+                       ) -> Generator[tuple[int, int, str], None, LoadReport]:
+    """:func:`apply_to_file` as a generator: yields (bytes done, total, key) and returns the report;
+    closed before it ends, it leaves ``out`` as it was."""
     if dtype is not None and dtype not in DTYPES:
         raise MappingError(f"unknown output dtype {dtype!r}: use one of {', '.join(DTYPES)} (or none for the target's)")
     spec = target_spec or mapping.target_spec
@@ -796,9 +820,8 @@ def apply_to_file(
         state = _meta_state(spec)
         dtypes = None if state is None or dtype is None else output_dtypes(mapping, src.tensors, table_of(state), dtype)
         if state is not None and _can_stream(state, fmt, dtypes):
-            steps = stream_apply(mapping, src, state, out, spec=spec, seed=seed, dtype=dtype)
-            return _drive(steps, progress, cancelled, out)
-        return _apply_in_memory(mapping, src, spec, seed, out, progress, cancelled, dtype=dtype)
+            return (yield from stream_apply(mapping, src, state, out, spec=spec, seed=seed, dtype=dtype))
+        return (yield from _in_memory_steps(mapping, src, spec, seed, out, dtype=dtype))
 
 
 def output_dtypes(mapping: Mapping, source: KeyTable, target: KeyTable, dtype: str | None) -> dict[str, str]:
@@ -884,9 +907,8 @@ def _source_digest(src: Source, mapping: Mapping, verify_sha256: bool) -> tuple[
     return digest, bool(paths) and digest is None
 
 
-def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: Path,
-                     progress: Progress | None, cancelled: Callable[[], bool] | None, *,
-                     dtype: str | None = None) -> LoadReport:
+def _in_memory_steps(mapping: Mapping, src: Source, spec: str, seed: int, out: Path, *,
+                     dtype: str | None = None) -> Generator[tuple[int, int, str], None, LoadReport]:
     """The target built for real and filled, then saved: for targets streaming cannot write."""
     model = build_model(spec, device="cpu", seed=seed)
     live = model.state_dict(keep_vars=True)
@@ -907,14 +929,15 @@ def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: P
     if hash_now:
         digest = src.sha256()
     warnings = [w] if (w := _sha256_warning(src, mapping, digest)) else []
-    by_tensor = progress
-    if progress is not None:
-        sizes = [sum(src.tensors[s].nbytes for s in e.sources if s in src.tensors) for e in mapping]
-        upto = [0, *itertools.accumulate(sizes)]
-
-        def by_tensor(i: int, total: int, key: str) -> None:
-            progress(upto[i], upto[-1], key)
-    apply_mapping(model, src, mapping, progress=by_tensor, cancelled=cancelled, verify_sha256=False)
+    sizes = [sum(src.tensors[s].nbytes for s in e.sources if s in src.tensors) for e in mapping]
+    upto = [0, *itertools.accumulate(sizes)]  # bytes read before each entry
+    fill = _fill_steps(model, src, mapping, verify_sha256=False)
+    try:
+        for i, _total, key in fill:
+            yield upto[i], upto[-1], key
+    finally:
+        fill.close()  # closed itself (a cancel): the fill stops between two tensors
+    yield upto[-1], upto[-1], ""  # filled; what follows writes the file
     state = model.state_dict()
     lead_of = {k: group[0] for group in groups for k in group}
     entry_for = {k: next((mapping.entries[m] for m in group if m in mapping), None) for group in groups for k in group}
@@ -943,23 +966,6 @@ def _apply_in_memory(mapping: Mapping, src: Source, spec: str, seed: int, out: P
         save_weights(output, out)
     return _report(mapping, src.tensors, target_table, warnings, groups=groups, out_dtypes=dtypes,
                    dropped=dropped, dtype=dtype)
-
-
-def _drive(steps: Generator[tuple[int, int, str], None, LoadReport], progress: Progress | None,
-           cancelled: Callable[[], bool] | None, out: Path) -> LoadReport:
-    """Run a progress generator to its result, reporting and honouring cancel between steps."""
-    done = total = 0
-    try:
-        while True:
-            if cancelled is not None and cancelled():
-                raise Cancelled(f"stopped after {done:,} of {total:,} bytes; {out} was left as it was")
-            done, total, key = next(steps)
-            if progress is not None:
-                progress(done, total, key)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()  # on cancel or error: the half-written temporary file goes
 
 
 #: Built-in transforms whose result owes nothing to the target's init when they fill every element.
@@ -1114,6 +1120,6 @@ def format_progress(done: int, total: int, elapsed: float) -> str:
             f"ETA {minutes}:{seconds:02d}")
 
 
-__all__ = ["DTYPES", "TIED", "LoadReport", "apply_mapping", "apply_to_file", "check_sha256", "declared_aliases",
+__all__ = ["DTYPES", "TIED", "LoadReport", "apply_mapping", "apply_to_file", "iter_apply", "iter_apply_to_file", "check_sha256", "declared_aliases",
            "file_metadata", "format_bytes", "format_progress", "mapping_sha256", "output_dtypes", "provenance",
            "save_weights", "stream_apply", "tie_groups", "write_safetensors"]

@@ -20,6 +20,7 @@ from .apply import apply_mapping
 from .errors import Cancelled, MappingError, SppError
 from .mapping import Mapping
 from .specs import build_model, looks_like_model_spec
+from .steps import run_steps
 from .strategies import Side, Suggestion
 from .verify import AGREE, DISAGREE, VerifyReport, source_model, verify_models
 
@@ -193,7 +194,7 @@ def verify_suggestions(items: list[Suggestion], source: nn.Module, target: nn.Mo
     """Check ``auto``'s accepted pairs by function: demote the ones that disagree, fix swapped equal-shaped
     siblings; returns what changed (the suggestions are changed in place). Raises Cancelled when
     ``cancelled()`` turns true between model runs."""
-    return _drive(verify_steps(items, source, target, input_shape, seed), progress, cancelled)
+    return run_steps(verify_steps(items, source, target, input_shape, seed), progress, cancelled, _stopped)
 
 
 def runnable_models(source: Side, target: Side, source_model_spec: str | None = None, seed: int = 0
@@ -229,19 +230,9 @@ def verify_auto(items: list[Suggestion], source: Side, target: Side, input_shape
                 cancelled: Callable[[], bool] | None = None) -> VerifyOutcome:
     """:func:`verify_suggestions` for two sides; an outcome with ``skipped`` set when they cannot both run
     or the models fail on ``input_shape`` (the suggestions then stay as auto made them)."""
-    return _drive(verify_auto_steps(items, source, target, input_shape, source_model_spec, seed), progress, cancelled)
+    return run_steps(verify_auto_steps(items, source, target, input_shape, source_model_spec, seed), progress,
+                     cancelled, _stopped)
 
 
-def _drive(steps: Generator[str, None, VerifyOutcome], progress: Callable[[str], None] | None,
-           cancelled: Callable[[], bool] | None) -> VerifyOutcome:
-    try:
-        while True:
-            text = next(steps)
-            if cancelled is not None and cancelled():
-                raise Cancelled("verify cancelled")
-            if progress is not None:
-                progress(text)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+def _stopped(_step: str | None) -> str:
+    return "verify cancelled"

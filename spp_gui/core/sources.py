@@ -118,6 +118,14 @@ class Source:
         """Digest of the file(s) behind the source, or None when it is not a file."""
         return None
 
+    def iter_sha256(self) -> Generator[tuple[int, int], None, str | None]:
+        """:meth:`sha256` as a generator of (bytes done, total), for a worker that shows it and may stop
+        it (closed, it stops between two reads); a digest remembered for the unchanged files costs nothing."""
+        paths = [path for path, _ in self.files()]
+        if not paths:
+            return self.sha256()
+        return (yield from file_sha256_steps(paths))
+
     def locate(self, name: str) -> ByteSpan | None:
         """Where tensor ``name``'s bytes lie verbatim in a file (row-major, uncompressed), or None."""
         self._check_name(name)

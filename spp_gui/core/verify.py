@@ -10,7 +10,7 @@ whose input agrees but whose output does not.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from .errors import MappingError, SpecError, SppError
 from .mapping import Mapping
 from .sources import Source, opened_source
 from .specs import build_model, looks_like_model_spec, parse_spec
+from .steps import run_steps
 
 AGREE, DISAGREE, NOT_COMPARED = "agree", "disagree", "not compared"
 #: Both outputs all zeros (a zero-initialised residual branch, timm's default): they agree, but that says
@@ -173,9 +174,17 @@ def verify_models(
     ``source_prefix`` goes before each source module the report names: the checkpoint's wrapper
     prefix (``module.``) when ``source`` is the bare architecture and ``mapping`` was stripped to fit it.
     """
+    return run_steps(iter_verify_models(source, target, mapping, input_shape, seed, cos_min, rel_max,
+                                        source_prefix), progress)
+
+
+def iter_verify_models(source: nn.Module, target: nn.Module, mapping: Mapping,
+                       input_shape: tuple[int, ...] = (2, 3, 224, 224), seed: int = 0, cos_min: float = 0.999,
+                       rel_max: float = 1e-3, source_prefix: str = "") -> Generator[str, None, VerifyReport]:
+    """:func:`verify_models` as a generator: yields before running each model, returns the report."""
     pairs, adapted, partial = _module_pairs(mapping, target)
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(seed))
-    seen = _record(source, target, pairs, x, progress)
+    seen = yield from _record(source, target, pairs, x)
     compare = _LayerComparer(seen, cos_min, rel_max, source_prefix)
     report = VerifyReport(input_shape=tuple(input_shape))
     for tmod, bare in pairs.items():
@@ -212,8 +221,8 @@ def _module_pairs(mapping: Mapping, target: nn.Module) -> tuple[dict[str, str], 
 _Seen = dict[tuple[str, str], tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-def _record(source: nn.Module, target: nn.Module, pairs: dict[str, str], x: torch.Tensor,
-            progress: Callable[[str], None] | None) -> _Seen:
+def _record(source: nn.Module, target: nn.Module, pairs: dict[str, str], x: torch.Tensor
+            ) -> Generator[str, None, _Seen]:
     """Run both models on ``x`` with forward hooks on the paired modules (and the source's other
     weighted modules); what each module received and returned."""
     t_modules, s_modules = dict(target.named_modules()), dict(source.named_modules())
@@ -241,10 +250,9 @@ def _record(source: nn.Module, target: nn.Module, pairs: dict[str, str], x: torc
             handles.append(module.register_forward_hook(hook("s", name)))
             hooked.add(name)
     try:
-        with torch.no_grad():
-            for side, model in (("source", source.eval()), ("target", target.eval())):
-                if progress:
-                    progress(f"running the {side} model")
+        for side, model in (("source", source.eval()), ("target", target.eval())):
+            yield f"running the {side} model"
+            with torch.no_grad():  # per run: the grad mode is not held across a yield
                 try:
                     model(x)
                 except Exception as exc:  # the user's models; their failure is their message
@@ -308,18 +316,30 @@ def verify_mapping(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Build both models, apply the mapping to the target, and compare them layer by layer."""
+    """Build both models, apply the mapping to the target, and compare them layer by layer.
+    The generator form is :func:`iter_verify` (``progress`` gets what it yields)."""
+    return run_steps(iter_verify(mapping, source, target_spec, source_model_spec, input_shape, seed), progress)
+
+
+def iter_verify(
+    mapping: Mapping,
+    source: Any = None,
+    target_spec: str | None = None,
+    source_model_spec: str | None = None,
+    input_shape: tuple[int, ...] = (2, 3, 224, 224),
+    seed: int = 0,
+) -> Generator[str, None, VerifyReport]:
+    """:func:`verify_mapping` as a generator: yields what it is about to do, returns the report;
+    closed, it stops before the next step."""
     # the source model holds copies of its tensors: a Source opened here is closed once it is built
     with opened_source(source if source is not None else mapping.source_spec) as src:
         spec = target_spec or mapping.target_spec
         if not spec:
             raise MappingError("the mapping names no target model spec; pass one (--target)")
-        if progress:
-            progress("building the source model")
+        yield "building the source model"
         s_model, prefix = _source_model(src, source_model_spec)
     bare = _strip_sources(mapping, prefix) if prefix else mapping
-    if progress:
-        progress("building and filling the target model")
+    yield "building and filling the target model"
     t_model = build_model(spec, device="cpu", seed=seed)
     apply_mapping(t_model, s_model.state_dict(), bare, verify_sha256=False)
-    return verify_models(s_model, t_model, bare, input_shape, seed, progress=progress, source_prefix=prefix)
+    return (yield from iter_verify_models(s_model, t_model, bare, input_shape, seed, source_prefix=prefix))

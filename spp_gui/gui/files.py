@@ -32,7 +32,6 @@ from .dialogs import (
 from .document import Loaded
 from .jobs import (
     Job,
-    ProgressBridge,
     export_weights,
     load_mapping,
     load_side,
@@ -481,16 +480,12 @@ class FileController(QObject):
         source = str(src.source.path) if src.source is not None and src.source.path is not None else src.spec
         if src.source is not None and src.source.container is not None and src.source.path is not None:
             source = join_source_key(source, src.source.container)  # the container the session shows
-        bridge = ProgressBridge(self)
         job = Job(f"Exporting {Path(path).name}", lambda report: self._exported(path, report),
                   lambda exc: self._export_failed(path, exc), lambda: self.services.message("Export cancelled"), self)
-        bridge.progressed.connect(job._yielded)
-        worker_ref: list = []
         self.services.progress.track(job)
         # the worker gets its own copy, taken here: the user may go on editing while it writes
         start_job(self.services.pool, job, export_weights, session.mapping.copy(), path, source,
-                  session.loaded_target.spec, src.pickle_trust, bridge, worker_ref)
-        worker_ref.append(job.worker)
+                  session.loaded_target.spec, src.pickle_trust)
         return job
 
     def _exported(self, path: str, report) -> None:

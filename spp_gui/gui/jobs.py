@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from ..core.apply import LoadReport, apply_to_file, format_bytes
+from ..core.apply import LoadReport, format_bytes, iter_apply_to_file
 from ..core.atomic import atomic_write_text
 from ..core.errors import Cancelled, UnsafePickleError
 from ..core.export import Export, export_mapping
@@ -21,11 +21,12 @@ from ..core.mapping import Mapping
 from ..core.sources import Source, file_sha256_steps, load_source, opened_source, split_source_key
 from ..core.strategies import Role, Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
-from ..core.verify import VerifyReport, verify_mapping
+from ..core.verify import VerifyReport, iter_verify
 from .document import Loaded
 from .workers import Worker, WorkerPool
 
 Progress = tuple[int, int, str]
+R = TypeVar("R")
 
 
 def load_side(spec: str, role: Role, trust_pickle: bool = False, download: bool = True) -> Generator[Progress, None, Loaded]:
@@ -46,10 +47,8 @@ def load_side(spec: str, role: Role, trust_pickle: bool = False, download: bool 
         yield 0, 0, f"Building the tree of {len(side.table):,} tensors"
         tree = ParamTree(side.table, side.classes)
         sha = None
-        if src is not None and src.path is not None and src.kind in ("torch", "safetensors"):
-            sha = yield from _hash(src.path)
-        elif src is not None and src.file_backed:
-            sha = src.sha256()
+        if src is not None and src.file_backed:
+            sha = yield from _hash(src)
     except BaseException:  # cancelled (GeneratorExit) or failed: release the file we opened
         side.close()
         raise
@@ -57,22 +56,24 @@ def load_side(spec: str, role: Role, trust_pickle: bool = False, download: bool 
     return Loaded(side, tree, side.spec or spec, notes, src, trust_pickle, sha)
 
 
-def _hash(path) -> Generator[Progress, None, str]:
-    """The file's sha256: remembered from an earlier hash of the same unchanged file, else read once."""
-    steps = file_sha256_steps([path])
+def _hash(src: Source) -> Generator[Progress, None, str | None]:
+    """The source's sha256: remembered from an earlier hash of the same unchanged files, else read once."""
+    name = src.path.name if src.path is not None else src.spec
+    steps = src.iter_sha256()
     try:
         while True:
             done, total = next(steps)
-            yield done, total, f"Checksum of {path.name}"
+            yield done, total, f"Checksum of {name}"
     except StopIteration as stop:
         return stop.value
     finally:
         steps.close()
 
 
-def still_trusted(source: str, trusted_sha256: str | None, progress: Callable[[str], None] | None = None) -> bool:
+def still_trusted(source: str, trusted_sha256: str | None) -> Generator[str, None, bool]:
     """Whether a job may unpickle ``source`` in full: only if the user trusted it (``trusted_sha256``
     is the digest of the bytes they trusted, see Loaded.pickle_trust) and the file still has them.
+    Yields what it checks.
 
     A file replaced since, under the same name, raises UnsafePickleError instead of being run.
     An unchanged file costs nothing: its digest is remembered by stamp (see sources.cached_sha256).
@@ -80,8 +81,7 @@ def still_trusted(source: str, trusted_sha256: str | None, progress: Callable[[s
     if trusted_sha256 is None:
         return False
     path = Path(split_source_key(source)[0])
-    if progress is not None:
-        progress(f"Checking that {path.name} is the file you trusted")
+    yield f"Checking that {path.name} is the file you trusted"
     steps = file_sha256_steps([path])
     try:
         while True:
@@ -120,53 +120,55 @@ def run_suggest(source: Side, target: Side, strategy: str, options: dict[str, An
     return suggest(source, target, strategy, **options)
 
 
-class ProgressBridge(QObject):
-    """Carries progress callbacks of core loops (called on the worker thread) to the GUI thread."""
-
-    progressed = Signal(object)
-
-
-def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, pickle_trust: str | None,
-                   bridge: ProgressBridge, worker_ref: list[Worker]) -> LoadReport:
-    """Apply the mapping to a freshly built target and write it; cancellable between tensors.
+def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, pickle_trust: str | None
+                   ) -> Generator[Progress, None, LoadReport]:
+    """Apply the mapping to a freshly built target and write it; cancelled (closed) between tensors,
+    ``out`` is left as it was.
 
     ``mapping`` is the caller's own copy, taken on the GUI thread (the editor goes on editing).
     """
-    def progress(done: int, total: int, key: str) -> None:  # bytes: see apply_to_file
-        amount = f"{format_bytes(done)} of {format_bytes(total)}"
-        bridge.progressed.emit((done, total, f"Writing {key} ({amount})" if key else f"Saving ({amount})"))
-
-    def cancelled() -> bool:
-        return bool(worker_ref) and worker_ref[0].abort_requested
-
-    trust_pickle = still_trusted(source, pickle_trust, lambda text: bridge.progressed.emit((0, 0, text)))
-    return apply_to_file(mapping, out, source=source, target_spec=target_spec, progress=progress,
-                         cancelled=cancelled, trust_pickle=trust_pickle)
+    trust_pickle = yield from _texts(still_trusted(source, pickle_trust))
+    steps = iter_apply_to_file(mapping, out, source=source, target_spec=target_spec, trust_pickle=trust_pickle)
+    try:
+        while True:
+            done, total, key = next(steps)
+            amount = f"{format_bytes(done)} of {format_bytes(total)}"  # bytes: see apply_to_file
+            yield done, total, f"Writing {key} ({amount})" if key else f"Saving ({amount})"
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 VERIFY_STEPS = 4  # the core reports: build source, build target, run source, run target
 
 
 def verify_session(mapping: Mapping, source: str, target_spec: str, pickle_trust: str | None,
-                   input_shape: tuple[int, ...], bridge: ProgressBridge, worker_ref: list[Worker]) -> VerifyReport:
+                   input_shape: tuple[int, ...]) -> Generator[Progress, None, VerifyReport]:
     """Build both models from their specs, fill the target by the mapping, compare layer by layer.
 
     ``mapping`` is the caller's own copy, taken on the GUI thread (the editor goes on editing).
     The source is opened afresh here, as export does, so the worker never reads the file the GUI
-    thread holds; cancel takes effect between the core's steps.
+    thread holds; cancel (closing this generator) takes effect between the core's steps.
     """
-    step = [0]
-
-    def progress(text: str) -> None:
-        if worker_ref and worker_ref[0].abort_requested:
-            raise Cancelled("verify cancelled")
-        bridge.progressed.emit((min(step[0], VERIFY_STEPS - 1), VERIFY_STEPS, text[:1].upper() + text[1:]))
-        step[0] += 1
-
-    trust_pickle = still_trusted(source, pickle_trust, lambda text: bridge.progressed.emit((0, VERIFY_STEPS, text)))
+    trust_pickle = yield from _texts(still_trusted(source, pickle_trust), total=VERIFY_STEPS)
     with opened_source(source, trust_pickle=trust_pickle, download=False) as src:
-        return verify_mapping(mapping, source=src, target_spec=target_spec, input_shape=input_shape,
-                              progress=progress)
+        steps = iter_verify(mapping, source=src, target_spec=target_spec, input_shape=input_shape)
+        return (yield from _texts(steps, total=VERIFY_STEPS, counted=True))
+
+
+def _texts(steps: Generator[str, None, R], total: int = 0, counted: bool = False) -> Generator[Progress, None, R]:
+    """A core generator's texts as Progress: step 0 of ``total`` each, or (``counted``) the n-th step."""
+    n = 0
+    try:
+        while True:
+            text = next(steps)
+            yield (min(n, total - 1) if counted else 0), total, text[:1].upper() + text[1:]
+            n += 1
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 class Job(QObject):

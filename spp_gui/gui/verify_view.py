@@ -39,7 +39,7 @@ from ..core.verify import (
     parse_input_shape,
 )
 from .dialogs import ask_to_run_code
-from .jobs import Job, ProgressBridge, start_job, verify_session
+from .jobs import Job, start_job, verify_session
 from .session import MappingSession, Services
 from .style import STATUS_STYLE, VERIFY_ORDER, status_icon
 
@@ -320,18 +320,14 @@ class VerifyController(QObject):
             self.job.cancel()
         doc = self.session.doc
         generation, shape = self._generation, self.input_shape
-        bridge = ProgressBridge(self)
         job = Job(f"Verifying on {dims(shape)}", lambda report: self._verified(job, generation, report),
                   lambda exc: self._failed(job, exc), lambda: self._cancelled(job), self)
-        bridge.progressed.connect(job._yielded)
         job.ended.connect(lambda: self._ended(job))
-        worker_ref: list = []
         self.job = job
         self.services.progress.track(job)
         source, target = doc.loaded_source, doc.loaded_target  # blocked() said both are open
         start_job(self.services.pool, job, verify_session, doc.mapping.copy(), source.spec, target.spec,
-                  source.pickle_trust, shape, bridge, worker_ref)
-        worker_ref.append(job.worker)
+                  source.pickle_trust, shape)
         return job
 
     def rerun(self, text: str) -> None:

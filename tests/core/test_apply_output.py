@@ -29,6 +29,7 @@ from spp_gui.core.apply import (
 from spp_gui.core.errors import MappingError
 from spp_gui.core.mapping import Entry, Mapping
 from spp_gui.core.sources import load_source
+from spp_gui.core.steps import run_steps
 
 GPT2 = "hf:GPT2LMHeadModel?n_layer=2&n_embd=64&n_head=2&vocab_size=100&n_positions=32"
 MOBILENET = "torchvision:mobilenet_v3_small?num_classes=5"
@@ -385,8 +386,8 @@ def test_streamed_and_in_memory_agree_on_dtypes(tmp_path, option, out_suffix):
     mapping.set(Entry("features.0.0.weight", "features.0.0.weight", {"op": "in_channels"}))
     streamed = apply_to_file(mapping, tmp_path / f"new{out_suffix}", dtype=option, seed=1)
     with load_source(tmp_path / "src.pth") as src:
-        in_memory = apply_module._apply_in_memory(mapping, src, MOBILENET, 1, tmp_path / f"old{out_suffix}",
-                                                  None, None, dtype=option)
+        in_memory = run_steps(apply_module._in_memory_steps(mapping, src, MOBILENET, 1, tmp_path / f"old{out_suffix}",
+                                                            dtype=option))
     assert streamed.to_dict() == in_memory.to_dict()
     new, old = read_back(tmp_path / f"new{out_suffix}"), read_back(tmp_path / f"old{out_suffix}")
     assert list(new) == list(old)

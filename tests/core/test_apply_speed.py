@@ -25,6 +25,7 @@ from spp_gui.core.apply import apply_to_file, format_progress
 from spp_gui.core.errors import Cancelled, SourceError
 from spp_gui.core.mapping import Entry, Mapping
 from spp_gui.core.sources import load_source
+from spp_gui.core.steps import run_steps
 from spp_gui.core.transforms import apply_transform
 
 NET = """
@@ -183,7 +184,7 @@ def test_streamed_output_equals_the_in_memory_one(tmp_path, spec, kind, out_suff
     mapping = mapping_for(spec, source)
     streamed = apply_to_file(mapping, tmp_path / f"new{out_suffix}", seed=1)
     with load_source(source) as src:
-        in_memory = apply_module._apply_in_memory(mapping, src, spec, 1, tmp_path / f"old{out_suffix}", None, None)
+        in_memory = run_steps(apply_module._in_memory_steps(mapping, src, spec, 1, tmp_path / f"old{out_suffix}"))
     assert streamed.to_dict() == in_memory.to_dict()
     new, old = (tmp_path / f"new{out_suffix}").read_bytes(), (tmp_path / f"old{out_suffix}").read_bytes()
     if out_suffix == ".safetensors":

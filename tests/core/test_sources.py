@@ -445,3 +445,20 @@ def test_a_source_says_whether_it_is_a_file_or_a_models_fresh_init(tmp_path):
         assert src.file_backed and not src.random_init
     model = load_source("torchvision:alexnet")
     assert model.random_init and not model.file_backed
+
+
+def test_iter_sha256_yields_its_progress_and_returns_the_files_digest(tmp_path):
+    import hashlib
+
+    from spp_gui.core.steps import run_steps
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.randn(300, 300), "b": torch.randn(7)}, str(path))
+    with load_source(path) as src:
+        seen: list[tuple[int, int]] = []
+        digest = run_steps(src.iter_sha256(), seen.append)
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == src.sha256()
+        assert seen and seen[-1] == (path.stat().st_size, path.stat().st_size)
+        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    with load_source("torchvision:resnet18") as model_source:  # no file behind it: no digest, no steps
+        assert run_steps(model_source.iter_sha256()) is None

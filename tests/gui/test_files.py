@@ -45,6 +45,22 @@ def test_export_writes_weights_that_load(open_window, qtbot, tmp_path):
     assert "Exported" in window.statusBar().currentMessage()
 
 
+def test_cancelling_an_export_leaves_the_file_as_it_was(open_window, qtbot, tmp_path):
+    window = open_window()
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"the user's earlier export")
+    job = window.files.export(str(out))
+    assert window.progress.busy and window.progress.label.text().startswith("Exporting")
+    window.progress.cancel_button.click()  # the worker closes the export generator at its next step
+    with qtbot.waitSignal(job.ended, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: not window.pool.busy, timeout=10000)
+    assert out.read_bytes() == b"the user's earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]  # no temporary file left
+    assert window.statusBar().currentMessage() == "Export cancelled"
+    assert window.files.last_report is None
+
+
 def test_cancelling_a_long_load_keeps_the_session(open_window, qtbot):
     window = open_window()
     before = (window.doc.source, window.doc.target, window.doc.mapping.copy())
