@@ -8,6 +8,10 @@ from PySide6.QtWidgets import QMessageBox
 from spp_gui.cli import main as cli
 from spp_gui.core.mapping import Entry, Mapping
 
+#: a model small enough to train in seconds (as tests/training/conftest.py has it); each test module
+#: holds its own: "from conftest import" finds whichever conftest pytest imported last
+TINY_SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"
+
 PAIR = ["torchvision:alexnet", "spp_gui:alexnet_spp?num_classes=20"]
 
 
@@ -189,8 +193,6 @@ def _answer_stop_box(window, button: str, seen: list[str]) -> None:
 
 def test_closing_during_a_run_asks_and_keep_or_cancel_keeps_it(open_window, qtbot, panel_data, tmp_path):
     """Reproduction 4: Close (or Ctrl+Q) during an in-window run asks: stop and close, keep running, cancel."""
-    from conftest import TINY_SPEC
-
     window = open_window([TINY_SPEC, TINY_SPEC, "--strategy", "none"])  # trains from scratch
     panel = window.train_panel
     panel.train_edit.setText(str(panel_data / "train"))
