@@ -38,7 +38,7 @@ def accepted_entries(name: str, source, target) -> dict:
     from spp_gui.core.strategies import suggest
 
     mapping = suggest(source, target, name).to_mapping()
-    return {e.target: (e.source, e.transform) for e in mapping}
+    return {e.target: (e.sources if e.many else e.source, e.transform) for e in mapping}
 
 
 def zoo() -> bool:
@@ -99,7 +99,8 @@ def zoo() -> bool:
     for name, missed, bad, got in short:
         print(f"  auto short on {name}: {len(missed)} missed, {len(bad)} wrong")
         for t in (bad + [m for m in missed if m not in bad])[:6]:
-            print(f"    {t} <- {got[t][0] + (' ' + str(got[t][1]) if got[t][1] else '') if t in got else '(none)'}")
+            names = " + ".join(got[t][0]) if t in got and isinstance(got[t][0], tuple) else got.get(t, ("",))[0]
+            print(f"    {t} <- {names + (' ' + str(got[t][1]) if got[t][1] else '') if t in got else '(none)'}")
     right, accepted, truth = totals["auto"]
     p, r = right / max(accepted, 1), right / max(truth, 1)
     best = max((t for n, t in totals.items() if n != "auto"), key=lambda t: t[0] / max(t[2], 1))

@@ -219,7 +219,7 @@ class AutoStrategy:
         return rope_permutations(items, source, target, head_dim)
 
     def _suggest(self, source: Side, target: Side, adapt: bool) -> list[Suggestion]:
-        tview = target_view(target.table)
+        tview = target_view(target.table, source.table)
         sview = source_view(source.table, tview)
         run = _Run(sview.table, tview.table, adapt)
         items = run.suggestions()
@@ -257,10 +257,13 @@ def _gc_paused():
 
 def _translate(items: list[Suggestion], sview: View, tview: View) -> list[Suggestion]:
     """Virtual keys back to real ones; a view's transform goes with its source (a proposal on top stays a
-    candidate: one entry holds one transform)."""
-    out = []
+    candidate: one entry holds one transform); a fused target's three parts become one joined suggestion,
+    where its first part was."""
+    out: list[Suggestion | str] = []  # a str: where the joined suggestion for that fused target goes
+    parts: dict[str, list[tuple[int, int, Suggestion]]] = {}  # real fused target -> its parts' suggestions
     for sug in items:
         vs = sug.source
+        part = tview.part.get(sug.target)
         sug.target = tview.real_key(sug.target)
         sug.source = sview.real_key(vs)
         view_tr = sview.transform.get(vs)
@@ -275,8 +278,33 @@ def _translate(items: list[Suggestion], sview: View, tview: View) -> list[Sugges
                 sug.accepted = False
         sug.alternatives = [(sview.real_key(a), c, w) for a, c, w in sug.alternatives
                             if a not in sview.transform]
-        out.append(sug)
-    return out
+        if part is None:
+            out.append(sug)
+            continue
+        real, index, dim = part
+        if real not in parts:
+            out.append(real)
+        parts.setdefault(real, []).append((index, dim, sug))
+    joined = {real: _joined(real, found) for real, found in parts.items()}
+    return [j for s in out if (j := joined[s] if isinstance(s, str) else s) is not None]
+
+
+def _joined(target: str, parts: list[tuple[int, int, Suggestion]]) -> Suggestion | None:
+    """One suggestion for a fused target from the suggestions of its q, k, v parts: their sources
+    joined by ``concat``, accepted when all three were and none needs a transform of its own."""
+    parts = sorted(parts, key=lambda p: p[0])
+    if [p[0] for p in parts] != [0, 1, 2] or not all(p[2].source for p in parts):
+        return None  # a part without a source: the fused target stays unmapped
+    dim, sugs = parts[0][1], [p[2] for p in parts]
+    own = [s.transform for s in sugs if s.transform is not None]
+    module = target.rpartition(".")[0]
+    joined = Suggestion(target, sugs[0].source, min(s.confidence for s in sugs),
+                        f"{sugs[0].reason} (k and v alike); q, k, v joined into fused '{module}' (concat along dim {dim})",
+                        sugs[0].origin, {"op": "concat", "dim": dim}, all(s.accepted for s in sugs) and not own,
+                        more_sources=tuple(s.source for s in sugs[1:]))
+    if own:
+        joined.reason += "; a part also needs a transform of its own: join them by hand"
+    return joined
 
 
 _Pair = tuple[_Node, _Node, str]  # source module, target module, the reason

@@ -6,7 +6,8 @@ or nesting; a view undoes them on virtual keys and remembers the way back:
 - tensors a module holds itself (``nn.MultiheadAttention.in_proj_weight``) are shown as a child's
   (``in_proj.weight``), like timm's ``attn.qkv`` Linear;
 - a fused projection (``qkv``, ``in_proj``, ``c_attn``) is shown as three parts ``q``, ``k``, ``v`` when
-  the other side keeps them apart; each part is a ``chunk`` of the real tensor;
+  the other side keeps them apart; in the source each part is a ``chunk`` of the real tensor, in the
+  target the three parts are filled together, joined by ``concat`` (an entry with three sources);
 - where one side stores its block matrices as (in, out) (GPT-2's Conv1D) and the other as (out, in),
   every block matrix of the source is shown transposed, square ones too: the convention is the
   model's, not the shape's.
@@ -42,6 +43,8 @@ class View:
     transform: dict[str, Transform] = field(default_factory=dict)  # virtual source key -> from the real tensor
     note: dict[str, str] = field(default_factory=dict)  # virtual key -> what the view did, for the reason
     notes: list[str] = field(default_factory=list)  # model-wide conventions found
+    #: virtual target key -> (real fused key, which part, the dim the parts are joined along)
+    part: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def real_key(self, key: str) -> str:
         return self.real.get(key, key)
@@ -112,11 +115,38 @@ def _has_fused(keys: list[str]) -> bool:
     return any(key.rpartition(".")[0].rpartition(".")[2].lower() in _FUSED for key in keys)
 
 
-def target_view(table: KeyTable) -> View:
+def target_view(table: KeyTable, source: KeyTable | None = None) -> View:
+    """The target with its own-tensors renamed as a child's; its fused projections shown as their
+    q, k, v parts when ``source`` keeps them apart (and has no fused one of its own)."""
     renamed = _renamed(table)
-    if not renamed:
-        return View(table)
-    return _apply(table, renamed, {}, {})
+    split = False
+    if source is not None:
+        virtual = [renamed.get(k, k) for k in table]
+        source_keys = [k for k in (_renamed(source).get(k, k) for k in source)]
+        split = _has_fused(virtual) and _has_separate_qkv(source_keys) and not _has_fused(source_keys)
+    if not split:
+        return _apply(table, renamed, {}, {}) if renamed else View(table)
+    in_out = layout(table) == "in_out"
+    view = View({})
+    for key, info in table.items():
+        vkey = renamed.get(key, key)
+        module, _, leaf = vkey.rpartition(".")
+        parent, _, own = module.rpartition(".")
+        shape = info.shape
+        dim = 1 if in_out and len(shape) == 2 and leaf == "weight" else 0
+        parts = [f"{parent}.{p}.{leaf}" if parent else f"{p}.{leaf}" for p in _PARTS]
+        if (own.lower() in _FUSED and leaf in ("weight", "bias") and shape and shape[dim] % 3 == 0
+                and not any(p in table for p in parts)):
+            for i, pkey in enumerate(parts):
+                part_shape = tuple(n // 3 if d == dim else n for d, n in enumerate(shape))
+                view.table[pkey] = TensorInfo(pkey, part_shape, info.dtype)
+                view.real[pkey] = key
+                view.part[pkey] = (key, i, dim)
+            continue
+        view.table[vkey] = TensorInfo(vkey, shape, info.dtype) if vkey != key else info
+        if vkey != key:
+            view.real[vkey] = key
+    return view
 
 
 def source_view(source: KeyTable, target: View) -> View:

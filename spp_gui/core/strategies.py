@@ -107,9 +107,16 @@ class Suggestion:
     accepted: bool = True
     #: other plausible sources, best first: (source key, confidence, reason)
     alternatives: list[tuple[str, float, str]] = field(default_factory=list)
+    #: the sources after the first, for a target joined from several (``transform`` is the combining op)
+    more_sources: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source, *self.more_sources)
 
     def entry(self) -> Entry:
-        return Entry(self.target, self.source, self.transform, self.origin, round(self.confidence, 4), self.reason)
+        return Entry(self.target, self.source, self.transform, self.origin, round(self.confidence, 4), self.reason,
+                     self.more_sources)
 
 
 @dataclass

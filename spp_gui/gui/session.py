@@ -195,7 +195,7 @@ class MappingSession(QObject):
 
     def in_mapping(self, s: Suggestion) -> bool:
         entry = self.doc.mapping.get(s.target)
-        return entry is not None and entry.source == s.source and entry.transform == s.transform
+        return entry is not None and entry.sources == s.sources and entry.transform == s.transform
 
     # -- what others read -----------------------------------------------------------------------------
     def snapshot(self) -> SessionSnapshot | None:

@@ -103,7 +103,7 @@ class SuggestionsModel(QAbstractTableModel):
             if col == 1:
                 return s.target
             if col == 2:
-                return s.source + (f"  [{describe_transform(s.transform)}]" if s.transform else "")
+                return " + ".join(s.sources) + (f"  [{describe_transform(s.transform)}]" if s.transform else "")
             if col == 3:
                 return f"{s.confidence:.2f}"
             return s.reason
@@ -114,7 +114,7 @@ class SuggestionsModel(QAbstractTableModel):
             alts = "".join(f"\n  {a} ({c:.2f}): {r}" for a, c, r in s.alternatives[:5])
             kind = {IN_MAPPING: "in the mapping", WILL_APPLY: "will apply when you press Apply",
                     CANDIDATE: f"candidate ({candidate_why(s)}): applied only if you choose it"}[self.state(s)]
-            return f"{s.target} \u2190 {s.source}\n{kind}\n{s.reason}" + (f"\nalternatives:{alts}" if alts else "")
+            return f"{s.target} \u2190 {' + '.join(s.sources)}\n{kind}\n{s.reason}" + (f"\nalternatives:{alts}" if alts else "")
         return None
 
 

@@ -249,3 +249,68 @@ def test_the_cli_status_table_names_every_source(capsys):
     assert "<- q.weight + k.weight + v.weight" in out and "<- q.bias + k.bias + v.bias" in out
     row = _row(mapping, mapping.status(src, tgt), tgt, "qkv.bias")
     assert row["source"] == "q.bias" and row["sources"] == ["q.bias", "k.bias", "v.bias"]
+
+
+class _SeparateBlock(nn.Module):
+    def __init__(self, d: int = 8, parts: str = "qkv") -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        for p in parts:
+            setattr(self, p, nn.Linear(d, d))
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        return x + self.proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+class _FusedBlock(nn.Module):
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
+        return x + self.proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+class _Net(nn.Module):
+    def __init__(self, block, depth: int = 2, **kw) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(block(**kw) for _ in range(depth))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+def test_auto_joins_separate_q_k_v_into_a_fused_qkv_and_the_models_agree():
+    from spp_gui.core.strategies import suggest
+
+    torch.manual_seed(0)
+    source, target = _Net(_SeparateBlock).eval(), _Net(_FusedBlock).eval()
+    result = suggest(source, target, "auto")
+    mapping = result.to_mapping()
+    joined = {e.target: e for e in mapping if e.many}
+    assert set(joined) == {f"blocks.{i}.qkv.{p}" for i in range(2) for p in ("weight", "bias")}
+    entry = joined["blocks.1.qkv.weight"]
+    assert entry.sources == ("blocks.1.q.weight", "blocks.1.k.weight", "blocks.1.v.weight")
+    assert entry.transform == {"op": "concat", "dim": 0} and "joined into fused 'blocks.1.qkv'" in entry.reason
+    assert len(mapping) == len(target.state_dict()) and mapping.version == 2 and not mapping.candidates
+    apply_mapping(target, source.state_dict(), mapping)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        assert torch.allclose(target(x), source(x), atol=1e-6)
+
+
+def test_a_fused_qkv_missing_a_part_in_the_source_is_not_joined():
+    from spp_gui.core.strategies import suggest
+
+    source, target = _Net(_SeparateBlock, parts="qk").eval(), _Net(_FusedBlock).eval()
+    mapping = suggest(source, target, "auto").to_mapping()
+    assert not any(e.many for e in mapping) and not any(".qkv." in e.target for e in mapping)

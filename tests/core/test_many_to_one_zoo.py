@@ -54,7 +54,7 @@ def _mapping(hf, timm_model) -> Mapping:
     hf_keys, timm_keys = list(hf.state_dict()), list(timm_model.state_dict())
     mapping = Mapping(HF, TIMM)
     for target, (source, transform) in apply_rules(HF_TIMM_VIT, hf_keys, timm_keys).items():
-        mapping.set(Entry(target, source, transform))
+        mapping.set(Entry.combined(target, source if isinstance(source, tuple) else [source], transform))
     pattern, names = _qkv_names(hf_keys)
     for target in timm_keys:
         m = re.fullmatch(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", target)
@@ -148,3 +148,21 @@ def test_verify_strips_a_wrapper_prefix_from_every_source(tmp_path):
     assert [c for c in checked.by_status(DISAGREE) if c.target_module] == []
     adapted = {c.target_module for c in checked.layers if c.note == "adapted by a transform"}
     assert adapted == {"blocks.0.attn.qkv", "blocks.1.attn.qkv"}
+
+
+def test_auto_joins_hf_q_k_v_into_timm_qkv_and_the_models_agree():
+    from spp_gui.core.strategies import suggest
+
+    hf, timm_model = _models()
+    mapping = suggest(hf, timm_model, "auto").to_mapping(HF, TIMM)
+    joined = sorted(e.target for e in mapping if e.many)
+    assert joined == [f"blocks.{i}.attn.qkv.{p}" for i in range(2) for p in ("bias", "weight")]
+    pattern, names = _qkv_names(list(hf.state_dict()))
+    assert mapping.get("blocks.0.attn.qkv.weight").sources == tuple(pattern.format(0, n, "weight") for n in names)
+    assert len(mapping) == len(timm_model.state_dict()) and not mapping.candidates
+    apply_mapping(timm_model, hf, mapping)
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want, got = _logits(hf, x), _logits(timm_model, x)
+    assert float((want - got).abs().max() / want.abs().max()) < 1e-5

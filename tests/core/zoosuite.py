@@ -19,13 +19,16 @@ import torch
 import torchvision
 from torch import nn
 
+from spp_gui.core.combine import apply_combine
 from spp_gui.core.specs import module_classes
 from spp_gui.core.strategies import Side
 from spp_gui.core.tensors import table_of
 from spp_gui.core.transforms import Transform, apply_transform
 
-Rule = tuple[str, str, Any]  # target regex, source template, transform (or a callable of the match)
-TruthEntry = tuple[str, Transform | None]
+#: target regex, source template (a tuple of them: sources joined by the transform), transform (or a
+#: callable of the match)
+Rule = tuple[str, Any, Any]
+TruthEntry = tuple[str | tuple[str, ...], Transform | None]  # (a tuple of sources: a joined, many-to-one entry)
 
 
 @dataclass
@@ -93,19 +96,29 @@ def apply_rules(rules: list[Rule], source_keys: list[str], target_keys: list[str
                 continue
             if repl is None:  # explicitly without a source (keeps its init)
                 break
-            s = m.expand(repl)
-            if s not in have:
-                raise AssertionError(f"truth rule {pattern.pattern!r} -> {repl!r}: no source key {s!r} for {t!r}")
+            s = tuple(m.expand(r) for r in repl) if isinstance(repl, tuple) else m.expand(repl)
+            for key in s if isinstance(s, tuple) else (s,):
+                if key not in have:
+                    raise AssertionError(f"truth rule {pattern.pattern!r} -> {repl!r}: no source key {key!r} for {t!r}")
             out[t] = (s, tr(m) if callable(tr) else tr)
             break
     return out
 
 
+def made(ss: dict[str, torch.Tensor], entry: TruthEntry, base: torch.Tensor) -> torch.Tensor:
+    """The tensor ``entry`` gives a target whose current value is ``base``."""
+    s, tr = entry
+    if isinstance(s, tuple):
+        assert tr is not None  # a joined entry's combining op
+        return apply_combine(tr, [ss[k] for k in s], base)
+    return apply_transform(tr, ss[s], base)
+
+
 def mapped_state(src: nn.Module, tgt: nn.Module, entries: dict[str, TruthEntry]) -> dict[str, torch.Tensor]:
     ss, ts = src.state_dict(), tgt.state_dict()
     state = dict(ts)
-    for t, (s, tr) in entries.items():
-        state[t] = apply_transform(tr, ss[s], ts[t]).to(ts[t].dtype)
+    for t, entry in entries.items():
+        state[t] = made(ss, entry, ts[t]).to(ts[t].dtype)
     return state
 
 
@@ -152,15 +165,16 @@ def entry_right(src: nn.Module, tgt: nn.Module, key: str, got: TruthEntry, truth
     if want is None:
         return False
     ss, ts = src.state_dict(), tgt.state_dict()
-    if got[0] not in ss:
+    keys = got[0] if isinstance(got[0], tuple) else (got[0],)
+    if any(k not in ss for k in keys):
         return False
-    if not ss[got[0]].is_floating_point():
+    if not ss[keys[0]].is_floating_point():
         return got[0] == want[0]
     try:
-        a = apply_transform(got[1], ss[got[0]], ts[key])
+        a = made(ss, got, ts[key])
     except Exception:
         return False
-    return a.shape == ts[key].shape and torch.equal(a, apply_transform(want[1], ss[want[0]], ts[key]))
+    return a.shape == ts[key].shape and torch.equal(a, made(ss, want, ts[key]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +314,10 @@ TV_HF_VIT: list[Rule] = [
     (r"vit\.layernorm\.(\w+)", r"encoder.ln.\1", None),
     (r"classifier\.(\w+)", r"heads.head.\1", None),
 ]
-# HF ViT -> timm ViT: timm's fused qkv needs three sources (many-to-one: mapping format v2).
+# HF ViT -> timm ViT: timm's fused qkv is HF's q, k and v joined (many-to-one: mapping format v2).
 HF_TIMM_VIT: list[Rule] = [
-    (r"blocks\.\d+\.attn\.qkv\.\w+", None, None),
+    (r"blocks\.(\d+)\.attn\.qkv\.(\w+)", tuple(rf"vit.layers.\1.attention.{p}_proj.\2" for p in "qkv"),
+     {"op": "concat", "dim": 0}),
     (r"cls_token", "vit.embeddings.cls_token", None),
     (r"pos_embed", "vit.embeddings.position_embeddings", None),
     (r"patch_embed\.proj\.(\w+)", r"vit.embeddings.patch_embeddings.projection.\1", None),
@@ -590,7 +605,6 @@ def zoo_pairs() -> list[ZooPair]:
         ZooPair("torchvision vit -> HF ViT", tv_vit, hf_vit, TV_HF_VIT, _image,
                 why="HF's q/k/v are the three row blocks of in_proj"),
         ZooPair("HF ViT -> timm vit", hf_vit, timm_vit, HF_TIMM_VIT, _image,
-                inexpressible="timm's qkv needs q, k and v (several sources: mapping v2)",
                 why="all but qkv one to one"),
         ZooPair("torchvision convnext -> timm convnext", tv_convnext, timm_convnext, _convnext_tv_to_timm(),
                 _image224, why="features.2i+1 = stages.i.blocks, layer_scale (C,1,1) = gamma (C,)"),
