@@ -122,7 +122,8 @@ def target_view(table: KeyTable, source: KeyTable | None = None) -> View:
     split = False
     if source is not None:
         virtual = [renamed.get(k, k) for k in table]
-        source_keys = [k for k in (_renamed(source).get(k, k) for k in source)]
+        source_renamed = _renamed(source)
+        source_keys = [source_renamed.get(k, k) for k in source]
         split = _has_fused(virtual) and _has_separate_qkv(source_keys) and not _has_fused(source_keys)
     if not split:
         return _apply(table, renamed, {}, {}) if renamed else View(table)
