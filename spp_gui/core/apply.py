@@ -40,7 +40,7 @@ from .errors import MappingError, SourceError
 from .mapping import EXACT, INVALID, TARGET_STATUSES, UNMAPPED, Entry, Mapping, Status
 from .sources import ST_CODES, CopyJob, CopyPass, Source, cached_sha256, opened_source
 from .specs import build_model
-from .steps import run_steps
+from .steps import map_steps, run_steps
 from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
 from .transforms import TRANSFORMS, apply_transform, carried_numel
 
@@ -931,12 +931,8 @@ def _in_memory_steps(mapping: Mapping, src: Source, spec: str, seed: int, out: P
     warnings = [w] if (w := _sha256_warning(src, mapping, digest)) else []
     sizes = [sum(src.tensors[s].nbytes for s in e.sources if s in src.tensors) for e in mapping]
     upto = [0, *itertools.accumulate(sizes)]  # bytes read before each entry
-    fill = _fill_steps(model, src, mapping, verify_sha256=False)
-    try:
-        for i, _total, key in fill:
-            yield upto[i], upto[-1], key
-    finally:
-        fill.close()  # closed itself (a cancel): the fill stops between two tensors
+    yield from map_steps(_fill_steps(model, src, mapping, verify_sha256=False),
+                         lambda step: (upto[step[0]], upto[-1], step[2]))  # (its report: ours is made below)
     yield upto[-1], upto[-1], ""  # filled; what follows writes the file
     state = model.state_dict()
     lead_of = {k: group[0] for group in groups for k in group}

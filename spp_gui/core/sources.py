@@ -49,6 +49,7 @@ from torch import nn
 from .atomic import atomic_write_text
 from .errors import SourceError, SpecError, UnsafePickleError
 from .specs import ModelSpec, build_model, looks_like_model_spec, module_classes, parse_spec
+from .steps import run_steps
 from .tensors import KeyTable, TensorInfo, dtype_name, table_of, torch_dtype
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
@@ -155,16 +156,7 @@ class Source:
 
 
 def _file_sha256(paths: Iterable[Path], progress: Callable[[int, int], None] | None) -> str:
-    steps = file_sha256_steps(paths)
-    try:
-        while True:
-            done, total = next(steps)
-            if progress:
-                progress(done, total)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+    return run_steps(file_sha256_steps(paths), (lambda step: progress(*step)) if progress is not None else None)
 
 
 def _pread_into(fh, offset: int, nbytes: int, what: str, path: Path) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import TypeVar
 from .errors import Cancelled
 
 Y = TypeVar("Y")
+Z = TypeVar("Z")
 R = TypeVar("R")
 
 
@@ -38,3 +39,14 @@ def run_steps(steps: Generator[Y, None, R], progress: Callable[[Y], None] | None
         return stop.value
     finally:
         steps.close()  # on cancel or error: the generator cleans up (a half-written temporary file goes)
+
+
+def map_steps(steps: Generator[Y, None, R], how: Callable[[Y], Z]) -> Generator[Z, None, R]:
+    """``steps`` with each step passed through ``how``, and the same result (``yield from`` this)."""
+    try:
+        while True:
+            yield how(next(steps))
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()

@@ -7,6 +7,7 @@ receives a signal across threads.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from ..core.errors import Cancelled, UnsafePickleError
 from ..core.export import Export, export_mapping
 from ..core.mapping import Mapping
 from ..core.sources import Source, file_sha256_steps, load_source, opened_source, split_source_key
+from ..core.steps import map_steps
 from ..core.strategies import Role, Side, Suggestions, suggest, target_side
 from ..core.tree import ParamTree
 from ..core.verify import VerifyReport, iter_verify
@@ -59,15 +61,7 @@ def load_side(spec: str, role: Role, trust_pickle: bool = False, download: bool 
 def _hash(src: Source) -> Generator[Progress, None, str | None]:
     """The source's sha256: remembered from an earlier hash of the same unchanged files, else read once."""
     name = src.path.name if src.path is not None else src.spec
-    steps = src.iter_sha256()
-    try:
-        while True:
-            done, total = next(steps)
-            yield done, total, f"Checksum of {name}"
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+    return (yield from map_steps(src.iter_sha256(), lambda step: (*step, f"Checksum of {name}")))
 
 
 def still_trusted(source: str, trusted_sha256: str | None) -> Generator[str, None, bool]:
@@ -81,18 +75,13 @@ def still_trusted(source: str, trusted_sha256: str | None) -> Generator[str, Non
     if trusted_sha256 is None:
         return False
     path = Path(split_source_key(source)[0])
-    yield f"Checking that {path.name} is the file you trusted"
-    steps = file_sha256_steps([path])
-    try:
-        while True:
-            next(steps)
-    except StopIteration as stop:
-        digest = stop.value
+    checking = f"Checking that {path.name} is the file you trusted"
+    yield checking
+    try:  # a step per piece read: a cancel stops a long hash too
+        digest = yield from map_steps(file_sha256_steps([path]), lambda _step: checking)
     except OSError as exc:
         raise UnsafePickleError(f"{path}: cannot check it is the file you trusted ({exc.strerror or exc}); "
                                 f"it is not unpickled in full") from None
-    finally:
-        steps.close()
     if digest != trusted_sha256:
         raise UnsafePickleError(f"{path} changed since you trusted it (sha256 {digest[:12]}..., trusted "
                                 f"{trusted_sha256[:12]}...); it is not unpickled in full. Open it again and "
@@ -129,15 +118,13 @@ def export_weights(mapping: Mapping, out: str, source: str, target_spec: str, pi
     """
     trust_pickle = yield from _texts(still_trusted(source, pickle_trust))
     steps = iter_apply_to_file(mapping, out, source=source, target_spec=target_spec, trust_pickle=trust_pickle)
-    try:
-        while True:
-            done, total, key = next(steps)
-            amount = f"{format_bytes(done)} of {format_bytes(total)}"  # bytes: see apply_to_file
-            yield done, total, f"Writing {key} ({amount})" if key else f"Saving ({amount})"
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+    return (yield from map_steps(steps, _writing))
+
+
+def _writing(step: Progress) -> Progress:
+    done, total, key = step
+    amount = f"{format_bytes(done)} of {format_bytes(total)}"  # bytes: see apply_to_file
+    return done, total, f"Writing {key} ({amount})" if key else f"Saving ({amount})"
 
 
 VERIFY_STEPS = 4  # the core reports: build source, build target, run source, run target
@@ -159,16 +146,9 @@ def verify_session(mapping: Mapping, source: str, target_spec: str, pickle_trust
 
 def _texts(steps: Generator[str, None, R], total: int = 0, counted: bool = False) -> Generator[Progress, None, R]:
     """A core generator's texts as Progress: step 0 of ``total`` each, or (``counted``) the n-th step."""
-    n = 0
-    try:
-        while True:
-            text = next(steps)
-            yield (min(n, total - 1) if counted else 0), total, text[:1].upper() + text[1:]
-            n += 1
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
+    n = itertools.count()
+    return (yield from map_steps(steps, lambda text: (min(next(n), total - 1) if counted else 0, total,
+                                                      text[:1].upper() + text[1:])))
 
 
 class Job(QObject):
