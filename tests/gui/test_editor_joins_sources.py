@@ -15,6 +15,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
 from test_editing import answer_next_choice, drop_on, row_point  # noqa: E402
+from test_session import _click  # noqa: E402
 
 from spp_gui.gui.link_canvas import visible_rows  # noqa: E402
 
@@ -144,3 +145,41 @@ def test_inspector_lists_removes_and_reorders_sources_undoably(open_window, qtbo
     assert seen and QKV[2] in seen[0]
     assert window.doc.mapping.get(TARGET).sources == tuple(QKV)
     assert window.doc.target_status(TARGET) == "adapted"
+
+
+def test_auto_joins_in_a_session_undo_save_reopen_and_a_new_target_keeps_them(open_window, qtbot, wait_idle, tmp_path):
+    """The chain a user makes: Suggest (auto) joins q, k, v; Apply; undo and redo; save; reopen; then
+    another target (a 4-class head): the joined entries are kept, and that step undoes too."""
+    from spp_gui.core.mapping import Mapping
+
+    window = open_window(PAIR)
+    window.suggest.strategy.setCurrentText("auto")
+    window.suggest.request_run()
+    wait_idle(window)
+    rows = [s for s in window.suggest.table_model.items if s.target == TARGET]
+    assert len(rows) == 1 and rows[0].sources == tuple(QKV) and rows[0].accepted
+    assert window.suggest.table_model.data(window.suggest.table_model.index(
+        window.suggest.table_model.items.index(rows[0]), 2)).startswith(" + ".join(QKV))
+    window.suggest.accept_all.click()
+    assert window.doc.mapping.get(TARGET).sources == tuple(QKV) and window.stack.count() == 1
+    assert "target tensors mapped" in window.summary.text() and not window.session.problems()
+    window.stack.undo()
+    assert window.doc.mapping.get(TARGET) is None
+    window.stack.redo()
+    assert window.doc.mapping.get(TARGET).sources == tuple(QKV)
+    out = tmp_path / "joined.json"
+    assert window.files.save_mapping(str(out))
+    assert Mapping.load(out).version == 2
+    again = open_window(["--mapping", str(out)])
+    wait_idle(again)
+    assert again.doc.mapping == window.doc.mapping and again.doc.target_status(TARGET) == "adapted"
+
+    before = again.doc.mapping.copy()
+    again.files.open_session(None, TIMM.replace("num_classes=10", "num_classes=4"))
+    _click(qtbot, again, "replaceSideBox", "keepButton")
+    wait_idle(again)
+    kept = again.doc.mapping
+    assert kept.get(TARGET).sources == tuple(QKV) and not again.session.problems()
+    assert list(kept) == list(before) and kept.target_spec.endswith("num_classes=4")  # (ViTModel has no head)
+    again.stack.undo()
+    assert again.doc.mapping == before and again.doc.target.spec == TIMM
