@@ -277,7 +277,7 @@ class Inspector(QWidget):
         for s in options:
             state = "in mapping" if self.session.in_mapping(s) else ("proposed" if s.accepted else "candidate")
             how = f" [{describe_transform(s.transform)}]" if s.transform else ""
-            item = QListWidgetItem(f"{s.source}{how}  {s.confidence:.2f}  {state}: {s.reason}")
+            item = QListWidgetItem(f"{' + '.join(s.sources)}{how}  {s.confidence:.2f}  {state}: {s.reason}")
             item.setData(Qt.ItemDataRole.UserRole, s)
             item.setToolTip(item.text())
             self.options.addItem(item)

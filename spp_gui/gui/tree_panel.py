@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QSizePolicy,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -134,6 +135,9 @@ class TreePanel(QWidget):
         self.spec = QLabel("")
         self.spec.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.spec.setWordWrap(True)
+        # a spec with a long query (hf:...?hidden_size=...&...) has no space to wrap at: it is cut at the
+        # panel's edge (the tooltip holds it whole) instead of widening the window past the screen
+        self.spec.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.same_shape = QLabel("")
         self.same_shape.setToolTip("Keys of the shape selected in the other tree are bold; on a big tree only "
                                    "those named most alike (then nearest in position) are")

@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         self.suggest.suggestionSelected.connect(self._suggestion_selected)
         self.inspector.transformRequested.connect(self.edits.set_transform)
         self.inspector.removeRequested.connect(lambda key: self.edits.unmap([key]))
-        self.inspector.suggestionChosen.connect(lambda s: self.edits.accept([s], f"Use {s.source} for {s.target}"))
+        self.inspector.suggestionChosen.connect(lambda s: self.edits.accept([s], f"Use {' + '.join(s.sources)} for {s.target}"))
         self.inspector.message.connect(self.message)
         self.problems.removeRequested.connect(self._remove_problems)
         self.problems.entrySelected.connect(self.select_link)

@@ -160,6 +160,8 @@ def test_auto_joins_in_a_session_undo_save_reopen_and_a_new_target_keeps_them(op
     assert len(rows) == 1 and rows[0].sources == tuple(QKV) and rows[0].accepted
     assert window.suggest.table_model.data(window.suggest.table_model.index(
         window.suggest.table_model.items.index(rows[0]), 2)).startswith(" + ".join(QKV))
+    window.inspector.show_target(TARGET)
+    assert window.inspector.options.item(0).text().startswith(" + ".join(QKV))  # every source, in order
     window.suggest.accept_all.click()
     assert window.doc.mapping.get(TARGET).sources == tuple(QKV) and window.stack.count() == 1
     assert "target tensors mapped" in window.summary.text() and not window.session.problems()
