@@ -1,9 +1,10 @@
 """The Train panel's four live plots, several runs overlaid.
 
 Events only append to per-run lists (``add_*``); the panel's timer calls :meth:`RunPlots.push`,
-which hands changed lists to plot items created once per run, one plot per call, so a repaint
-never re-lays-out all four plots at once while training shares the cores; and no sooner than a
-budget of the GUI thread's CPU time allows (``DRAW_SHARE``), measured on the draws themselves.
+which hands changed lists to plot items created once per run (only the runs and plots whose data
+changed, all of them in one go, so loss and accuracy always show the same epoch), no sooner than a
+budget of the GUI thread's CPU time allows (``DRAW_SHARE``), measured on the draws themselves. The
+plots' ranges move in steps (:mod:`.plot_range`), so most redraws leave the axes as they were.
 
 One legend for all four plots sits below them (never over a curve); a run can be hidden from
 every plot at once, by the panel's run list or a click on its legend entry.
@@ -20,11 +21,12 @@ from typing import cast
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt, Signal, Slot
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QGraphicsItem
 
 from ..core.atomic import atomic_write, atomic_write_text
-from ..training.engine import Epoch, Step
+from ..training.engine import Epoch, Started, Step
 from ..training.metrics import epochs_to_csv
+from .plot_range import SteadyRange
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 DARK_COLOURS = ["#5aa9ff", "#ff6b6b", "#5fd35f", "#ffa94d", "#c49cff", "#d9a88c"]
@@ -32,13 +34,14 @@ LIGHT_THEME = {"background": "w", "foreground": "#333333", "grid": 0.2}
 DARK_THEME = {"background": "#1e1f22", "foreground": "#d4d4d4", "grid": 0.3}
 SMOOTHING = 0.9  # exponential moving average of the per-iteration loss
 PLOT_ORDER = ("iter", "loss", "acc", "lr")
-# A plot push re-lays-out and repaints a plot: Python and Qt code on the GUI thread, which holds the
-# GIL all the while (PySide keeps it through Qt's own painting) and takes a core from training. So
-# drawing gets a budget: after a draw that took c seconds of the GUI thread's CPU (its setData calls and
-# the repaint they caused), the next one waits c / DRAW_SHARE, between PLOT_MIN_GAP_S and PLOT_MAX_GAP_S.
-# Measured on 2 cores (benchmarks/gui_responsiveness.py): a draw costs about 5 ms, so curves move about
-# 4 times a second, and the GUI thread's whole CPU time while training fell from about 80 to 25 ms per s.
-DRAW_SHARE = 0.02
+# A push repaints the plots it changed: Python and Qt code on the GUI thread, which holds the GIL all
+# the while (PySide keeps it through Qt's own painting) and takes a core from training. So drawing gets
+# a budget: after a draw that took c seconds of the GUI thread's CPU (its setData calls and the repaint
+# they caused, a zoom's repaints too), the next one waits c / DRAW_SHARE, between PLOT_MIN_GAP_S and
+# PLOT_MAX_GAP_S. Measured on 2 cores (benchmarks/gui_responsiveness.py): with steady ranges a plot's
+# redraw costs 2-5 ms (10 with pyqtgraph's per-redraw auto-range), so the curves move 2-4 times a second
+# on 1% of the GUI thread, whose whole CPU time while training is about 17 ms per s (25 at 2% before).
+DRAW_SHARE = 0.01
 PLOT_MIN_GAP_S = 0.1
 PLOT_MAX_GAP_S = 1.0
 EXPORT_SCALE = 2  # PNGs at twice the on-screen size: sharp in documents and on high-DPI screens
@@ -123,10 +126,21 @@ class RunCurves:
     losses: list[float] = field(default_factory=list)
     smooth: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    planned_epochs: int = 0  # from the run's Started event (or the epochs read back): the x ranges' extent
+    planned_steps: int = 0
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # plot -> its finite y values' extent
 
     def reset(self) -> None:
         for values in (self.epochs, self.steps, self.losses, self.smooth, self.lrs):
             values.clear()
+        self.bounds.clear()
+
+    def widen(self, plot: str, *values: float) -> None:
+        """Take finite ``values`` into ``plot``'s y extent (kept as data arrives: no scan per redraw)."""
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            low, high = self.bounds.get(plot, (math.inf, -math.inf))
+            self.bounds[plot] = (min(low, *finite), max(high, *finite))
 
 
 class RunPlots(pg.GraphicsLayoutWidget):
@@ -144,7 +158,6 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.runs: dict[str, RunCurves] = {}
         self.dirty: set[str] = set()  # plots whose data changed since they were last pushed
         self._stale: dict[str, set[str]] = {key: set() for key in PLOT_ORDER}  # and the runs that changed in each
-        self._next_plot = 0
         self._next_push = 0.0  # perf_counter time before which a push waits (unless asked for everything)
         self.draw_cpu_s = 0.0  # GUI-thread CPU spent drawing since the last push (pushing, then painting)
         self.draws = 0  # pushes that handed data to a plot (for tests and benchmarks)
@@ -153,6 +166,9 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
         self.lr_plot = self._plot(1, 1, "learning rate (log)", "iteration", left=LrAxis("left"))
         self.lr_plot.setLogMode(y=True)  # schedules step by factors of 10; a constant lr is a visible line
+        self.ranges = {key: SteadyRange(plot, 1.0 if key in ("loss", "acc") else 0.0)
+                       for key, plot in zip(PLOT_ORDER, (self.iter_plot, self.loss_plot, self.acc_plot, self.lr_plot),
+                                            strict=True)}
         self.legend = pg.LegendItem(colCount=4, labelTextColor=self.theme["foreground"], frame=False)
         self.legend.setFlag(self.legend.GraphicsItemFlag.ItemIgnoresTransformations, False)  # scales in exports
         self.addItem(self.legend, row=2, col=0, colspan=2)
@@ -176,6 +192,10 @@ class RunPlots(pg.GraphicsLayoutWidget):
             plot.getAxis(name).setPen(foreground)
             plot.getAxis(name).setTextPen(foreground)
         plot.showGrid(x=True, y=True, alpha=self.theme["grid"])
+        for name in ("bottom", "left"):
+            axis = plot.getAxis(name)
+            axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)  # replayed while its range stays
+            axis.setStyle(autoReduceTextSpace=False)  # labels that get shorter do not re-lay-out all four plots
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")
         return plot
@@ -205,6 +225,14 @@ class RunPlots(pg.GraphicsLayoutWidget):
             self.runs_changed.emit()
         return curves
 
+    def start_run(self, event: Started) -> RunCurves:
+        """A run begins: its curves are emptied, and the x axes span its planned epochs and steps."""
+        curves = self.curves(event.run)
+        curves.reset()
+        curves.planned_epochs, curves.planned_steps = event.epochs, event.epochs * event.steps_per_epoch
+        self._mark(event.run, PLOT_ORDER)
+        return curves
+
     def add_step(self, event: Step) -> None:
         curves = self.curves(event.run)
         first = event.step - len(event.losses) + 1
@@ -214,10 +242,16 @@ class RunPlots(pg.GraphicsLayoutWidget):
             prev = curves.smooth[-1] if curves.smooth else loss
             curves.smooth.append(SMOOTHING * prev + (1 - SMOOTHING) * loss)
             curves.lrs.append(event.lr)
+        curves.widen("iter", *event.losses)  # the smoothed curve stays within the raw one's extent
+        if event.lr > 0:
+            curves.widen("lr", event.lr)
         self._mark(event.run, ("iter",))
 
     def add_epoch(self, event: Epoch) -> None:
-        self.curves(event.run).epochs.append(event.row())
+        curves = self.curves(event.run)
+        curves.epochs.append(event.row())
+        curves.widen("loss", event.train_loss, event.val_loss)
+        curves.widen("acc", event.train_acc, event.val_acc)
         self._mark(event.run, ("loss", "acc", "lr"))
 
     def add_finished_run(self, name: str, epochs: list[dict[str, float]]) -> RunCurves:
@@ -225,6 +259,10 @@ class RunPlots(pg.GraphicsLayoutWidget):
         curves = self.curves(name)
         curves.reset()
         curves.epochs.extend(epochs)
+        curves.planned_epochs = max((int(row["epoch"]) for row in epochs), default=0)
+        for row in epochs:
+            curves.widen("loss", row.get("train_loss", math.nan), row.get("val_loss", math.nan))
+            curves.widen("acc", row.get("train_acc", math.nan), row.get("val_acc", math.nan))
         self._mark(name, ("loss", "acc"))
         return curves
 
@@ -245,6 +283,8 @@ class RunPlots(pg.GraphicsLayoutWidget):
         if curves.sample is not None and curves.sample.isVisible() != visible:
             curves.sample.setVisible(visible)
         self.legend.update()
+        for key in PLOT_ORDER:  # the ranges fit the runs still shown
+            self._fit(key)
         self.visibility_changed.emit(name, visible)
 
     @property
@@ -262,31 +302,25 @@ class RunPlots(pg.GraphicsLayoutWidget):
 
     # -- drawing ------------------------------------------------------------------------------
     def push(self, everything: bool = False) -> bool:
-        """Hand changed data to one plot (to every changed plot when asked) once the drawing budget allows;
-        True if a plot got new data."""
+        """Hand changed data to the plots once the drawing budget allows (at once when ``everything``: the
+        end of a run, an export); True if a plot got new data."""
         now = time.perf_counter()
-        if not everything and now < self._next_push:
+        if not self.dirty or (not everything and now < self._next_push):
             return False
         cpu = time.thread_time()
-        pushed = False
-        for _ in range(len(PLOT_ORDER)):
-            key = PLOT_ORDER[self._next_plot]
-            self._next_plot = (self._next_plot + 1) % len(PLOT_ORDER)
+        for key in PLOT_ORDER:
             if key in self.dirty:
-                self.dirty.discard(key)
                 for run in self._stale[key]:  # only runs whose data changed: earlier runs stay as drawn
                     if run in self.runs:
                         self._push(self.runs[run], key)
                 self._stale[key].clear()
-                pushed = True
-                if not everything:
-                    break
-        if pushed:
-            # the previous draw's cost is complete now (its repaint has happened): it sets the next gap
-            spent, self.draw_cpu_s = self.draw_cpu_s, time.thread_time() - cpu
-            self._next_push = now + min(max(spent / DRAW_SHARE, PLOT_MIN_GAP_S), PLOT_MAX_GAP_S)
-            self.draws += 1
-        return pushed
+                self._fit(key)
+        self.dirty.clear()
+        # the previous draw's cost is complete now (its repaint has happened): it sets the next gap
+        spent, self.draw_cpu_s = self.draw_cpu_s, time.thread_time() - cpu
+        self._next_push = now + min(max(spent / DRAW_SHARE, PLOT_MIN_GAP_S), PLOT_MAX_GAP_S)
+        self.draws += 1
+        return True
 
     def due_in(self) -> float:
         """Seconds until the budget allows the next push (0 when it does now)."""
@@ -296,6 +330,17 @@ class RunPlots(pg.GraphicsLayoutWidget):
         cpu = time.thread_time()
         super().paintEvent(event)
         self.draw_cpu_s += time.thread_time() - cpu
+
+    def _fit(self, plot: str) -> bool:
+        """The plot's range from its shown runs' extent (see :class:`SteadyRange`); True if it moved."""
+        shown = [c for c in self.runs.values() if c.visible]
+        epoch_plot = plot in ("loss", "acc")
+        x_high = max((max(c.planned_epochs, int(c.epochs[-1]["epoch"]) if c.epochs else 0) if epoch_plot
+                      else max(c.planned_steps, c.steps[-1] if c.steps else 0) for c in shown), default=0)
+        extents = [c.bounds[plot] for c in shown if plot in c.bounds]
+        low = min((e[0] for e in extents), default=math.nan)
+        high = max((e[1] for e in extents), default=math.nan)
+        return self.ranges[plot].fit(float(x_high), low, high)
 
     @staticmethod
     def _push(curves: RunCurves, plot: str) -> None:

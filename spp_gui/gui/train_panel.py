@@ -813,7 +813,7 @@ class TrainPanel(QWidget):
         if not self._timer.isActive():
             self._arm_timer()
         if isinstance(event, Started):
-            self.plots.curves(event.run).reset()
+            self.plots.start_run(event)
         elif isinstance(event, Step):
             self.plots.add_step(event)
             self._latest_step = event  # progress text is drawn by the timer, not per event
@@ -953,7 +953,7 @@ class TrainPanel(QWidget):
 
     @Slot()
     def _refresh_plots(self, everything: bool = False) -> None:
-        """Progress text, then changed data into one plot (all of them when asked); re-armed while data waits."""
+        """Progress text, then changed data into the plots (at once when asked); re-armed while data waits."""
         self._show_progress()
         self.plots.push(everything)
         if self.plots.dirty and self._running:

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from spp_gui.gui import run_plots  # noqa: E402
-from spp_gui.training.engine import Finished, Step  # noqa: E402
+from spp_gui.training.engine import Epoch, Finished, Step  # noqa: E402
 
 EPOCHS = 6  # x 3 steps (24 images, batch 8), one Step event per step
 
@@ -98,3 +98,14 @@ def test_only_the_run_that_changed_is_handed_to_the_plots(plots):
     assert plots.push(everything=True)
     assert earlier.xData is drawn  # the earlier run's curve kept its arrays: no setData for it
     assert len(plots.runs["next"].items["raw"].xData) == 5
+
+
+def test_one_push_draws_every_changed_plot_so_loss_and_accuracy_show_the_same_epoch(plots):
+    add_steps(plots, 1, 10)
+    plots.add_epoch(Epoch("run", 1, 5, 1.2, 0.4, 1.3, 0.35, 0.01, 1.0, 100.0, 0, False))
+    assert plots.dirty == {"iter", "loss", "acc", "lr"}
+    assert plots.push()  # the budget allows a draw: all four plots get their data in it
+    items = plots.runs["run"].items
+    assert len(items["raw"].xData) == 10 and len(items["lr"].xData) == 10
+    assert list(items["val_loss"].xData) == list(items["val_acc"].xData) == [1]
+    assert not plots.dirty and not plots.push(everything=True)  # nothing changed since: nothing to draw
