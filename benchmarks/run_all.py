@@ -22,6 +22,7 @@ SCRIPTS = [
     ("auto_scale.py", [], []),
     ("gui_speed.py", [], []),
     ("train_speed.py", [], ["--small"]),
+    ("plot_draw.py", [], ["--rounds", "2", "--epochs", "10"]),
     ("gui_responsiveness.py", [], []),
     ("faults.py", [], ["--cases", "30", "--kills", "20"]),
 ]
