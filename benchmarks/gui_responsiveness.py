@@ -18,7 +18,7 @@ The GUI thread's CPU time per second of training (time.thread_time) says what dr
 On a shared machine each round also says how much of the CPU other processes took, and the rounds
 in which they took little are summarised apart (``--max-other``; each round first waits up to
 ``--wait-quiet`` s for such a moment).
-Usage: QT_QPA_PLATFORM=offscreen python benchmarks/gui_responsiveness.py [--epochs 6] [--rounds 5]
+Usage: QT_QPA_PLATFORM=offscreen python benchmarks/gui_responsiveness.py [--epochs 24] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -191,7 +191,9 @@ def attached(panel: TrainPanel, cfg: RunConfig, probe: LatenessProbe | None = No
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=24,
+                        help="epochs per run (24: about 10 s here; a run of a few seconds mostly measures its set-up, "
+                             "the first and last full redraws, which a real run pays once in minutes)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-class", type=int, default=64)
     parser.add_argument("--width", type=float, default=0.25)
