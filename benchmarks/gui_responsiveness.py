@@ -201,6 +201,9 @@ def main() -> int:
                         help="a round counts as quiet when other processes took less of the CPU than this (0-1)")
     parser.add_argument("--wait-quiet", type=float, default=30.0,
                         help="seconds a round waits, at most, for other processes to go quiet before it starts")
+    parser.add_argument("--hidden", action="store_true",
+                        help="the panel is never shown (nothing is painted): what training in a worker thread of the "
+                             "app's process costs without the drawing")
     parser.add_argument("--headless-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.headless_child:
@@ -209,7 +212,8 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     panel = TrainPanel()
     panel.resize(1200, 900)
-    panel.show()
+    if not args.hidden:
+        panel.show()
     probe = LatenessProbe()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

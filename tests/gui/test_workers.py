@@ -93,3 +93,24 @@ def test_a_finished_worker_is_destroyed_on_the_gui_thread(qtbot):
     del worker
     qtbot.waitUntil(lambda: len(destroyed_on) == 5 and not pool.busy, timeout=10000)
     assert set(destroyed_on) == {QApplication.instance().thread()}
+
+
+def test_what_existed_when_collection_moved_is_frozen_and_later_garbage_still_freed(qtbot):
+    """The app's imports are frozen once (later collections, which hold the GIL, skip them); what is
+    made after that is still collected by the GUI thread's timer."""
+    import gc
+    import weakref
+
+    WorkerPool()
+    assert gc.get_freeze_count() > 10_000  # torch, PySide6, pyqtgraph, ...
+
+    class Node:
+        pass
+
+    node = Node()
+    node.me = node  # a cycle made after the freeze: only the collector can free it
+    alive = weakref.ref(node)
+    del node
+    more = [[] for _ in range(2 * gc.get_threshold()[0])]  # past generation 0's threshold, as an app's work goes
+    qtbot.waitUntil(lambda: alive() is None, timeout=10000)
+    assert len(more) > 0
