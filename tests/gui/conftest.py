@@ -13,6 +13,19 @@ SOURCE = "torchvision:alexnet"
 TARGET = "spp_gui:alexnet_spp?num_classes=20"
 
 
+@pytest.fixture
+def plots(qtbot):
+    """The Train panel's plots alone, shown at a size like the panel gives them."""
+    from spp_gui.gui.run_plots import RunPlots
+
+    widget = RunPlots()
+    qtbot.addWidget(widget)
+    widget.resize(700, 460)
+    widget.show()
+    qtbot.waitExposed(widget)
+    return widget
+
+
 @pytest.fixture(autouse=True, scope="module")
 def automatic_collection_after_the_module():
     """Worker pools move garbage collection to a GUI-thread timer; the Qt-free tests that run after

@@ -16,18 +16,7 @@ from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from spp_gui.gui.plot_range import nice_step, stepped_bounds  # noqa: E402
-from spp_gui.gui.run_plots import RunPlots  # noqa: E402
 from spp_gui.training.engine import Epoch, Started, Step  # noqa: E402
-
-
-@pytest.fixture
-def plots(qtbot):
-    widget = RunPlots()
-    qtbot.addWidget(widget)
-    widget.resize(700, 460)
-    widget.show()
-    qtbot.waitExposed(widget)
-    return widget
 
 
 def started(run: str, epochs: int, steps_per_epoch: int) -> Started:

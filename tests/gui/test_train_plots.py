@@ -29,16 +29,6 @@ def fill(plots: RunPlots, run: str, lr: float, epochs: int = 3, steps_per_epoch:
     plots.push(everything=True)
 
 
-@pytest.fixture
-def plots(qtbot):
-    widget = RunPlots()
-    qtbot.addWidget(widget)
-    widget.resize(700, 460)
-    widget.show()
-    qtbot.waitExposed(widget)
-    return widget
-
-
 def drawn_ticks(axis) -> list[str]:
     levels = axis.tickValues(*axis.range, axis.height() if axis.orientation == "left" else axis.width())
     return [s for spacing, values in levels for s in axis.tickStrings(values, 1.0, spacing)]

@@ -56,16 +56,6 @@ def test_a_live_run_is_drawn_while_it_trains(panel, qtbot):
         panel.stop_button.click()
 
 
-@pytest.fixture
-def plots(qtbot):
-    widget = run_plots.RunPlots()
-    qtbot.addWidget(widget)
-    widget.resize(700, 460)
-    widget.show()
-    qtbot.waitExposed(widget)
-    return widget
-
-
 def add_steps(plots, first: int, n: int) -> None:
     for step in range(first, first + n):
         plots.add_step(Step("run", 1, step, 1000, [1.0 / step], 0.01, 100.0, step / 1000))
