@@ -5,6 +5,8 @@ which hands changed lists to plot items created once per run (only the runs and 
 changed, all of them in one go, so loss and accuracy always show the same epoch), no sooner than a
 budget of the GUI thread's CPU time allows (``DRAW_SHARE``), measured on the draws themselves. The
 plots' ranges move in steps (:mod:`.plot_range`), so most redraws leave the axes as they were.
+While the plots are off screen (``on_screen``: another tab in front, the window minimised) the panel
+pushes nothing; ``shown`` tells it when to draw what arrived meanwhile, in one push.
 
 One legend for all four plots sits below them (never over a curve); a run can be hidden from
 every plot at once, by the panel's run list or a click on its legend entry.
@@ -148,6 +150,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
 
     runs_changed = Signal()  # a run was added, or all were cleared
     visibility_changed = Signal(str, bool)  # a run was shown or hidden
+    shown = Signal()  # the plots came (back) on screen: a tab brought to the front, a window shown
 
     def __init__(self, parent=None, dark: bool | None = None) -> None:
         super().__init__(parent)
@@ -325,6 +328,15 @@ class RunPlots(pg.GraphicsLayoutWidget):
     def due_in(self) -> float:
         """Seconds until the budget allows the next push (0 when it does now)."""
         return max(0.0, self._next_push - time.perf_counter())
+
+    @property
+    def on_screen(self) -> bool:
+        """Shown in a window that is not minimised: only then is new data worth handing to the plots."""
+        return self.isVisible() and not self.window().isMinimized()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.shown.emit()
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         cpu = time.thread_time()

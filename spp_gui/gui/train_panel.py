@@ -80,6 +80,7 @@ from .train_runs import RunListModel, run_folders
 from .workers import Worker, WorkerPool
 
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
+OFF_SCREEN_REFRESH_MS = 1000  # progress text only, while the plots are off screen
 REMEMBER_DELAY_MS = 500  # the form is written to the settings once edits pause
 IN_APP, TORCHRUN = "this window", "torchrun processes"
 NO_MAPPING_TIP = "Needs a mapping session: map source weights onto the target in the editor first"
@@ -303,6 +304,7 @@ class TrainPanel(QWidget):
     def _build_run_list(self) -> QWidget:
         """The plots, and the list of runs drawn in them with its tools."""
         self.plots = RunPlots()
+        self.plots.shown.connect(self._on_plots_shown)
         self.run_model = RunListModel(self.plots, self)
         self.run_list = QListView()
         self.run_list.setModel(self.run_model)
@@ -949,15 +951,31 @@ class TrainPanel(QWidget):
         Events only append data; whatever arrived meanwhile is drawn together, so the GUI thread wakes
         for a draw a few times a second rather than polling at 30 Hz.
         """
+        if not self.plots.on_screen:  # only the progress text moves; the plots catch up when shown
+            self._timer.start(OFF_SCREEN_REFRESH_MS)
+            return
         self._timer.start(max(PLOT_INTERVAL_MS, math.ceil(1000 * self.plots.due_in())))
 
     @Slot()
     def _refresh_plots(self, everything: bool = False) -> None:
-        """Progress text, then changed data into the plots (at once when asked); re-armed while data waits."""
+        """Progress text, then changed data into the plots (at once when asked); re-armed while data waits.
+
+        Plots off screen (another tab in front, the window minimised) get nothing until they are shown
+        again: handing data to pyqtgraph costs the GUI thread as much as the repaint it causes.
+        """
         self._show_progress()
+        if not (everything or self.plots.on_screen):
+            return  # the next event arms the timer again
         self.plots.push(everything)
         if self.plots.dirty and self._running:
             self._arm_timer()
+
+    @Slot()
+    def _on_plots_shown(self) -> None:
+        """The plots came back on screen: what arrived meanwhile is drawn now, in one push."""
+        if self.plots.dirty:
+            self._timer.stop()
+            self._refresh_plots()
 
     @property
     def run_names(self) -> list[str]:

@@ -74,6 +74,8 @@ def test_shutdown_while_paused_mid_run(panel, qtbot, capfd):
 
 
 def test_run_demo_button_streams_live_curves(panel, qtbot, tmp_path):
+    panel.show()  # live curves are drawn while the plots are on screen
+    qtbot.waitExposed(panel)
     panel.out_edit.setText(str(tmp_path / "demo_runs"))
     panel.demo_button.click()
     qtbot.waitUntil(lambda: "source-pretraining" in panel.run_names and panel.run_bar.value() > 0, timeout=60000)

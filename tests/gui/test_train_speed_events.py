@@ -46,12 +46,29 @@ def test_a_run_goes_to_its_end_while_the_gui_thread_is_blocked_then_is_drawn_at_
 
 
 def test_a_live_run_is_drawn_while_it_trains(panel, qtbot):
+    panel.show()
+    qtbot.waitExposed(panel)
     panel.epochs_spin.setValue(200)
     panel.start_button.click()
     qtbot.waitUntil(lambda: panel.plots.draws > 0 and panel.run_bar.value() > 0, timeout=30000)
     name = panel.run_names[-1]
     qtbot.waitUntil(lambda: panel.plots.runs[name].items["raw"].xData is not None, timeout=10000)
     assert panel.busy  # drawn mid-run, not only at the end
+    with qtbot.waitSignal(panel.run_finished, timeout=30000):
+        panel.stop_button.click()
+
+
+def test_plots_off_screen_get_nothing_until_shown_then_everything_in_one_push(panel, qtbot):
+    cfg = panel.config()
+    cfg.run.epochs, cfg.run.log_every = 200, 1
+    panel.start_run(cfg)  # the panel was never shown: its plots are off screen
+    qtbot.waitUntil(lambda: panel.run_bar.value() > 0 and bool(panel.plots.dirty), timeout=30000)
+    qtbot.waitUntil(lambda: len(panel.plots.runs[cfg.run.name].steps) >= 6, timeout=30000)
+    assert panel.plots.draws == 0 and panel.plots.runs[cfg.run.name].items["raw"].xData is None
+    assert panel.status_label.text().startswith(f"{cfg.run.name}: epoch")  # the progress text still moves
+    panel.show()  # what arrived meanwhile is drawn as soon as the plots are on screen
+    qtbot.waitUntil(lambda: panel.plots.draws > 0, timeout=5000)
+    assert len(panel.plots.runs[cfg.run.name].items["raw"].xData) >= 6
     with qtbot.waitSignal(panel.run_finished, timeout=30000):
         panel.stop_button.click()
 
