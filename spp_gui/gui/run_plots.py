@@ -40,12 +40,14 @@ PLOT_ORDER = ("iter", "loss", "acc", "lr")
 # the while (PySide keeps it through Qt's own painting) and takes a core from training. So drawing gets
 # a budget: after a draw that took c seconds of the GUI thread's CPU (its setData calls and the repaint
 # they caused, a zoom's repaints too), the next one waits c / DRAW_SHARE, between PLOT_MIN_GAP_S and
-# PLOT_MAX_GAP_S. Measured on 2 cores (benchmarks/gui_responsiveness.py): with steady ranges a plot's
-# redraw costs 2-5 ms (10 with pyqtgraph's per-redraw auto-range), so the curves move 2-4 times a second
-# on 1% of the GUI thread, whose whole CPU time while training is about 17 ms per s (25 at 2% before).
-DRAW_SHARE = 0.01
+# PLOT_MAX_GAP_S. Measured on 2 cores (benchmarks/gui_responsiveness.py, 24-epoch runs of the small
+# model): a push and its repaint of all four plots cost 7-9 ms with steady ranges, so at 0.5% the curves
+# move every 1.5-2 s and the GUI thread's whole CPU time while training is 10-17 ms per s of training
+# (18-31 at 1% with a 1 s cap, measured alternately in one process): CPU the 2-core training team
+# would otherwise have had.
+DRAW_SHARE = 0.005
 PLOT_MIN_GAP_S = 0.1
-PLOT_MAX_GAP_S = 1.0
+PLOT_MAX_GAP_S = 2.0
 EXPORT_SCALE = 2  # PNGs at twice the on-screen size: sharp in documents and on high-DPI screens
 
 
