@@ -202,8 +202,8 @@ def main() -> int:
     parser.add_argument("--wait-quiet", type=float, default=30.0,
                         help="seconds a round waits, at most, for other processes to go quiet before it starts")
     parser.add_argument("--hidden", action="store_true",
-                        help="the panel is never shown (nothing is painted): what training in a worker thread of the "
-                             "app's process costs without the drawing")
+                        help="the panel is never shown (its plots, off screen, get no data and nothing is painted): what "
+                             "training in a worker thread of the app's process costs without the drawing")
     parser.add_argument("--headless-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.headless_child:
