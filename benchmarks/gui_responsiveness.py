@@ -8,8 +8,9 @@ In one run, on the same drawn dataset and model:
   * in one more panel run, a 16 ms QTimer in the GUI thread records how late each tick fires;
     goal: 99th percentile lateness < 50 ms. (Not during the throughput rounds: the probe itself
     wakes Python 60 times a second.)
-Rounds alternate headless / panel so load from other processes hits both. Each round's ratio is
-panel / the headless run just before it; the median of those ratios counts, printed with their
+Each round runs both sides, headless first in even rounds and the panel first in odd ones (ABBA), so
+load from other processes hits both and a drift over the benchmark cancels out. Each round's ratio is
+panel / the headless run of the same round; the median of those ratios counts, printed with their
 spread (min-max), and the median of each side's rates. Both sides are measured warm: the headless
 process runs one epoch before the measured run, the panel one run before the first round (a cold
 first run pays oneDNN's kernel set-up and the panel's first paint, which says nothing of the GUI's
@@ -232,11 +233,15 @@ def main() -> int:
         for r in range(args.rounds):
             other.wait_quiet(args.max_other, args.wait_quiet)
             other.start()
-            cfg.run.name = f"headless-{r}"
-            head_rates.append(headless_process(cfg, root))
-            cfg.run.name = f"panel-{r}"
             watcher = RateWatcher()
-            gui_rates.append(attached(panel, cfg, watcher=watcher))
+            # ABBA: odd rounds run the panel first, so a machine that speeds up or slows down over the
+            # benchmark (other load, clock, page cache) does not favour the side that always runs second
+            for side in ("headless", "panel")[:: 1 if r % 2 == 0 else -1]:
+                cfg.run.name = f"{side}-{r}"
+                if side == "headless":
+                    head_rates.append(headless_process(cfg, root))
+                else:
+                    gui_rates.append(attached(panel, cfg, watcher=watcher))
             gui_cpu.append(watcher.gui_cpu_share)
             others.append(other.share())
             print(f"round {r + 1}: headless {head_rates[-1]:.1f} img/s, in the panel {gui_rates[-1]:.1f} img/s "
