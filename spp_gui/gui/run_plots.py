@@ -8,6 +8,11 @@ plots' ranges move in steps (:mod:`.plot_range`), so most redraws leave the axes
 While the plots are off screen (``on_screen``: another tab in front, the window minimised) the panel
 pushes nothing; ``shown`` tells it when to draw what arrived meanwhile, in one push.
 
+Runs that are over (another run has started, or read back from their folders) are drawn by one
+:class:`SettledLayer` per plot, which Qt keeps as a pixmap: a redraw for the live run replays that
+pixmap instead of repainting every earlier run's curves, so it costs the same with one run overlaid
+or twenty.
+
 One legend for all four plots sits below them (never over a curve); a run can be hidden from
 every plot at once, by the panel's run list or a click on its legend entry.
 """
@@ -125,6 +130,7 @@ class RunCurves:
     items: dict[str, pg.PlotDataItem] = field(default_factory=dict)
     sample: pg.PlotDataItem | None = None  # what the shared legend shows for the run (in no plot)
     visible: bool = True
+    settled: bool = False  # drawn by the plots' SettledLayers, its own items hidden
     epochs: list[dict[str, float]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -147,6 +153,55 @@ class RunCurves:
             self.bounds[plot] = (min(low, *finite), max(high, *finite))
 
 
+class SettledLayer(pg.GraphicsObject):
+    """All settled runs' curves in one plot, painted as one item that Qt caches as a pixmap.
+
+    Every curve overlaid in a plot used to be repainted whenever the live run's curve moved (its
+    repaint region covers theirs): about 2 ms per earlier run and redraw here, all of it on the GUI
+    thread with the GIL held. The layer paints its members' own pyqtgraph items (hidden themselves,
+    so the scene does not paint them too) into a cache that is replayed while the view stays; a new
+    member, a run shown or hidden, or a change of the view's range renders it again.
+    """
+
+    def __init__(self, view: pg.ViewBox) -> None:
+        super().__init__()
+        self.view = view
+        self.members: list[tuple[pg.PlotDataItem, RunCurves]] = []
+        self.paints = 0  # times the members were painted (not replayed from the cache): for tests, benchmarks
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setZValue(-1)  # under the live run's curves, as earlier runs are under later ones
+        view.addItem(self, ignoreBounds=True)  # the ViewBox's own: PlotItem.clear() leaves it in place
+        view.sigRangeChanged.connect(self.refresh)
+
+    def add(self, item: pg.PlotDataItem, curves: RunCurves) -> None:
+        self.members.append((item, curves))
+        self.refresh()
+
+    def discard(self, curves: RunCurves) -> None:
+        self.members = [(item, c) for item, c in self.members if c is not curves]
+        self.refresh()
+
+    @Slot()
+    def refresh(self) -> None:
+        """Paint again (and re-render the cache): members, their visibility or the view changed."""
+        self.prepareGeometryChange()
+        self.update()
+
+    def boundingRect(self):  # noqa: N802 - Qt's name
+        return self.view.viewRect() if self.members else pg.QtCore.QRectF()
+
+    def paint(self, painter, option, widget=None) -> None:
+        self.paints += 1
+        for item, curves in self.members:
+            if not curves.visible:
+                continue
+            for part in (item.curve, item.scatter):  # pyqtgraph's order: the line, then its symbols
+                if part.isVisibleTo(item):
+                    painter.save()  # the scatter resets the painter's transform
+                    part.paint(painter, option, widget)
+                    painter.restore()
+
+
 class RunPlots(pg.GraphicsLayoutWidget):
     """Loss and accuracy per epoch, loss per iteration, learning rate; one colour per run."""
 
@@ -164,6 +219,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.dirty: set[str] = set()  # plots whose data changed since they were last pushed
         self._stale: dict[str, set[str]] = {key: set() for key in PLOT_ORDER}  # and the runs that changed in each
         self._next_push = 0.0  # perf_counter time before which a push waits (unless asked for everything)
+        self._settle_after_push: set[str] = set()  # runs read back: they settle once their data is pushed
         self.draw_cpu_s = 0.0  # GUI-thread CPU spent drawing since the last push (pushing, then painting)
         self.draws = 0  # pushes that handed data to a plot (for tests and benchmarks)
         self.loss_plot = self._plot(0, 0, "loss (dashed: train)", "epoch", EpochAxis())
@@ -171,6 +227,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
         self.lr_plot = self._plot(1, 1, "learning rate (log)", "iteration", left=LrAxis("left"))
         self.lr_plot.setLogMode(y=True)  # schedules step by factors of 10; a constant lr is a visible line
+        self.layers = {id(plot.vb): SettledLayer(plot.vb) for plot in self.plots}
         self.ranges = {key: SteadyRange(plot, 1.0 if key in ("loss", "acc") else 0.0)
                        for key, plot in zip(PLOT_ORDER, (self.iter_plot, self.loss_plot, self.acc_plot, self.lr_plot),
                                             strict=True)}
@@ -231,8 +288,12 @@ class RunPlots(pg.GraphicsLayoutWidget):
         return curves
 
     def start_run(self, event: Started) -> RunCurves:
-        """A run begins: its curves are emptied, and the x axes span its planned epochs and steps."""
+        """A run begins: its curves are emptied, and the x axes span its planned epochs and steps. The
+        runs before it are over: they settle (drawn from the layers' cache from now on)."""
         curves = self.curves(event.run)
+        for other in self.runs.values():
+            if other is not curves:
+                self._settle(other)
         curves.reset()
         curves.planned_epochs, curves.planned_steps = event.epochs, event.epochs * event.steps_per_epoch
         self._mark(event.run, PLOT_ORDER)
@@ -269,12 +330,51 @@ class RunPlots(pg.GraphicsLayoutWidget):
             curves.widen("loss", row.get("train_loss", math.nan), row.get("val_loss", math.nan))
             curves.widen("acc", row.get("train_acc", math.nan), row.get("val_acc", math.nan))
         self._mark(name, ("loss", "acc"))
+        self._settle_after_push.add(name)  # drawn once by pyqtgraph, then settled with its data in place
         return curves
 
     def _mark(self, run: str, keys: tuple[str, ...]) -> None:
+        curves = self.runs.get(run)
+        if curves is not None and curves.settled:  # new data for a run that was over: it is live again
+            self._unsettle(curves)
         self.dirty.update(keys)
         for key in keys:
             self._stale[key].add(run)
+
+    def _settle(self, curves: RunCurves) -> None:
+        """A run that is over: its items hide and the plots' layers draw them (see SettledLayer)."""
+        if curves.settled:
+            return
+        for key in PLOT_ORDER:  # its last data goes in first: the layer paints what the items hold
+            if curves.name in self._stale[key]:
+                self._push(curves, key)
+                self._stale[key].discard(curves.name)
+        curves.settled = True
+        for item in curves.items.values():
+            item.setVisible(False)
+            self.layers[id(item.getViewBox())].add(item, curves)
+
+    def _unsettle(self, curves: RunCurves) -> None:
+        if not curves.settled:
+            return
+        curves.settled = False
+        for layer in self.layers.values():
+            layer.discard(curves)
+        for item in curves.items.values():
+            item.setVisible(curves.visible)
+
+    @property
+    def settled_runs(self) -> list[str]:
+        return [name for name, c in self.runs.items() if c.settled]
+
+    def is_drawn(self, name: str) -> bool:
+        """The run's curves are in the plots: shown, and painted by its own items or by the layers."""
+        curves = self.runs[name]
+        if not curves.visible:
+            return False
+        if curves.settled:
+            return any(c is curves for layer in self.layers.values() for _, c in layer.members)
+        return any(item.isVisible() for item in curves.items.values())
 
     # -- showing and hiding --------------------------------------------------------------------
     def set_visible(self, name: str, visible: bool) -> None:
@@ -283,8 +383,12 @@ class RunPlots(pg.GraphicsLayoutWidget):
         if curves.visible == visible:
             return
         curves.visible = visible
-        for item in curves.items.values():
-            item.setVisible(visible)
+        if curves.settled:
+            for layer in self.layers.values():
+                layer.refresh()
+        else:
+            for item in curves.items.values():
+                item.setVisible(visible)
         if curves.sample is not None and curves.sample.isVisible() != visible:
             curves.sample.setVisible(visible)
         self.legend.update()
@@ -321,6 +425,9 @@ class RunPlots(pg.GraphicsLayoutWidget):
                 self._stale[key].clear()
                 self._fit(key)
         self.dirty.clear()
+        for name in self._settle_after_push & self.runs.keys():
+            self._settle(self.runs[name])
+        self._settle_after_push.clear()
         # the previous draw's cost is complete now (its repaint has happened): it sets the next gap
         spent, self.draw_cpu_s = self.draw_cpu_s, time.thread_time() - cpu
         self._next_push = now + min(max(spent / DRAW_SHARE, PLOT_MIN_GAP_S), PLOT_MAX_GAP_S)
@@ -369,6 +476,10 @@ class RunPlots(pg.GraphicsLayoutWidget):
             curves.items["smooth"].setData(curves.steps, curves.smooth, skipFiniteCheck=True)
 
     def clear_runs(self) -> None:
+        for layer in self.layers.values():
+            layer.members.clear()
+            layer.refresh()
+        self._settle_after_push.clear()
         for plot in self.plots:
             plot.clear()
         self.legend.clear()
@@ -391,9 +502,16 @@ class RunPlots(pg.GraphicsLayoutWidget):
         from pyqtgraph.exporters import ImageExporter
 
         self.push(everything=True)
-        exporter = ImageExporter(self.scene())
-        exporter.parameters()["width"] = self.width() * scale  # the height follows (same aspect)
-        image = exporter.export(toBytes=True)
+        settled = [c for c in self.runs.values() if c.settled]
+        for curves in settled:  # drawn by their own items at the export's scale, not from a screen cache
+            self._unsettle(curves)
+        try:
+            exporter = ImageExporter(self.scene())
+            exporter.parameters()["width"] = self.width() * scale  # the height follows (same aspect)
+            image = exporter.export(toBytes=True)
+        finally:
+            for curves in settled:
+                self._settle(curves)
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)

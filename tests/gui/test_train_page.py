@@ -257,10 +257,11 @@ def test_runs_hide_and_load_from_the_runs_folder(panel, qtbot, tmp_path):
     assert [model.item(i).text() for i in range(model.rowCount())] == [first, second]
     model.item(0).setCheckState(Qt.CheckState.Unchecked)  # a click on its check box
     curves = panel.plots.runs[first]
-    assert not curves.visible and not any(item.isVisible() for item in curves.items.values())
+    assert curves.settled  # the second run started: the first is drawn by the plots' layers
+    assert not curves.visible and not panel.plots.is_drawn(first) and panel.plots.is_drawn(second)
     assert panel.plots.visible_runs == [second]
     panel.set_run_visible(first, True)  # and back, from code: the list follows
-    assert model.item(0).checkState() == Qt.CheckState.Checked and curves.items["val_acc"].isVisible()
+    assert model.item(0).checkState() == Qt.CheckState.Checked and panel.plots.is_drawn(first)
 
     epochs = {n: panel.run_epochs(n) for n in (first, second)}
     panel.clear_runs()

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 
 from PIL import Image  # noqa: E402
-from PySide6.QtGui import QColor, QPalette  # noqa: E402
+from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from spp_gui.gui.run_plots import EpochAxis, LrAxis, RunPlots, lr_label, palette_is_dark  # noqa: E402
-from spp_gui.training.engine import Epoch, Step  # noqa: E402
+from spp_gui.training.engine import Epoch, Started, Step  # noqa: E402
 
 
 def fill(plots: RunPlots, run: str, lr: float, epochs: int = 3, steps_per_epoch: int = 10) -> None:
@@ -113,3 +114,104 @@ def test_png_export_is_twice_the_size_on_screen(plots, tmp_path):
     with Image.open(tmp_path / "curves.png") as png:
         size = png.size
     assert size[0] == 2 * plots.width() and abs(size[1] - 2 * plots.height()) <= 2
+
+
+def start(plots: RunPlots, run: str, epochs: int = 3, steps_per_epoch: int = 10) -> None:
+    plots.start_run(Started(run, "", "cpu", ["a", "b"], 40, 10, steps_per_epoch, epochs, ""))
+
+
+def channel_differences(a: QImage, b: QImage) -> np.ndarray:
+    """Per pixel, the largest difference of one colour channel between two same-sized images."""
+    assert a.size() == b.size()
+    pixels = [np.frombuffer(im.convertToFormat(QImage.Format.Format_RGB32).constBits(), np.uint8).astype(int)
+              .reshape(a.height(), a.width(), 4) for im in (a, b)]
+    return np.abs(pixels[0] - pixels[1]).max(axis=2)
+
+
+def difference(a: QImage, b: QImage) -> int:
+    """The largest difference of one colour channel between two same-sized images (0: identical)."""
+    return int(channel_differences(a, b).max())
+
+
+def settled_and_live_images(plots: RunPlots, qtbot) -> tuple[QImage, QImage]:
+    """The plots as drawn with the settled runs in their layers, then with every run's own items."""
+    plots.resize(700, 460)
+    qtbot.wait(50)
+    settled = plots.grab().toImage()
+    runs = [plots.runs[name] for name in plots.settled_runs]
+    for curves in runs:
+        plots._unsettle(curves)
+    qtbot.wait(50)
+    live = plots.grab().toImage()
+    for curves in runs:
+        plots._settle(curves)
+    return settled, live
+
+
+def test_runs_that_are_over_settle_into_one_cached_layer_that_draws_them_as_they_were(plots, qtbot):
+    for name, lr in (("scratch", 1e-3), ("pretrained", 1e-4), ("grid", 3e-4)):
+        start(plots, name)
+        fill(plots, name, lr)
+    assert plots.settled_runs == ["scratch", "pretrained"]  # the live run stays pyqtgraph's own
+    for name in plots.settled_runs:
+        assert not any(item.isVisible() for item in plots.runs[name].items.values())
+    assert {len(layer.members) for layer in plots.layers.values()} == {2, 4}  # 1 or 2 items per run and plot
+    settled, live = settled_and_live_images(plots, qtbot)
+    # the same pixels: a symbol over a grid line may blend 1 level apart through the cache's pixmap
+    assert difference(settled, live) <= 2
+    # redraws for the live run replay the layers' cache: their members are not painted again
+    qtbot.wait(50)
+    before = {id(layer): layer.paints for layer in plots.layers.values()}
+    assert all(before.values())  # they were painted once
+    plots.add_step(Step("grid", 3, 30, 30, [1.0], 3e-4, 100.0, 1.0))  # within the ranges: they stay
+    draws = plots.draws
+    plots.push(everything=True)
+    qtbot.waitUntil(lambda: plots.draws > draws)
+    qtbot.wait(50)
+    assert {id(layer): layer.paints for layer in plots.layers.values()} == before
+    for plot in plots.plots:  # a zoom: the layers draw the settled runs again at the new scale
+        plot.vb.scaleBy((0.8, 0.8))
+    qtbot.wait(50)
+    assert all(layer.paints > before[id(layer)] for layer in plots.layers.values())
+    settled, live = settled_and_live_images(plots, qtbot)
+    differs = channel_differences(settled, live) > 2
+    # the same curves; only a dashed line cut at the view's edge may start its dashes a pixel apart
+    lower = plots.mapFromScene(plots.iter_plot.vb.sceneBoundingRect()).boundingRect().top()
+    assert not differs[lower:].any() and differs.mean() < 0.001
+
+
+def test_a_settled_run_hides_shows_and_comes_back_to_life(plots, qtbot):
+    start(plots, "a")
+    fill(plots, "a", 1e-3)
+    start(plots, "b")
+    fill(plots, "b", 1e-4)
+    qtbot.wait(50)
+    with_a = plots.grab().toImage()
+    plots.set_visible("a", False)
+    qtbot.wait(50)
+    without_a = plots.grab().toImage()
+    assert difference(without_a, with_a) > 100  # a's curves are gone
+    settled, live = settled_and_live_images(plots, qtbot)
+    assert difference(settled, live) <= 2 and difference(settled, without_a) <= 2  # hidden in the layer too
+    plots.set_visible("a", True)
+    qtbot.wait(50)
+    assert difference(plots.grab().toImage(), with_a) <= 2
+    # new data for a run that was over: it is drawn by its own items again
+    plots.add_epoch(Epoch("a", 4, 4, 0.2, 0.9, 0.3, 0.8, 1e-3, 1.0, 100.0, 0, False))
+    assert "a" not in plots.settled_runs and plots.runs["a"].items["val_acc"].isVisible()
+    assert all(curves.name != "a" for layer in plots.layers.values() for _, curves in layer.members)
+    plots.clear_runs()
+    assert not any(layer.members for layer in plots.layers.values()) and not plots.settled_runs
+
+
+def test_runs_read_back_settle_once_drawn(plots, tmp_path):
+    rows = [{"epoch": float(e), "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_acc": 0.3 * e,
+             "val_acc": 0.25 * e, "lr": 1e-3} for e in (1, 2, 3)]
+    plots.add_finished_run("old-run", rows)
+    assert plots.settled_runs == []  # its data goes to its items first
+    plots.push(everything=True)
+    assert plots.settled_runs == ["old-run"]
+    assert list(plots.runs["old-run"].items["val_acc"].xData) == [1.0, 2.0, 3.0]
+    path = tmp_path / "plots.png"
+    plots.export_png(path)  # drawn by the items themselves for the export, then settled again
+    assert path.stat().st_size > 0 and plots.settled_runs == ["old-run"]
