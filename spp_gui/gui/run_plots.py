@@ -181,6 +181,10 @@ class SettledLayer(pg.GraphicsObject):
         self.members = [(item, c) for item, c in self.members if c is not curves]
         self.refresh()
 
+    def clear(self) -> None:
+        self.members.clear()
+        self.refresh()
+
     @Slot()
     def refresh(self) -> None:
         """Paint again (and re-render the cache): members, their visibility or the view changed."""
@@ -227,7 +231,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.iter_plot = self._plot(1, 0, "loss per iteration (thin: raw)", "iteration")
         self.lr_plot = self._plot(1, 1, "learning rate (log)", "iteration", left=LrAxis("left"))
         self.lr_plot.setLogMode(y=True)  # schedules step by factors of 10; a constant lr is a visible line
-        self.layers = {id(plot.vb): SettledLayer(plot.vb) for plot in self.plots}
+        self.layers = {plot.vb: SettledLayer(plot.vb) for plot in self.plots}
         self.ranges = {key: SteadyRange(plot, 1.0 if key in ("loss", "acc") else 0.0)
                        for key, plot in zip(PLOT_ORDER, (self.iter_plot, self.loss_plot, self.acc_plot, self.lr_plot),
                                             strict=True)}
@@ -352,7 +356,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
         curves.settled = True
         for item in curves.items.values():
             item.setVisible(False)
-            self.layers[id(item.getViewBox())].add(item, curves)
+            self.layers[item.getViewBox()].add(item, curves)
 
     def _unsettle(self, curves: RunCurves) -> None:
         if not curves.settled:
@@ -370,11 +374,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
     def is_drawn(self, name: str) -> bool:
         """The run's curves are in the plots: shown, and painted by its own items or by the layers."""
         curves = self.runs[name]
-        if not curves.visible:
-            return False
-        if curves.settled:
-            return any(c is curves for layer in self.layers.values() for _, c in layer.members)
-        return any(item.isVisible() for item in curves.items.values())
+        return curves.visible and (curves.settled or any(item.isVisible() for item in curves.items.values()))
 
     # -- showing and hiding --------------------------------------------------------------------
     def set_visible(self, name: str, visible: bool) -> None:
@@ -477,8 +477,7 @@ class RunPlots(pg.GraphicsLayoutWidget):
 
     def clear_runs(self) -> None:
         for layer in self.layers.values():
-            layer.members.clear()
-            layer.refresh()
+            layer.clear()
         self._settle_after_push.clear()
         for plot in self.plots:
             plot.clear()
