@@ -3,23 +3,29 @@
 In one run, on the same drawn dataset and model:
   * headless: ``spp_gui.training.run`` (no Qt) in a fresh process, as ``spp-gui train`` runs it,
     images/s from Started to Finished;
-  * GUI-attached: the same config started from a visible TrainPanel (worker thread, live curves
-    redrawn by the panel's <= 30 Hz timer), images/s the same way; goal >= 0.97x headless;
+  * GUI-attached: the same config started from a visible TrainPanel (live curves redrawn by the
+    panel's timer), images/s the same way; goal >= 0.97x headless. ``--where process`` (the
+    default, what Start does): the run in a process of its own, against a headless process that
+    is as cold as it (a fresh ``spp-gui train``); ``--where thread``: the run in the app's worker
+    thread, against a headless process warmed by one epoch first (see below);
   * in one more panel run, a 16 ms QTimer in the GUI thread records how late each tick fires;
     goal: 99th percentile lateness < 50 ms. (Not during the throughput rounds: the probe itself
     wakes Python 60 times a second.)
 Each round runs both sides, headless first in even rounds and the panel first in odd ones (ABBA), so
 load from other processes hits both and a drift over the benchmark cancels out. Each round's ratio is
 panel / the headless run of the same round; the median of those ratios counts, printed with their
-spread (min-max), and the median of each side's rates. Both sides are measured warm: the headless
-process runs one epoch before the measured run, the panel one run before the first round (a cold
-first run pays oneDNN's kernel set-up and the panel's first paint, which says nothing of the GUI's
-cost while training). Both sides use torch's default thread count (printed).
+spread (min-max), and the median of each side's rates. With ``--where thread`` both sides are
+measured warm: the headless process runs one epoch before the measured run, the panel one run
+before the first round (a cold first run pays oneDNN's kernel set-up and the panel's first paint,
+which says nothing of the GUI's cost while training). With ``--where process`` every run on either
+side is a fresh process that pays that set-up once (the panel has still drawn one run first).
+Both sides use torch's default thread count (printed).
 The GUI thread's CPU time per second of training (time.thread_time) says what drawing costs.
 On a shared machine each round also says how much of the CPU other processes took, and the rounds
 in which they took little are summarised apart (``--max-other``; each round first waits up to
 ``--wait-quiet`` s for such a moment).
 Usage: QT_QPA_PLATFORM=offscreen python benchmarks/gui_responsiveness.py [--epochs 24] [--rounds 5]
+       [--where process|thread]
 """
 
 from __future__ import annotations
@@ -133,7 +139,7 @@ class OtherLoad:
                 return
 
 
-def headless_process(cfg: RunConfig, folder: Path) -> float:
+def headless_process(cfg: RunConfig, folder: Path, warm: bool = True) -> float:
     """The headless engine as the CLI runs it: a fresh process, training on its main thread.
 
     A separate process, because a process whose main thread has run torch's OpenMP kernels
@@ -142,8 +148,8 @@ def headless_process(cfg: RunConfig, folder: Path) -> float:
     """
     path = folder / f"{cfg.run.name}.toml"
     cfg.save(path)
-    out = subprocess.run([sys.executable, __file__, "--headless-child", str(path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, __file__, "--headless-child", str(path), *([] if warm else ["--cold"])],
+                         capture_output=True, text=True, check=True)
     rate, threads = out.stdout.strip().splitlines()[-1].split()
     HEADLESS_THREADS.add(int(threads))
     return float(rate)
@@ -174,14 +180,17 @@ def headless(cfg: RunConfig) -> float:
 
 
 def attached(panel: TrainPanel, cfg: RunConfig, probe: LatenessProbe | None = None,
-             watcher: RateWatcher | None = None) -> float:
+             watcher: RateWatcher | None = None, own_process: bool = False) -> float:
     watcher = watcher or RateWatcher()
     loop = QEventLoop()
     panel.run_finished.connect(loop.quit)
     if probe is not None:
         probe.start()
-    panel.start_run(cfg)
-    panel._worker.yielded.connect(watcher.on_event)
+    panel.start_run(cfg, own_process=own_process)
+    if own_process:
+        panel._process.event.connect(watcher.on_event)
+    else:
+        panel._worker.yielded.connect(watcher.on_event)
     loop.exec()  # the application's normal event loop, as in the app
     if probe is not None:
         probe.timer.stop()
@@ -205,11 +214,16 @@ def main() -> int:
     parser.add_argument("--hidden", action="store_true",
                         help="the panel is never shown (its plots, off screen, get no data and nothing is painted): what "
                              "training in a worker thread of the app's process costs without the drawing")
+    parser.add_argument("--where", choices=("process", "thread"), default="process",
+                        help="the panel's run in a process of its own (what Start does; default) or in its worker thread")
     parser.add_argument("--headless-child", help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.headless_child:
-        print(headless_warm(RunConfig.load(args.headless_child)), torch.get_num_threads())
+        cfg = RunConfig.load(args.headless_child)
+        print(headless(cfg) if args.cold else headless_warm(cfg), torch.get_num_threads())
         return 0
+    own = args.where == "process"
     app = QApplication.instance() or QApplication([])
     panel = TrainPanel()
     panel.resize(1200, 900)
@@ -227,7 +241,7 @@ def main() -> int:
         cfg.run.name = "panel-warm-up"
         warm = cfg.copy()
         warm.run.epochs = 1
-        attached(panel, warm)
+        attached(panel, warm, own_process=own)
         head_rates, gui_rates, gui_cpu = [], [], []
         other, others = OtherLoad(), []
         for r in range(args.rounds):
@@ -239,16 +253,16 @@ def main() -> int:
             for side in ("headless", "panel")[:: 1 if r % 2 == 0 else -1]:
                 cfg.run.name = f"{side}-{r}"
                 if side == "headless":
-                    head_rates.append(headless_process(cfg, root))
+                    head_rates.append(headless_process(cfg, root, warm=not own))
                 else:
-                    gui_rates.append(attached(panel, cfg, watcher=watcher))
+                    gui_rates.append(attached(panel, cfg, watcher=watcher, own_process=own))
             gui_cpu.append(watcher.gui_cpu_share)
             others.append(other.share())
             print(f"round {r + 1}: headless {head_rates[-1]:.1f} img/s, in the panel {gui_rates[-1]:.1f} img/s "
                   f"= {gui_rates[-1] / head_rates[-1]:.3f}x; GUI thread CPU {1000 * gui_cpu[-1]:.1f} ms per s of "
                   f"training; other processes {100 * others[-1]:.0f}% of the CPU", flush=True)
         cfg.run.name = "panel-probed"
-        probed = attached(panel, cfg, probe)  # its own run: the probe's 60 Python wake-ups/s cost the engine too
+        probed = attached(panel, cfg, probe, own_process=own)  # its own run: the probe's 60 Python wake-ups/s cost the engine too
         print(f"with the 16 ms probe timer: in the panel {probed:.1f} img/s", flush=True)
     late = sorted(probe.late_ms)
     p99 = late[min(len(late) - 1, int(0.99 * len(late)))] if late else float("nan")
@@ -261,7 +275,7 @@ def main() -> int:
     print(f"torch threads: headless {sorted(HEADLESS_THREADS)}, panel {torch.get_num_threads()}")
     print(f"GUI thread CPU while training: median {1000 * statistics.median(gui_cpu):.1f} ms per s "
           f"({min(gui_cpu) * 1000:.1f}-{max(gui_cpu) * 1000:.1f})")
-    print(f"engine in the panel vs headless, {args.rounds} rounds: per-round ratio median {ratio:.3f}x "
+    print(f"engine in the panel ({args.where}) vs headless, {args.rounds} rounds: per-round ratio median {ratio:.3f}x "
           f"(spread {ratios[0]:.3f}-{ratios[-1]:.3f}); median rates {gui:.1f} vs {head:.1f} img/s = "
           f"{gui / head:.3f}x (goal >= 0.97x)")
     if quiet:
@@ -271,7 +285,8 @@ def main() -> int:
         print(f"no round in which other processes took < {100 * args.max_other:.0f}% of the CPU")
     bench_row("GUI 16 ms timer lateness p99 while training", f"{p99:.1f} ms", f"{TICK_MS} ms tick", None, "< 50 ms",
               p99 < 50)
-    bench_row("train images/s, GUI-attached vs headless (median of rounds)", f"{gui:.1f}/s", f"{head:.1f}/s", ratio,
+    bench_row(f"train images/s, GUI-attached ({'own process' if own else 'app thread'}) vs headless "
+              "(median of rounds)", f"{gui:.1f}/s", f"{head:.1f}/s", ratio,
               ">= 0.97x", ratio >= 0.97)
     panel.close()
     app.processEvents()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +110,36 @@ def stop_on_sigterm(control: RunControl) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+#: what ``--control-stdin`` reads, one word per line
+CONTROL_WORDS = ("pause", "resume", "stop")
+
+
+def follow_stdin(control: RunControl, stream=None) -> threading.Thread:
+    """``--control-stdin``: ``pause``, ``resume`` and ``stop`` lines on stdin drive the run, as the
+    GUI's buttons drive a run in its own thread (the Train panel's "own process" runs).
+
+    End of input is taken as stop: the app that started this process has gone (closed or
+    crashed), so the run ends after its current step and keeps its checkpoints, rather than
+    going on with no one to report to. Other lines are ignored.
+    """
+    stream = stream if stream is not None else sys.stdin
+
+    def read() -> None:
+        for line in stream:
+            word = line.strip().lower()
+            if word == "pause":
+                control.pause()
+            elif word == "resume":
+                control.resume()
+            elif word == "stop":
+                control.stop()
+        control.stop()
+
+    thread = threading.Thread(target=read, name="spp-gui control", daemon=True)
+    thread.start()
+    return thread
+
+
 def _ignore_signal(signum, frame) -> None:
     """A Python-level handler that does nothing (see ``stop_on_sigterm``)."""
 
@@ -176,6 +207,8 @@ def _train_configs(args: argparse.Namespace) -> int:
     control = RunControl()
     previous = signal.getsignal(signal.SIGTERM)
     stop_on_sigterm(control)
+    if getattr(args, "control_stdin", False):
+        follow_stdin(control)
     try:
         return _run_all(args, configs, control, world, main)
     finally:  # as in ``launch``: a SIGTERM after the runs is the caller's, not a stale stop request
@@ -233,6 +266,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events-jsonl", action="store_true",
                    help="print every training event as one JSON line on stdout (progress text goes to stderr); "
                         "what the GUI reads from a torchrun job")
+    p.add_argument("--control-stdin", action="store_true",
+                   help="read pause, resume and stop lines on stdin; end of input stops the run after its step "
+                        "(how the GUI drives a run in its own process)")
     p.add_argument("--nnodes", type=int, default=1, help="with --print-torchrun: number of machines (default 1)")
     p.add_argument("--rdzv-endpoint", default="HOST:29500", metavar="HOST:PORT",
                    help="with --print-torchrun: address of the first machine (default HOST:29500)")

@@ -1,4 +1,4 @@
-"""A training job as an external process (torchrun), followed through its console output.
+"""A training job as an external process (torchrun, or one process of its own), followed through its output.
 
 The Train panel's alternative to its in-process worker: the job runs as ``torchrun --tee 3 ...
 spp_gui train --events-jsonl`` in processes of its own (one per GPU), rank 0 prints its events as
@@ -7,6 +7,10 @@ Stop sends SIGTERM (each rank ends after its current step and keeps its checkpoi
 after a grace period longer than torchrun's own, so that torchrun has stopped its ranks first on
 every platform. When the job dies without its last event, ``ended`` carries what went wrong: which
 ranks failed and their last lines of output.
+
+With ``controlled=True`` the job is a single ``spp_gui train --events-jsonl --control-stdin``
+process (no torchrun, lines bare): it is paused, resumed and stopped by lines written to its
+stdin, and it stops by itself after its step if this app goes away (its stdin closes).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ class ProcessRun(QObject):
     ended = Signal(int, str)  # exit code; "" when the job said its own last word (done, stopped, failed)
 
     def __init__(self, command: Sequence[str], cwd: str | None = None, grace_s: float = STOP_GRACE_S,
-                 parent: QObject | None = None, logs: str | None = None) -> None:
+                 parent: QObject | None = None, logs: str | None = None, controlled: bool = False) -> None:
         super().__init__(parent)
         self.command = list(command)
         self.logs = logs  # where the job keeps every rank's full output, named in a failure report
         self.grace_s = grace_s
-        self.reader = ConsoleReader()
+        self.controlled = controlled  # one process driven through its stdin, rather than torchrun
+        self.paused = False
+        self.reader = ConsoleReader(prefixed=not controlled)
         self.stop_requested_at: float | None = None
         self.killed = False
         self._done = False
@@ -72,13 +78,29 @@ class ProcessRun(QObject):
     def pid(self) -> int:
         return int(self._proc.processId())
 
+    def send(self, word: str) -> bool:
+        """One control line (``pause``, ``resume``, ``stop``) to a controlled job; False if it cannot take it."""
+        if not self.controlled or self._done or self._proc.state() != QProcess.ProcessState.Running:
+            return False
+        return self._proc.write(f"{word}\n".encode()) > 0
+
+    def pause(self, on: bool = True) -> bool:
+        """Pause a controlled job before its next step (or resume it); True when the line was sent."""
+        if self.stop_requested_at is not None or not self.send("pause" if on else "resume"):
+            return False
+        self.paused = on
+        return True
+
     @Slot()
     def stop(self) -> None:
-        """SIGTERM now; SIGKILL if the job has not ended after the grace period."""
+        """Stop after the current step (a controlled job: its stop line; torchrun: SIGTERM, which it passes
+        on to its ranks); SIGKILL if the job has not ended after the grace period."""
         if self._done or self.stop_requested_at is not None:
             return
         self.stop_requested_at = time.monotonic()
-        self._proc.terminate()
+        if not self.send("stop"):
+            self._proc.terminate()
+        self.paused = False
         self._kill_timer.start(int(self.grace_s * 1000))
 
     @Slot()
@@ -125,7 +147,8 @@ class ProcessRun(QObject):
         if self.reader.ending is not None:
             return ""  # the run ended itself and said how (finished, stopped, NaN, out of memory)
         if self.killed:
-            return (f"stopped: the job did not end within {self.grace_s:g} s of SIGTERM, so it was killed; "
+            asked = "being asked to stop" if self.controlled else "SIGTERM"
+            return (f"stopped: the job did not end within {self.grace_s:g} s of {asked}, so it was killed; "
                     "its last checkpoint is kept")
         if self.stop_requested_at is not None:
             return (f"stopped: the job ended (exit code {code}) before it could report where"

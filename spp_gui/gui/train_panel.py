@@ -1,10 +1,17 @@
 """The Train panel: configure a run from the mapping session, run the engine off the GUI thread, plot live.
 
-The engine (``spp_gui.training``) yields events in a worker thread; they arrive here through
-signals received by ``@Slot`` methods of this GUI-thread object. Events only append to per-run
+Start runs the engine in a process of its own by default (``OWN_PROCESS``): ``spp_gui train
+--events-jsonl --control-stdin``, whose events arrive as JSON lines (``ProcessRun``) and whose
+Pause, Resume and Stop go to it as lines on its stdin. Python code the GUI thread runs (drawing,
+handling events) then never holds the engine's interpreter lock: measured, that lock cost a run in
+this app's thread about 5% of its speed on 2 cores (benchmarks/gui_responsiveness.py). A crash or
+the kernel's out-of-memory killer ends that process, not the window.
+In this app's thread (``IN_APP``; the comparison and the demo always run there), the engine yields
+events in a worker thread; they arrive here through signals received by ``@Slot`` methods of this
+GUI-thread object. Events only append to per-run
 arrays; a timer (<= 30 Hz, and no sooner than the plots' drawing budget allows: ``RunPlots.push``)
 pushes changed arrays into plot items that were created once per run, together with the progress text.
-A run can instead go to torchrun as processes of its own (``ProcessRun``): its rank 0 prints the
+A run can also go to torchrun as processes of its own (``ProcessRun``): its rank 0 prints the
 same events as JSON lines, which arrive in the same slot and the same curves.
 
 The panel reads the editor's session through a reader function (``set_session_reader``) when it
@@ -21,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -82,7 +90,7 @@ from .workers import Worker, WorkerPool
 PLOT_INTERVAL_MS = 34  # <= 30 Hz
 OFF_SCREEN_REFRESH_MS = 1000  # progress text only, while the plots are off screen
 REMEMBER_DELAY_MS = 500  # the form is written to the settings once edits pause
-IN_APP, TORCHRUN = "this window", "torchrun processes"
+OWN_PROCESS, IN_APP, TORCHRUN = "own process", "this app's thread", "torchrun processes"
 NO_MAPPING_TIP = "Needs a mapping session: map source weights onto the target in the editor first"
 
 
@@ -113,6 +121,7 @@ class TrainPanel(QWidget):
         self._data_classes: int | None = None  # the train folder's class count, once it was scanned
         self._class_problem = ""
         self._last_config: RunConfig | None = None
+        self._last_was_process = False
         self._t_start = 0.0
         self._paused_total = 0.0
         self._paused_at: float | None = None
@@ -226,9 +235,14 @@ class TrainPanel(QWidget):
             hyper.addWidget(widget, i // 2, (i % 2) * 2 + 1)
         hyper.addWidget(self.freeze_check, 4, 0, 1, 4)
         self.launch_box = QComboBox()
-        self.launch_box.addItems([IN_APP, TORCHRUN])
-        self.launch_box.setToolTip("torchrun: the run goes to separate processes (one per GPU, gloo on the CPU) "
-                                   "with DistributedDataParallel; its curves still show here")
+        self.launch_box.addItems([OWN_PROCESS, IN_APP, TORCHRUN])
+        self.launch_box.setToolTip(
+            "Where Start runs the training; its curves show here in every case.\n"
+            f"{OWN_PROCESS}: a process of its own (the fastest here: drawing never competes with it for Python's "
+            "lock; a crash there does not close this window); starts in a few seconds.\n"
+            f"{IN_APP}: a worker thread of this app; starts at once.\n"
+            f"{TORCHRUN}: separate processes (one per GPU, gloo on the CPU) with DistributedDataParallel.\n"
+            "Compare and Run demo always run in this app's thread.")
         self.nproc_spin = self._int_spin(_default_nproc(), 1, 256)
         self.nproc_spin.setToolTip("processes for torchrun; run.batch_size is the global batch, split across them")
         self.launch_box.currentIndexChanged.connect(self._update_buttons)
@@ -431,6 +445,11 @@ class TrainPanel(QWidget):
         """The form asks for torchrun processes rather than this window's worker thread."""
         return self.launch_box.currentText() == TORCHRUN
 
+    @property
+    def isolated(self) -> bool:
+        """The form asks for a run in a process of its own (one, without torchrun)."""
+        return self.launch_box.currentText() == OWN_PROCESS
+
     def shutdown(self, timeout_ms: int = 30000) -> None:
         """Stop any run and wait for its thread or process (for the window's closeEvent); leaves nothing running."""
         self.remember_form()
@@ -470,7 +489,9 @@ class TrainPanel(QWidget):
         """
         if not self.busy:
             return "stop"
-        if self._process is not None:
+        if self._process is not None and self._process.controlled:
+            what = "A training run is in progress in its own process. Stopping ends it after its current step."
+        elif self._process is not None:
             what = (f"A training job is running as torchrun processes. Stopping sends them SIGTERM: each rank "
                     f"ends after its current step (killed if still running after {self._process.grace_s:g} s).")
         else:
@@ -608,7 +629,13 @@ class TrainPanel(QWidget):
             cfg.validate("the Train panel")
             if self.external:
                 per_rank_batch(cfg.run.batch_size, self.nproc_spin.value())
+            if self.external or self.isolated:
+                self._check_code_allowed(cfg)  # asked here, as a run in this thread would ask
                 path = self.write_job_config(cfg)
+        except UntrustedCodeError as exc:
+            self.status_label.setText("not started: the model file is not one you allowed to run")
+            self._dialog = ask_to_run_code(self, exc, self.start)
+            return
         except SppError as exc:
             self._error("Cannot start", str(exc))
             return
@@ -622,6 +649,8 @@ class TrainPanel(QWidget):
             extra = ["--events-jsonl", *self._trusted_code_args(cfg)]
             self.start_process(launch_command([str(path)], self.nproc_spin.value(), extra, tee=True,
                                               log_dir=str(logs)), logs=str(logs))
+        elif self.isolated:
+            self._start_own_process(cfg, path)
         else:
             self._launch(train, cfg)
 
@@ -672,17 +701,39 @@ class TrainPanel(QWidget):
         job.save(path)
         return path
 
-    def start_process(self, command: list[str], logs: str | None = None) -> None:
-        """Run a torchrun job (``--tee 3 ... spp_gui train --events-jsonl``); its rank 0 feeds the curves."""
+    def start_process(self, command: list[str], logs: str | None = None, controlled: bool = False,
+                      config: RunConfig | None = None) -> None:
+        """Run a torchrun job (``--tee 3 ... spp_gui train --events-jsonl``), whose rank 0 feeds the curves,
+        or (``controlled``) one ``spp_gui train --events-jsonl --control-stdin`` process of ``config``."""
         if self.busy:
             return
-        process = ProcessRun(command, parent=self, logs=logs)
+        process = ProcessRun(command, parent=self, logs=logs, controlled=controlled)
         process.event.connect(self._on_event)
         process.ended.connect(self._on_process_ended)
-        self._control, self._last_config = None, None
+        self._control, self._last_config = None, config
         self._process = process
         process.start()
-        self._begin(f"starting {' '.join(command[2:6])} ...")
+        self._begin("starting its own process (importing torch)..." if controlled
+                    else f"starting {' '.join(command[2:6])} ...")
+
+    def own_process_command(self, path: str | os.PathLike, cfg: RunConfig) -> list[str]:
+        """The command line of a run in its own process: this interpreter, the saved config, the model files
+        this window was allowed to run (pinned to their bytes), events on stdout, control on stdin."""
+        return [sys.executable, "-m", "spp_gui", "train", str(path), "--events-jsonl", "--control-stdin",
+                *self._trusted_code_args(cfg)]
+
+    def _start_own_process(self, cfg: RunConfig, path: Path) -> None:
+        self.start_process(self.own_process_command(path, cfg), controlled=True, config=cfg)
+
+    def _check_code_allowed(self, cfg: RunConfig) -> None:
+        """Before a run leaves this process: every model file it would run must be one the user allowed
+        (:class:`UntrustedCodeError` otherwise, which the caller turns into the usual question)."""
+        mapping = self._session_mapping()
+        texts = [cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""]
+        for text in texts:
+            for path in code_files([text]):
+                if not is_trusted(path):
+                    raise UntrustedCodeError(path, file_sha256(path), text)
 
     @Slot(int, str)
     def _on_process_ended(self, code: int, message: str) -> None:
@@ -691,7 +742,9 @@ class TrainPanel(QWidget):
             if message.startswith("stopped"):
                 self.last_error = message
             else:
-                self._error("The training processes failed", message)
+                controlled = self._process is not None and self._process.controlled
+                self._error("The training process failed" if controlled else "The training processes failed",
+                            message)
         if self._process is not None:
             self._process.deleteLater()
         self._process = None
@@ -734,9 +787,14 @@ class TrainPanel(QWidget):
         self._dialog = box
         box.open()
 
-    def start_run(self, cfg: RunConfig) -> None:
-        """Start a run from a ready config (scripts, tests, the editor)."""
-        if not self._running:
+    def start_run(self, cfg: RunConfig, own_process: bool = False) -> None:
+        """Start a run from a ready config (scripts, tests, the editor): in this app's thread, or in a
+        process of its own (its config saved beside its run folder, as Start does)."""
+        if self._running:
+            return
+        if own_process:
+            self._start_own_process(cfg, self.write_job_config(cfg))
+        else:
             self._launch(train, cfg)
 
     @Slot()
@@ -776,17 +834,24 @@ class TrainPanel(QWidget):
     @Slot()
     def toggle_pause(self) -> None:
         """Pause a run in this window (it waits before its next step), or resume it."""
-        if self._control is None or not self._running:
+        process = self._process if self._process is not None and self._process.controlled else None
+        if (self._control is None and process is None) or not self._running:
             return
-        if self._control.paused:
-            self._control.resume()
+        if self.paused:
+            if self._control is not None:
+                self._control.resume()
+            elif process is not None and not process.pause(False):
+                return
             if self._paused_at is not None:
                 self._paused_total += time.perf_counter() - self._paused_at
             self._paused_at = None
             self.status_label.setText(f"resumed: {self._progress_text}" if self._progress_text else "resumed")
             self.eta_label.setText("ETA -")
         else:
-            self._control.pause()
+            if self._control is not None:
+                self._control.pause()
+            elif process is not None and not process.pause(True):
+                return
             self._paused_at = time.perf_counter()
             self._show_paused()
         self._update_buttons()
@@ -797,6 +862,8 @@ class TrainPanel(QWidget):
 
     @property
     def paused(self) -> bool:
+        if self._process is not None:
+            return self._process.paused and self._running
         return self._control is not None and self._control.paused and self._running
 
     @Slot()
@@ -804,7 +871,10 @@ class TrainPanel(QWidget):
         if self._control is not None:
             self._control.stop()
             self.status_label.setText("stopping after this step...")
-        if self._process is not None:
+        if self._process is not None and self._process.controlled:
+            self._process.stop()
+            self.status_label.setText("stopping after this step...")
+        elif self._process is not None:
             self._process.stop()
             self.status_label.setText(f"stopping: SIGTERM sent; killed if still running in "
                                       f"{self._process.grace_s:g} s")
@@ -883,6 +953,7 @@ class TrainPanel(QWidget):
         self.thread_done.emit()
 
     def _offer_retry(self, event: Failed) -> None:
+        self._last_was_process = self._process is not None  # the retry runs where the run ran
         box = QMessageBox(QMessageBox.Icon.Warning, "Out of memory", event.message, parent=self)
         self._retry_button = box.addButton(f"Retry at batch size {event.retry_batch_size}",
                                            QMessageBox.ButtonRole.AcceptRole)
@@ -898,7 +969,15 @@ class TrainPanel(QWidget):
             cfg = self._last_config.copy()
             cfg.run.batch_size = self._retry_batch or cfg.run.batch_size
             self.batch_spin.setValue(cfg.run.batch_size)
-            self._launch(train, cfg)
+            if self._last_was_process:
+                try:
+                    path = self.write_job_config(cfg)
+                except OSError as exc:
+                    self._error("Cannot retry", f"cannot write the run's config: {exc}")
+                    return
+                self._start_own_process(cfg, path)
+            else:
+                self._launch(train, cfg)
 
     def _error(self, title: str, text: str) -> None:
         """A non-blocking message box (never a nested event loop inside a slot)."""
@@ -918,9 +997,10 @@ class TrainPanel(QWidget):
             f"Two runs on these folders, one after the other, overlaid: from scratch at lr {SCRATCH_LR:g}, then "
             f"from the session's mapped weights at lr {MAPPED_LR:g}; same epochs, batch and seed (in this window)"
             if has_mapping else NO_MAPPING_TIP)
-        self.pause_button.setEnabled(busy and self._process is None)  # a process cannot be paused from here
-        self.pause_button.setToolTip("Pause is for runs in this window; a torchrun job can be stopped"
-                                     if self._process is not None else "")
+        torchrun = self._process is not None and not self._process.controlled
+        self.pause_button.setEnabled(busy and not torchrun)  # torchrun's ranks cannot be paused from here
+        self.pause_button.setToolTip("Pause is for runs in this window or their own process; a torchrun job "
+                                     "can be stopped" if torchrun else "")
         self.nproc_spin.setEnabled(self.external)
         self.stop_button.setEnabled(busy)
         self.pause_button.setText("Resume" if self.paused else "Pause")

@@ -4,7 +4,9 @@
 on stdout, so another process (the GUI's Train panel, a script) can follow a run it launched.
 Launched with ``torchrun --tee 3``, each line a rank prints reaches the console as
 ``[default<rank>]:<line>``; ``ConsoleReader`` turns that stream back into events, keeps the last
-lines of every rank, and explains a failed job from torchrun's "Root Cause" summary.
+lines of every rank, and explains a failed job from torchrun's "Root Cause" summary. A single
+process started without torchrun (the Train panel's "own process" runs) prints its lines bare:
+``ConsoleReader(prefixed=False)`` reads every line as rank 0's.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class RankFailure:
 class ConsoleReader:
     """Follows a ``torchrun --tee 3`` job's console, one line at a time, from both of its streams."""
 
-    def __init__(self, tail: int = 15) -> None:
+    def __init__(self, tail: int = 15, prefixed: bool = True) -> None:
+        self.prefixed = prefixed  # False: one process without torchrun, its lines bare
         self.tails: dict[int, deque[str]] = {}
         self.launcher: deque[str] = deque(maxlen=tail)  # torchrun's own lines
         self._tail = tail
@@ -96,11 +99,11 @@ class ConsoleReader:
     def feed(self, line: str) -> Event | None:
         """Read one console line; return the event it carries, if any."""
         line = line.rstrip("\r\n")
-        match = _RANK_PREFIX.match(line)
-        if match is None:
+        match = _RANK_PREFIX.match(line) if self.prefixed else None
+        if match is None and self.prefixed:
             self._launcher_line(line)
             return None
-        rank, text = int(match.group(1)), match.group(2)
+        rank, text = (int(match.group(1)), match.group(2)) if match is not None else (0, line)
         event = event_from_json(text) if rank == 0 else None
         if event is None and text.strip():
             self.tails.setdefault(rank, deque(maxlen=self._tail)).append(text)
@@ -133,6 +136,8 @@ class ConsoleReader:
         When ranks die together (one killed, its peers aborting on the lost connection), which one
         torchrun "saw first" is a matter of milliseconds, so all of them are named.
         """
+        if not self.prefixed:
+            return self._process_failure(exit_code)
         failed = self.failed_ranks
         if not failed and (rank := self._rank_with_traceback()) is not None:
             failed = [RankFailure(rank, rank)]
@@ -149,6 +154,17 @@ class ConsoleReader:
             text += (f"\nrank {f.rank}, its last {len(lines)} lines of output:\n" + "\n".join(lines) if lines
                      else f"\nrank {f.rank} printed nothing before it ended.")
         if any(f.exit_code == -signal.SIGKILL for f in failed):
+            text += "\n(A process killed by SIGKILL is often the kernel's out-of-memory killer: check free RAM.)"
+        return text
+
+    def _process_failure(self, exit_code: int) -> str:
+        """A single process (no torchrun) that ended without its last event: how, and its last lines."""
+        ended = f"was killed by {_signal_name(exit_code)}" if exit_code < 0 else f"exited with code {exit_code}"
+        lines = list(self.tails.get(0, ()))[-10:]
+        text = (f"The training process {ended} before the run ended."
+                + (f"\nIts last {len(lines)} lines of output:\n" + "\n".join(lines) if lines
+                   else "\nIt printed nothing before it ended."))
+        if exit_code == -signal.SIGKILL:
             text += "\n(A process killed by SIGKILL is often the kernel's out-of-memory killer: check free RAM.)"
         return text
 

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -120,3 +122,45 @@ def test_prepare_voc_crops_objects_per_split(tmp_path, capsys):
 def test_prepare_voc_wrong_folder(tmp_path, capsys):
     assert main(["prepare-voc", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "Annotations/ is missing" in capsys.readouterr().err
+
+
+def _events(lines):
+    from spp_gui.training.event_stream import event_from_json
+
+    return [e for e in (event_from_json(line) for line in lines) if e is not None]
+
+
+def test_control_stdin_pauses_resumes_and_stops_after_the_step(make_config, tmp_path):
+    """``--control-stdin``, as the Train panel drives a run in its own process: words on stdin."""
+    from spp_gui.training.events import Step, Stopped
+
+    cfg = make_config(run__epochs=500)
+    cfg.save(tmp_path / "long.toml")
+    command = [sys.executable, "-m", "spp_gui", "train", str(tmp_path / "long.toml"), "--events-jsonl",
+               "--control-stdin"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, cwd=tmp_path) as proc:
+        try:
+            lines = []
+            while not any(isinstance(e, Step) for e in _events(lines)):
+                lines.append(proc.stdout.readline())
+            proc.stdin.write("pause\n")
+            proc.stdin.flush()
+            time.sleep(2.0)  # one step in flight may still end; then nothing comes while paused
+            while select.select([proc.stdout], [], [], 0.5)[0]:
+                lines.append(proc.stdout.readline())
+            paused_at = len(lines)
+            assert not select.select([proc.stdout], [], [], 2.0)[0], "a paused run went on printing steps"
+            proc.stdin.write("resume\n")
+            proc.stdin.flush()
+            lines.append(proc.stdout.readline())  # the next step comes once resumed
+            assert isinstance(_events(lines[paused_at:])[0], Step)
+            proc.stdin.close()  # the app went away: the run stops after its step by itself
+            lines += proc.stdout.readlines()
+            assert proc.wait(60) == 1  # a stopped run is not a finished one
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    events = _events(lines)
+    assert isinstance(events[-1], Stopped) and events[-1].epoch < 500
+    assert Path(events[-1].run_dir) == tmp_path / "runs" / "tiny"
