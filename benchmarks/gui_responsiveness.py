@@ -21,6 +21,9 @@ which says nothing of the GUI's cost while training). With ``--where process`` e
 side is a fresh process that pays that set-up once (the panel has still drawn one run first).
 Both sides use torch's default thread count (printed).
 The GUI thread's CPU time per second of training (time.thread_time) says what drawing costs.
+``--gui-load MS`` adds MS ms of Python per second on the GUI thread during the panel's runs (a
+timer, every 50 ms), standing in for a person using the editor meanwhile (scrolling the trees,
+drawing links, suggesting): work that holds Python's lock, which a run in the app's thread shares.
 On a shared machine each round also says how much of the CPU other processes took, and the rounds
 in which they took little are summarised apart (``--max-other``; each round first waits up to
 ``--wait-quiet`` s for such a moment).
@@ -139,6 +142,24 @@ class OtherLoad:
                 return
 
 
+class GuiLoad(QObject):
+    """``ms_per_s`` of pure Python on the GUI thread, in slices every 50 ms (holding the GIL all the while)."""
+
+    def __init__(self, ms_per_s: float) -> None:
+        super().__init__()
+        self.slice_s = ms_per_s / 1000 / 20
+        self.timer = QTimer(self)
+        self.timer.setInterval(50)
+        self.timer.timeout.connect(self.burn)
+
+    @Slot()
+    def burn(self) -> None:
+        end = time.thread_time() + self.slice_s
+        n = 0
+        while time.thread_time() < end:
+            n += 1
+
+
 def headless_process(cfg: RunConfig, folder: Path, warm: bool = True) -> float:
     """The headless engine as the CLI runs it: a fresh process, training on its main thread.
 
@@ -180,12 +201,14 @@ def headless(cfg: RunConfig) -> float:
 
 
 def attached(panel: TrainPanel, cfg: RunConfig, probe: LatenessProbe | None = None,
-             watcher: RateWatcher | None = None, own_process: bool = False) -> float:
+             watcher: RateWatcher | None = None, own_process: bool = False, load: GuiLoad | None = None) -> float:
     watcher = watcher or RateWatcher()
     loop = QEventLoop()
     panel.run_finished.connect(loop.quit)
     if probe is not None:
         probe.start()
+    if load is not None:
+        load.timer.start()
     panel.start_run(cfg, own_process=own_process)
     if own_process:
         panel._process.event.connect(watcher.on_event)
@@ -194,6 +217,8 @@ def attached(panel: TrainPanel, cfg: RunConfig, probe: LatenessProbe | None = No
     loop.exec()  # the application's normal event loop, as in the app
     if probe is not None:
         probe.timer.stop()
+    if load is not None:
+        load.timer.stop()
     panel.run_finished.disconnect(loop.quit)
     panel.shutdown()
     return watcher.n * cfg.run.epochs / (watcher.t1 - watcher.t0)
@@ -216,6 +241,8 @@ def main() -> int:
                              "training in a worker thread of the app's process costs without the drawing")
     parser.add_argument("--where", choices=("process", "thread"), default="process",
                         help="the panel's run in a process of its own (what Start does; default) or in its worker thread")
+    parser.add_argument("--gui-load", type=float, default=0.0, metavar="MS",
+                        help="ms of Python per s on the GUI thread during the panel's runs (the editor in use meanwhile)")
     parser.add_argument("--headless-child", help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,6 +251,7 @@ def main() -> int:
         print(headless(cfg) if args.cold else headless_warm(cfg), torch.get_num_threads())
         return 0
     own = args.where == "process"
+    load = GuiLoad(args.gui_load) if args.gui_load > 0 else None
     app = QApplication.instance() or QApplication([])
     panel = TrainPanel()
     panel.resize(1200, 900)
@@ -255,7 +283,7 @@ def main() -> int:
                 if side == "headless":
                     head_rates.append(headless_process(cfg, root, warm=not own))
                 else:
-                    gui_rates.append(attached(panel, cfg, watcher=watcher, own_process=own))
+                    gui_rates.append(attached(panel, cfg, watcher=watcher, own_process=own, load=load))
             gui_cpu.append(watcher.gui_cpu_share)
             others.append(other.share())
             print(f"round {r + 1}: headless {head_rates[-1]:.1f} img/s, in the panel {gui_rates[-1]:.1f} img/s "
@@ -275,7 +303,8 @@ def main() -> int:
     print(f"torch threads: headless {sorted(HEADLESS_THREADS)}, panel {torch.get_num_threads()}")
     print(f"GUI thread CPU while training: median {1000 * statistics.median(gui_cpu):.1f} ms per s "
           f"({min(gui_cpu) * 1000:.1f}-{max(gui_cpu) * 1000:.1f})")
-    print(f"engine in the panel ({args.where}) vs headless, {args.rounds} rounds: per-round ratio median {ratio:.3f}x "
+    print(f"engine in the panel ({args.where}{f', GUI load {args.gui_load:g} ms/s' if load else ''}) vs headless, "
+          f"{args.rounds} rounds: per-round ratio median {ratio:.3f}x "
           f"(spread {ratios[0]:.3f}-{ratios[-1]:.3f}); median rates {gui:.1f} vs {head:.1f} img/s = "
           f"{gui / head:.3f}x (goal >= 0.97x)")
     if quiet:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..training.config import RunConfig
 from ..training.engine import Event, RunControl, RunResult, RunStatus, train
+from ..training.events import Failed, Finished, Stopped
 
 SCRATCH_LR, MAPPED_LR = 1e-3, 1e-4  # the seed article's two learning rates
 
@@ -20,7 +21,7 @@ SCRATCH_LR, MAPPED_LR = 1e-3, 1e-4  # the seed article's two learning rates
 @dataclass
 class CompareResult:
     scratch: RunResult
-    pretrained: RunResult | None  # None when the scratch run did not finish
+    pretrained: RunResult | None  # None when a stop ended the scratch run
 
     def lines(self) -> list[str]:
         runs = (("scratch", self.scratch), ("pretrained", self.pretrained))
@@ -30,6 +31,18 @@ class CompareResult:
         """One status line: each run's outcome, without the folders."""
         runs = (("scratch", self.scratch), ("pretrained", self.pretrained))
         return "compare: " + " | ".join(f"{label} {_outcome(r)}" for label, r in runs if r is not None)
+
+
+def compare_summary(names: tuple[str, str], endings: dict[str, Event]) -> str:
+    """The same status line for a comparison that ran in its own process, from each run's last event."""
+    parts = []
+    for label, name in zip(("scratch", "pretrained"), names, strict=True):
+        event = endings.get(name)
+        if isinstance(event, Finished):
+            parts.append(f"{label} best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch})")
+        elif isinstance(event, (Stopped, Failed)):
+            parts.append(f"{label} {RunStatus.CANCELLED if isinstance(event, Stopped) else RunStatus.FAILED}")
+    return "compare: " + " | ".join(parts)
 
 
 def _outcome(result: RunResult) -> str:
@@ -50,10 +63,12 @@ def compare_configs(base: RunConfig, mapped: RunConfig) -> tuple[RunConfig, RunC
 
 def compare_runs(scratch: RunConfig, pretrained: RunConfig,
                  control: RunControl | None = None) -> Generator[Event, None, CompareResult]:
-    """Every event of the scratch run, then of the mapped run (which starts only if the first finished)."""
+    """Every event of the scratch run, then of the mapped run, which starts unless a stop ended the first
+    (a scratch run that failed, say on a NaN loss, is a result too), as ``spp-gui train a.toml b.toml``
+    runs them in a process of its own."""
     control = control or RunControl()
     first = yield from train(scratch, control)
-    if first.status != RunStatus.FINISHED:
+    if control.stop_requested:
         return CompareResult(first, None)
     second = yield from train(pretrained, control)
     return CompareResult(first, second)

@@ -83,7 +83,7 @@ from .dialogs import ask_to_run_code
 from .process_run import ProcessRun
 from .run_plots import RunPlots
 from .train_checks import class_mismatch, run_name_problem, with_num_classes
-from .train_compare import MAPPED_LR, SCRATCH_LR, compare_configs, compare_runs
+from .train_compare import MAPPED_LR, SCRATCH_LR, compare_configs, compare_runs, compare_summary
 from .train_runs import RunListModel, run_folders
 from .workers import Worker, WorkerPool
 
@@ -122,6 +122,8 @@ class TrainPanel(QWidget):
         self._class_problem = ""
         self._last_config: RunConfig | None = None
         self._last_was_process = False
+        self._compare_names: tuple[str, str] | None = None  # a comparison running in its own process
+        self._endings: dict[str, Any] = {}  # each run's last event (Finished, Stopped, Failed), by name
         self._t_start = 0.0
         self._paused_total = 0.0
         self._paused_at: float | None = None
@@ -684,7 +686,22 @@ class TrainPanel(QWidget):
                         f"cannot write in the runs folder {self.out_edit.text() or 'runs'}: {exc}")
             return
         self.remember_form()
-        self._launch(compare_runs, scratch, pretrained)
+        if self.isolated:
+            try:
+                self._check_code_allowed(pretrained)
+                paths = [self.write_job_config(cfg) for cfg in (scratch, pretrained)]
+            except UntrustedCodeError as exc:
+                self.status_label.setText("not started: the model file is not one you allowed to run")
+                self._dialog = ask_to_run_code(self, exc, self.start_compare)
+                return
+            except (SppError, OSError) as exc:
+                self._error("Cannot start the comparison", f"cannot write the runs' configs: {exc}")
+                return
+            self._compare_names = (scratch.run.name, pretrained.run.name)
+            self.start_process(self.own_process_command(paths[0], pretrained, more=[str(paths[1])]),
+                               controlled=True)
+        else:
+            self._launch(compare_runs, scratch, pretrained)
 
     @staticmethod
     def write_job_config(cfg: RunConfig) -> Path:
@@ -716,11 +733,12 @@ class TrainPanel(QWidget):
         self._begin("starting its own process (importing torch)..." if controlled
                     else f"starting {' '.join(command[2:6])} ...")
 
-    def own_process_command(self, path: str | os.PathLike, cfg: RunConfig) -> list[str]:
-        """The command line of a run in its own process: this interpreter, the saved config, the model files
-        this window was allowed to run (pinned to their bytes), events on stdout, control on stdin."""
-        return [sys.executable, "-m", "spp_gui", "train", str(path), "--events-jsonl", "--control-stdin",
-                *self._trusted_code_args(cfg)]
+    def own_process_command(self, path: str | os.PathLike, cfg: RunConfig, more: list[str] | None = None) -> list[str]:
+        """The command line of a run in its own process: this interpreter, the saved config (``more``: the
+        configs to run after it), the model files this window was allowed to run (pinned to their bytes),
+        events on stdout, control on stdin."""
+        return [sys.executable, "-m", "spp_gui", "train", str(path), *(more or []), "--events-jsonl",
+                "--control-stdin", *self._trusted_code_args(cfg)]
 
     def _start_own_process(self, cfg: RunConfig, path: Path) -> None:
         self.start_process(self.own_process_command(path, cfg), controlled=True, config=cfg)
@@ -737,6 +755,9 @@ class TrainPanel(QWidget):
 
     @Slot(int, str)
     def _on_process_ended(self, code: int, message: str) -> None:
+        if self._compare_names is not None and not message:
+            self.status_label.setText(compare_summary(self._compare_names, self._endings))
+        self._compare_names = None
         if message:
             self.status_label.setText(message.splitlines()[0])
             if message.startswith("stopped"):
@@ -806,7 +827,11 @@ class TrainPanel(QWidget):
             return
         base = Path(self.out_edit.text() or tempfile.gettempdir())
         folder = out or str(base / time.strftime("demo-%Y%m%d-%H%M%S"))
-        self._launch(run_demo, folder, True, 0)
+        if self.isolated:
+            self.start_process([sys.executable, "-m", "spp_gui", "demo", "--quick", "--out", folder, "--seed", "0",
+                                "--events-jsonl", "--control-stdin"], controlled=True)
+        else:
+            self._launch(run_demo, folder, True, 0)
 
     def _launch(self, func, *args) -> None:
         self._control = RunControl()
@@ -824,6 +849,7 @@ class TrainPanel(QWidget):
     def _begin(self, status: str) -> None:
         """What every run starts with, in this window or as processes."""
         self.last_error, self.last_result = "", None
+        self._endings = {}
         self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
         self._progress_text = ""
         self._running = True
@@ -895,6 +921,7 @@ class TrainPanel(QWidget):
             return
         elif isinstance(event, ENDINGS):
             self._show_progress()  # the last step's numbers first, then the outcome over them
+            self._endings[event.run] = event
         elif not isinstance(event, Message):
             return
         text = describe(event)
@@ -911,11 +938,8 @@ class TrainPanel(QWidget):
     def _on_returned(self, result) -> None:
         self.last_result = result
         summary = getattr(result, "summary", None)
-        lines = getattr(result, "lines", None)
         if callable(summary):
             self.status_label.setText(summary())
-        elif callable(lines):
-            self.status_label.setText("demo: " + " | ".join(line.split("   /")[0] for line in lines()))
 
     @Slot(object)
     def _on_errored(self, exc) -> None:

@@ -100,6 +100,10 @@ class DemoResult:
                         f"{r.best_epoch:>5}  {r.final_val_acc:>13.3f}   {r.run_dir}")
         return rows
 
+    def summary(self) -> str:
+        """One status line: each run's best val acc, without the folders (the Train panel's)."""
+        return "demo: " + " | ".join(" ".join(line.rsplit("   ", 1)[0].split()) for line in self.lines())
+
     def table(self) -> str:
         """The seed's table (scratch and the partly loaded model) with the spp_grid row, and what ran."""
         s = self.size

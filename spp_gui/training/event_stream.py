@@ -18,12 +18,13 @@ from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import IO
 
-from .events import ENDINGS, CheckpointSaved, Epoch, Event, Failed, Finished, Started, Step, Stopped
+from .events import ENDINGS, CheckpointSaved, Epoch, Event, Failed, Finished, Message, Started, Step, Stopped
 
 #: the name each event has on the wire: ``Stopped`` keeps the name it had before its rename
 #: (``Cancelled``), so scripts that read ``--events-jsonl`` keep working
 WIRE_NAMES: dict[type[Event], str] = {cls: cls.__name__ for cls in
-                                      (Started, Step, Epoch, CheckpointSaved, Finished, Failed)} | {Stopped: "Cancelled"}
+                                      (Started, Step, Epoch, CheckpointSaved, Finished, Failed, Message)} | {
+                                          Stopped: "Cancelled"}
 EVENT_TYPES: dict[str, type[Event]] = {name: cls for cls, name in WIRE_NAMES.items()}
 _RANK_PREFIX = re.compile(r"^\[[A-Za-z_-]*?(\d+)\]:(.*)$")
 _SUMMARY_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)")
@@ -161,6 +162,9 @@ class ConsoleReader:
         """A single process (no torchrun) that ended without its last event: how, and its last lines."""
         ended = f"was killed by {_signal_name(exit_code)}" if exit_code < 0 else f"exited with code {exit_code}"
         lines = list(self.tails.get(0, ()))[-10:]
+        said = [line.removeprefix("spp-gui: error: ") for line in lines if line.startswith("spp-gui: error: ")]
+        if said:  # the command's own one-line error (a bad config, a missing folder): that is the news
+            return f"{said[-1]}\n(the training process exited with code {exit_code})"
         text = (f"The training process {ended} before the run ended."
                 + (f"\nIts last {len(lines)} lines of output:\n" + "\n".join(lines) if lines
                    else "\nIt printed nothing before it ended."))

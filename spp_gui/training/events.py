@@ -104,7 +104,7 @@ ENDINGS = (Finished, Stopped, Failed)
 def describe(event: Event) -> str | None:
     """The line an event becomes for a person, or None for events shown otherwise (a Step draws a
     progress bar, a checkpoint is no news)."""
-    head = f"[{event.run}] "
+    head = f"[{event.run}] " if event.run else ""
     if isinstance(event, Started):
         return (f"{head}{event.device}, {len(event.classes)} classes, {event.n_train} train / {event.n_val} "
                 f"val images, {event.loaded}; folder {event.run_dir}")

@@ -141,3 +141,19 @@ def test_closing_the_panel_mid_run_stops_the_process_after_its_step(panel, qtbot
     assert not panel.busy and not panel.paused
     assert "stopped at epoch" in panel.status_label.text()
     qtbot.waitUntil(lambda: not alive(pid), timeout=10000)
+
+
+def test_run_demo_in_its_own_process_ends_with_the_seeds_table_in_one_line(panel, qtbot, tmp_path):
+    panel.out_edit.setText(str(tmp_path / "demo_runs"))
+    with qtbot.waitSignal(panel.run_finished, timeout=300000):
+        panel.demo_button.click()
+        assert panel._process is not None and "demo" in command_line(panel._process.pid)
+    assert panel.last_error == ""
+    assert panel.run_names == ["source-pretraining", "scratch", "order", "spp_grid"]
+    status = panel.status_label.text()
+    assert status.startswith("demo: scratch none (random init) 1e-03")
+    [folder] = (tmp_path / "demo_runs").glob("demo-*")
+    for name in ("scratch", "order", "spp_grid"):  # each run's best val acc, as its own folder has it
+        best = max(row["val_acc"] for row in read_epochs(folder / "runs" / name))
+        assert f"{name} " in status and f" {best:.3f} " in status.split(f"{name} ", 1)[1].split("|")[0]
+    assert (folder / "compare.png").is_file()

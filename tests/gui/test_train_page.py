@@ -19,7 +19,7 @@ from spp_gui.core.apply import save_weights  # noqa: E402
 from spp_gui.core.specs import build_model  # noqa: E402
 from spp_gui.core.strategies import suggest_mapping  # noqa: E402
 from spp_gui.gui.train_checks import head_classes, run_name_problem, with_num_classes  # noqa: E402
-from spp_gui.gui.train_panel import IN_APP, NO_MAPPING_TIP, TORCHRUN, TrainPanel  # noqa: E402
+from spp_gui.gui.train_panel import IN_APP, NO_MAPPING_TIP, OWN_PROCESS, TORCHRUN, TrainPanel  # noqa: E402
 
 SPEC = "spp_gui:alexnet_spp?num_classes=3&width=0.0625&dropout=0.0"  # the panel fixture's target
 
@@ -141,7 +141,9 @@ def test_ask_to_stop_three_ways(panel, qtbot):
 
 
 # -- compare ------------------------------------------------------------------------------------
-def test_compare_scratch_vs_mapped(panel, qtbot, mapping):
+@pytest.mark.parametrize("where", [OWN_PROCESS, IN_APP])
+def test_compare_scratch_vs_mapped(panel, qtbot, mapping, where):
+    panel.launch_box.setCurrentText(where)
     assert not panel.compare_button.isEnabled()  # the fixture's session has no mapping
     panel.set_session(SPEC, *mapping)
     assert panel.compare_button.isEnabled()
@@ -155,9 +157,8 @@ def test_compare_scratch_vs_mapped(panel, qtbot, mapping):
     assert scratch[len("scratch"):] == pretrained[len("pretrained"):]  # one comparison, one time stamp
     assert [len(panel.run_epochs(n)) for n in (scratch, pretrained)] == [2, 2]
     assert set(panel.plots.runs[scratch].lrs) == {1e-3} and set(panel.plots.runs[pretrained].lrs) == {1e-4}
-    result = panel.last_result
-    configs = {name: tomllib.loads((Path(run.run_dir) / "config.toml").read_text())
-               for name, run in ((scratch, result.scratch), (pretrained, result.pretrained))}
+    runs = Path(panel.out_edit.text())
+    configs = {name: tomllib.loads((runs / name / "config.toml").read_text()) for name in (scratch, pretrained)}
     assert configs[scratch]["model"]["mapping"] == "" and configs[pretrained]["model"]["mapping"].endswith("mapping.json")
     for key in ("epochs", "seed", "batch_size"):
         assert configs[scratch]["run"][key] == configs[pretrained]["run"][key]
@@ -224,11 +225,12 @@ def test_a_bad_stored_value_leaves_the_default(qtbot):
     store = settings.settings()
     store.setValue("train/epochs", "many")
     store.setValue("train/optimizer", "no-such-optimizer")
-    store.setValue("train/launch", IN_APP)
+    store.setValue("train/launch", "this window")  # what an earlier version called the app's thread
     store.sync()
     panel = TrainPanel()
     qtbot.addWidget(panel)
     assert panel.epochs_spin.value() == 50 and panel.optimizer_box.currentText() == "adam"
+    assert panel.launch_box.currentText() == OWN_PROCESS
 
 
 # -- run names, hiding runs, loading runs ---------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_every_event_round_trips():
               Step("r", 1, 2, 6, [0.5, float("nan")], 1e-3, 120.0, 0.5),
               Epoch("r", 1, 3, 0.7, 0.5, 0.8, 0.25, 1e-3, 1.5, 16.0, 0, True),
               Finished("r", "/d", 0.5, 1, 0.25), Stopped("r", "/d", 1, 2),
-              Failed("r", "/d", "out of memory", "oom", 4)]
+              Failed("r", "/d", "out of memory", "oom", 4), Message("", "demo: scratch 0.5")]
     for event in events:
         line = event_to_json(event)
         assert "\n" not in line
@@ -69,6 +69,23 @@ def test_console_reader_names_the_root_cause_and_its_lines():
     assert text.startswith("rank 1 exited with code 1; rank 0 was killed by SIGTERM. torchrun saw rank 1 end first.\n"
                            "rank 1, its last 3 lines of output:\nloading shard 1\nTraceback (most recent call last):\n"
                            "RuntimeError: boom\nrank 0 printed nothing before it ended.")
+
+
+def test_console_reader_of_one_process_reads_bare_lines():
+    """A run in its own process (no torchrun): every line is its own, events among log lines."""
+    reader = ConsoleReader(prefixed=False)
+    assert reader.feed("loading weights") is None
+    event = reader.feed(event_to_json(Step("r", 1, 2, 6, [0.5], 1e-3, 120.0, 0.5)))
+    assert isinstance(event, Step) and reader.ending is None
+    assert reader.feed("[default0]:not a rank here, just text") is None
+    assert "loading weights" in reader.failure(-signal.SIGKILL)
+    assert "killed by SIGKILL" in reader.failure(-signal.SIGKILL)
+    assert "out-of-memory killer" in reader.failure(-signal.SIGKILL)
+    reader.feed("spp-gui: error: model spec 'x': unknown option no_such_option")
+    assert reader.failure(2) == ("model spec 'x': unknown option no_such_option\n"
+                                 "(the training process exited with code 2)")
+    reader.feed(event_to_json(Stopped("r", "/d", 1, 2)))
+    assert isinstance(reader.ending, Stopped)
 
 
 def test_console_reader_without_any_rank_output():
