@@ -76,7 +76,7 @@ from ..training.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from ..training.data import scan_dataset, split_info_text
 from ..training.distributed import cluster_command, launch_command, per_rank_batch
 from ..training.engine import RunControl, train
-from ..training.events import ENDINGS, Epoch, Failed, Message, Started, Step, describe
+from ..training.events import ENDINGS, CheckpointSaved, Epoch, Failed, Message, Started, Step, describe
 from ..training.metrics import read_epochs
 from . import train_form
 from .dialogs import ask_to_run_code
@@ -124,6 +124,7 @@ class TrainPanel(QWidget):
         self._last_was_process = False
         self._compare_names: tuple[str, str] | None = None  # a comparison running in its own process
         self._endings: dict[str, Any] = {}  # each run's last event (Finished, Stopped, Failed), by name
+        self._last_checkpoint: CheckpointSaved | None = None  # the run's latest last.safetensors
         self._t_start = 0.0
         self._paused_total = 0.0
         self._paused_at: float | None = None
@@ -755,9 +756,13 @@ class TrainPanel(QWidget):
 
     @Slot(int, str)
     def _on_process_ended(self, code: int, message: str) -> None:
+        self._show_progress()  # the last step's numbers first: the outcome goes over them, not under
         if self._compare_names is not None and not message:
             self.status_label.setText(compare_summary(self._compare_names, self._endings))
         self._compare_names = None
+        kept = self._last_checkpoint
+        if message and not message.startswith("stopped") and kept is not None:
+            message += f"\nThe run's last checkpoint is kept (epoch {kept.epoch}): {kept.path}"
         if message:
             self.status_label.setText(message.splitlines()[0])
             if message.startswith("stopped"):
@@ -850,6 +855,7 @@ class TrainPanel(QWidget):
         """What every run starts with, in this window or as processes."""
         self.last_error, self.last_result = "", None
         self._endings = {}
+        self._last_checkpoint = None
         self._t_start, self._paused_total, self._paused_at = time.perf_counter(), 0.0, None
         self._progress_text = ""
         self._running = True
@@ -922,6 +928,10 @@ class TrainPanel(QWidget):
         elif isinstance(event, ENDINGS):
             self._show_progress()  # the last step's numbers first, then the outcome over them
             self._endings[event.run] = event
+        elif isinstance(event, CheckpointSaved):
+            if event.kind == "last":
+                self._last_checkpoint = event
+            return
         elif not isinstance(event, Message):
             return
         text = describe(event)

@@ -102,7 +102,12 @@ class DemoResult:
 
     def summary(self) -> str:
         """One status line: each run's best val acc, without the folders (the Train panel's)."""
-        return "demo: " + " | ".join(" ".join(line.rsplit("   ", 1)[0].split()) for line in self.lines())
+        parts = []
+        for name, r in self.runs.items():
+            loaded = f" ({self.loaded[name].share:.1%} loaded)" if name in self.loaded else ""
+            parts.append(f"{name}{loaded} best val acc {r.best_val_acc:.3f} (epoch {r.best_epoch}), "
+                         f"final {r.final_val_acc:.3f}")
+        return "demo: " + " | ".join(parts)
 
     def table(self) -> str:
         """The seed's table (scratch and the partly loaded model) with the spp_grid row, and what ran."""

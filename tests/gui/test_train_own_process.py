@@ -104,10 +104,14 @@ def test_stop_while_paused_ends_the_run(panel, qtbot):
 
 def test_a_killed_process_is_reported_and_its_curves_stay(panel, qtbot):
     pid = start_long_run(panel, qtbot, steps=3)
+    qtbot.waitUntil(lambda: panel._last_checkpoint is not None, timeout=60000)  # an epoch's checkpoint is in
     with qtbot.waitSignal(panel.run_finished, timeout=60000):
         os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
     assert "The training process was killed by SIGKILL" in panel.last_error
     assert "out-of-memory killer" in panel.last_error
+    assert panel.status_label.text().startswith("The training process was killed by SIGKILL")
+    kept = Path(panel.last_error.rsplit(": ", 1)[1])  # what it saved before it died is named, and there
+    assert "last checkpoint is kept (epoch " in panel.last_error and kept.name == "last.safetensors" and kept.is_file()
     assert panel._dialog.isVisible() and panel._dialog.windowTitle() == "The training process failed"
     assert losses(panel) >= 3  # what it reported before it died is still drawn
     assert not panel.busy and panel.start_button.isEnabled()
@@ -151,9 +155,13 @@ def test_run_demo_in_its_own_process_ends_with_the_seeds_table_in_one_line(panel
     assert panel.last_error == ""
     assert panel.run_names == ["source-pretraining", "scratch", "order", "spp_grid"]
     status = panel.status_label.text()
-    assert status.startswith("demo: scratch none (random init) 1e-03")
+    assert status.startswith("demo: scratch best val acc ")
     [folder] = (tmp_path / "demo_runs").glob("demo-*")
-    for name in ("scratch", "order", "spp_grid"):  # each run's best val acc, as its own folder has it
-        best = max(row["val_acc"] for row in read_epochs(folder / "runs" / name))
-        assert f"{name} " in status and f" {best:.3f} " in status.split(f"{name} ", 1)[1].split("|")[0]
+    parts = dict(part.split(" ", 1) for part in status.removeprefix("demo: ").split(" | "))
+    assert list(parts) == ["scratch", "order", "spp_grid"]
+    assert parts["order"].startswith("(26.9% loaded)") and parts["spp_grid"].startswith("(79.4% loaded)")
+    for name, text in parts.items():  # each run's best and final val acc, as its own folder has them
+        rows = read_epochs(folder / "runs" / name)
+        best = max(rows, key=lambda row: row["val_acc"])
+        assert f"best val acc {best['val_acc']:.3f} (epoch {int(best['epoch'])}), final {rows[-1]['val_acc']:.3f}" in text
     assert (folder / "compare.png").is_file()
