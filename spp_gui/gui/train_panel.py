@@ -6,7 +6,7 @@ Pause, Resume and Stop go to it as lines on its stdin. Python code the GUI threa
 handling events) then never holds the engine's interpreter lock: measured, that lock cost a run in
 this app's thread about 5% of its speed on 2 cores (benchmarks/gui_responsiveness.py). A crash or
 the kernel's out-of-memory killer ends that process, not the window.
-In this app's thread (``IN_APP``; the comparison and the demo always run there), the engine yields
+In this app's thread (``IN_APP``; the comparison and the demo too when torchrun is chosen), the engine yields
 events in a worker thread; they arrive here through signals received by ``@Slot`` methods of this
 GUI-thread object. Events only append to per-run
 arrays; a timer (<= 30 Hz, and no sooner than the plots' drawing budget allows: ``RunPlots.push``)
@@ -245,7 +245,8 @@ class TrainPanel(QWidget):
             "lock; a crash there does not close this window); starts in a few seconds.\n"
             f"{IN_APP}: a worker thread of this app; starts at once.\n"
             f"{TORCHRUN}: separate processes (one per GPU, gloo on the CPU) with DistributedDataParallel.\n"
-            "Compare and Run demo always run in this app's thread.")
+            f"Compare and Run demo run in their own process too, or in this app's thread when {TORCHRUN} is "
+            "chosen.")
         self.nproc_spin = self._int_spin(_default_nproc(), 1, 256)
         self.nproc_spin.setToolTip("processes for torchrun; run.batch_size is the global batch, split across them")
         self.launch_box.currentIndexChanged.connect(self._update_buttons)
@@ -660,7 +661,8 @@ class TrainPanel(QWidget):
     @Slot()
     def start_compare(self) -> None:
         """The seed article's comparison on these folders: from scratch at lr 1e-3, then from the session's
-        mapped weights at lr 1e-4; same epochs, batch and seed; curves overlaid (always in this window)."""
+        mapped weights at lr 1e-4; same epochs, batch and seed; curves overlaid (in their own process, or in
+        this app's thread unless Run in says own process)."""
         if self._running:
             return
         self.refresh_session()
@@ -1029,7 +1031,7 @@ class TrainPanel(QWidget):
         self.compare_button.setEnabled(not busy and has_mapping)
         self.compare_button.setToolTip(
             f"Two runs on these folders, one after the other, overlaid: from scratch at lr {SCRATCH_LR:g}, then "
-            f"from the session's mapped weights at lr {MAPPED_LR:g}; same epochs, batch and seed (in this window)"
+            f"from the session's mapped weights at lr {MAPPED_LR:g}; same epochs, batch and seed; both curves in this window"
             if has_mapping else NO_MAPPING_TIP)
         torchrun = self._process is not None and not self._process.controlled
         self.pause_button.setEnabled(busy and not torchrun)  # torchrun's ranks cannot be paused from here
