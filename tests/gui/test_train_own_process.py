@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from procs import alive, command_line  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from spp_gui.gui.train_panel import OWN_PROCESS  # noqa: E402
@@ -34,18 +35,6 @@ class Net(nn.Module):
 '''
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def command_line(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-
-
 def losses(panel) -> int:
     return len(panel.plots.runs[panel.run_names[0]].losses) if panel.run_names else 0
 
@@ -63,7 +52,8 @@ def test_start_trains_in_a_process_of_its_own(panel, qtbot, tmp_path):
         panel.start_button.click()
         assert panel.status_label.text().startswith("starting its own process")
         pid = panel._process.pid
-        assert pid != os.getpid() and "--control-stdin" in command_line(pid)
+        assert pid != os.getpid()
+        qtbot.waitUntil(lambda: "--control-stdin" in command_line(pid), timeout=10000)  # once it has exec'd
     assert "done, best val acc" in panel.status_label.text() and panel.last_error == ""
     (name,) = panel.run_names
     assert [row["epoch"] for row in panel.run_epochs(name)] == [1, 2]
@@ -134,7 +124,9 @@ def test_model_code_the_user_did_not_allow_is_asked_about_before_the_process_sta
     [run] = [b for b in box.buttons() if b.objectName() == "runCodeButton"]
     with qtbot.waitSignal(panel.run_finished, timeout=120000):
         run.click()  # trusts these bytes, then starts again
-        line = command_line(panel._process.pid)
+        pid = panel._process.pid
+        qtbot.waitUntil(lambda: "--trust-code-file" in command_line(pid), timeout=10000)
+        line = command_line(pid)
         assert line[line.index("--trust-code-file") + 1].startswith(f"{code}=")
     assert "done, best val acc" in panel.status_label.text()
 
@@ -151,7 +143,8 @@ def test_run_demo_in_its_own_process_ends_with_the_seeds_table_in_one_line(panel
     panel.out_edit.setText(str(tmp_path / "demo_runs"))
     with qtbot.waitSignal(panel.run_finished, timeout=300000):
         panel.demo_button.click()
-        assert panel._process is not None and "demo" in command_line(panel._process.pid)
+        pid = panel._process.pid
+        qtbot.waitUntil(lambda: "demo" in command_line(pid), timeout=10000)
     assert panel.last_error == ""
     assert panel.run_names == ["source-pretraining", "scratch", "order", "spp_grid"]
     status = panel.status_label.text()
