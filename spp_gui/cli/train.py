@@ -185,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_configs(args: argparse.Namespace) -> int:
+    if getattr(args, "control_stdin", False) and (args.nproc is not None or env_rank()[1] > 1):
+        raise ConfigError("--control-stdin drives one process; a torchrun job stops on SIGTERM (it cannot pause)")
     configs = [RunConfig.load(p) for p in args.configs]  # all read first: a typo fails before hours of training
     if args.print_torchrun or args.nproc is not None:
         world = max(1, args.nproc or 1) * (max(1, args.nnodes) if args.print_torchrun else 1)

@@ -130,6 +130,12 @@ def _events(lines):
     return [e for e in (event_from_json(line) for line in lines) if e is not None]
 
 
+def test_control_stdin_is_for_one_process(make_config, tmp_path, capsys):
+    make_config().save(tmp_path / "run.toml")
+    assert main(["train", str(tmp_path / "run.toml"), "--nproc", "2", "--control-stdin"]) == 2
+    assert "--control-stdin drives one process" in capsys.readouterr().err
+
+
 def test_control_stdin_pauses_resumes_and_stops_after_the_step(make_config, tmp_path):
     """``--control-stdin``, as the Train panel drives a run in its own process: words on stdin."""
     from spp_gui.training.events import Step, Stopped
