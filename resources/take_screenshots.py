@@ -31,6 +31,8 @@ def dark_palette() -> QPalette:
                         (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.ToolTipBase, "#353535"),
                         (QPalette.ColorRole.ToolTipText, "#e6e6e6"), (QPalette.ColorRole.PlaceholderText, "#9a9a9a")):
         p.setColor(role, QColor(color))
+    for role in (QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText, QPalette.ColorRole.Text):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#7f7f7f"))  # as dark themes dim them
     return p
 
 
