@@ -5,37 +5,31 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable
 
 from ..training.engine import RunControl
 from ..training.event_stream import JsonLinesEmitter
-from ..training.events import Event, Message, drive
-from .train import ProgressPrinter, follow_stdin, say, stop_on_sigterm
+from ..training.events import Message, drive
+from .train import event_printer, follow_stdin, say, stop_on_sigterm
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..training.demo import run_demo
 
     control = RunControl()
-    listeners: list[Callable[[Event], None]] = [*([JsonLinesEmitter(sys.stdout)] if args.events_jsonl else []), ProgressPrinter()]
-
-    def printer(event: Event) -> None:
-        for listener in listeners:
-            listener(event)
-
     previous = signal.getsignal(signal.SIGTERM)
     stop_on_sigterm(control)  # SIGTERM ends the run under way after its step, as in ``train``
     if args.control_stdin:
         follow_stdin(control)
     try:
-        result = drive(run_demo(args.out, quick=args.quick, seed=args.seed, control=control), printer)
+        result = drive(run_demo(args.out, quick=args.quick, seed=args.seed, control=control),
+                       event_printer(args.events_jsonl))
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     if result is None:
         return 1
     if args.events_jsonl:  # stdout carries only events then: the table goes to stderr, its gist as a Message
         say(result.table(), file=sys.stderr)
-        listeners[0](Message("", result.summary()))
+        JsonLinesEmitter(sys.stdout)(Message("", result.summary()))
     else:
         say(result.table())
     return 0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..training.config import ConfigError, RunConfig
@@ -140,6 +141,21 @@ def follow_stdin(control: RunControl, stream=None) -> threading.Thread:
     return thread
 
 
+def event_printer(events_jsonl: bool) -> Callable[[Event], None]:
+    """Progress on stderr (or stdout); with ``events_jsonl`` each event also as a JSON line on stdout."""
+    listeners: list[Callable[[Event], None]] = [*([JsonLinesEmitter(sys.stdout)] if events_jsonl else []),
+                                                ProgressPrinter()]
+
+    def printer(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+    return printer
+
+
+def _ignore_event(event: Event) -> None:
+    """The listener of a torchrun rank other than 0: it prints nothing."""
+
+
 def _ignore_signal(signum, frame) -> None:
     """A Python-level handler that does nothing (see ``stop_on_sigterm``)."""
 
@@ -222,11 +238,7 @@ def _run_all(args: argparse.Namespace, configs: list[RunConfig], control: RunCon
              main: bool) -> int:
     results: dict[str, RunResult] = {}
     # under torchrun only rank 0 prints; with --events-jsonl it also writes each event to stdout
-    listeners = (([JsonLinesEmitter(sys.stdout)] if args.events_jsonl else []) + [ProgressPrinter()]) if main else []
-
-    def printer(event: Event) -> None:
-        for listener in listeners:
-            listener(event)
+    printer = event_printer(args.events_jsonl) if main else _ignore_event
     status = 0
     for path, cfg in zip(args.configs, configs, strict=True):
         if control.stop_requested:

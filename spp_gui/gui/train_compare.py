@@ -39,7 +39,7 @@ def compare_summary(names: tuple[str, str], endings: dict[str, Event]) -> str:
     for label, name in zip(("scratch", "pretrained"), names, strict=True):
         event = endings.get(name)
         if isinstance(event, Finished):
-            parts.append(f"{label} best val acc {event.best_val_acc:.3f} (epoch {event.best_epoch})")
+            parts.append(f"{label} {_best(event.best_val_acc, event.best_epoch)}")
         elif isinstance(event, (Stopped, Failed)):
             parts.append(f"{label} {RunStatus.CANCELLED if isinstance(event, Stopped) else RunStatus.FAILED}")
     return "compare: " + " | ".join(parts)
@@ -48,7 +48,11 @@ def compare_summary(names: tuple[str, str], endings: dict[str, Event]) -> str:
 def _outcome(result: RunResult) -> str:
     if result.status != RunStatus.FINISHED:
         return result.status
-    return f"best val acc {result.best_val_acc:.3f} (epoch {result.best_epoch})"
+    return _best(result.best_val_acc, result.best_epoch)
+
+
+def _best(acc: float, epoch: int) -> str:
+    return f"best val acc {acc:.3f} (epoch {epoch})"
 
 
 def compare_configs(base: RunConfig, mapped: RunConfig) -> tuple[RunConfig, RunConfig]:

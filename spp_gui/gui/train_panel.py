@@ -3,9 +3,9 @@
 Start runs the engine in a process of its own by default (``OWN_PROCESS``): ``spp_gui train
 --events-jsonl --control-stdin``, whose events arrive as JSON lines (``ProcessRun``) and whose
 Pause, Resume and Stop go to it as lines on its stdin. Python code the GUI thread runs (drawing,
-handling events) then never holds the engine's interpreter lock: measured, that lock cost a run in
-this app's thread about 5% of its speed on 2 cores (benchmarks/gui_responsiveness.py). A crash or
-the kernel's out-of-memory killer ends that process, not the window.
+handling events, the editor in use meanwhile) then never holds the engine's interpreter lock
+(benchmarks/gui_responsiveness.py --gui-load: 0.89x of headless against 0.84x in this app's thread
+on 2 cores). A crash or the kernel's out-of-memory killer ends that process, not the window.
 In this app's thread (``IN_APP``; the comparison and the demo too when torchrun is chosen), the engine yields
 events in a worker thread; they arrive here through signals received by ``@Slot`` methods of this
 GUI-thread object. Events only append to per-run
@@ -241,7 +241,7 @@ class TrainPanel(QWidget):
         self.launch_box.addItems([OWN_PROCESS, IN_APP, TORCHRUN])
         self.launch_box.setToolTip(
             "Where Start runs the training; its curves show here in every case.\n"
-            f"{OWN_PROCESS}: a process of its own (the fastest here: drawing never competes with it for Python's "
+            f"{OWN_PROCESS}: a process of its own (drawing and the editor never compete with it for Python's "
             "lock; a crash there does not close this window); starts in a few seconds.\n"
             f"{IN_APP}: a worker thread of this app; starts at once.\n"
             f"{TORCHRUN}: separate processes (one per GPU, gloo on the CPU) with DistributedDataParallel.\n"
@@ -749,9 +749,7 @@ class TrainPanel(QWidget):
     def _check_code_allowed(self, cfg: RunConfig) -> None:
         """Before a run leaves this process: every model file it would run must be one the user allowed
         (:class:`UntrustedCodeError` otherwise, which the caller turns into the usual question)."""
-        mapping = self._session_mapping()
-        texts = [cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""]
-        for text in texts:
+        for text in self._code_specs(cfg):
             for path in code_files([text]):
                 if not is_trusted(path):
                     raise UntrustedCodeError(path, file_sha256(path), text)
@@ -783,12 +781,16 @@ class TrainPanel(QWidget):
     def _trusted_code_args(self, cfg: RunConfig) -> list[str]:
         """``--trust-code-file PATH=SHA256`` for each model file this window was allowed to run: the
         processes run those exact bytes and nothing else (a file changed meanwhile is refused there)."""
-        mapping = self._session_mapping()
         args: list[str] = []
-        for path in code_files([cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""]):
+        for path in code_files(self._code_specs(cfg)):
             if is_trusted(path):
                 args += ["--trust-code-file", f"{path}={file_sha256(path)}"]
         return args
+
+    def _code_specs(self, cfg: RunConfig) -> list[str]:
+        """The specs a run of ``cfg`` may build, whose model files it would import."""
+        mapping = self._session_mapping()
+        return [cfg.model.spec, cfg.model.source, mapping.source_spec if mapping else ""]
 
     def show_cluster_command(self) -> None:
         """Save the run's config beside the runs and show the torchrun line for each machine of a cluster."""
